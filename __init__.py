@@ -1,0 +1,87 @@
+"""opro-engine: an async, cached, rate-limited evaluation engine for OPRO prompt optimization.
+
+The public API is what this module exports (pinned by tests/test_public_api.py). Build an
+`Engine`, get scorer `Model`s from it by `provider/model` name, and `await
+engine.evaluate(instructions, examples, scorer)`; or call `await opro.evaluate(...)` for a
+one-off evaluation with a temporary engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .engine.engine import Engine, TaskGrader
+from .engine.evaluate import (
+    EvalReport,
+    EvaluationAborted,
+    Grader,
+    InstructionScore,
+    Progress,
+    Totals,
+)
+from .engine.limits import LimitConfig
+from .engine.model import Decoding, Generation, Model, ModelCallError, Price
+from .engine.retry import RetryPolicy
+from .providers.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    FatalError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
+from .providers.types import Completion, Message, Request, Usage
+from .tasks.types import Example
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "Completion",
+    "ConfigurationError",
+    "Decoding",
+    "Engine",
+    "EvalReport",
+    "EvaluationAborted",
+    "Example",
+    "FatalError",
+    "Generation",
+    "Grader",
+    "InstructionScore",
+    "LimitConfig",
+    "Message",
+    "Model",
+    "ModelCallError",
+    "Price",
+    "Progress",
+    "ProviderError",
+    "RateLimitError",
+    "Request",
+    "RetryPolicy",
+    "TaskGrader",
+    "Totals",
+    "TransientError",
+    "Usage",
+    "evaluate",
+]
+
+
+async def evaluate(
+    instructions: Sequence[str],
+    examples: Sequence[Example],
+    scorer: str,
+    *,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
+    retry: RetryPolicy | None = None,
+    grader: Grader | None = None,
+    position: Any = "Q_begin",
+    **model_options: Any,
+) -> EvalReport:
+    """One evaluation with a temporary `Engine`; `model_options` go to `Engine.model()`."""
+    async with Engine(cache_dir=cache_dir, use_cache=use_cache, retry=retry) as engine:
+        model = engine.model(scorer, **model_options)
+        return await engine.evaluate(
+            instructions, examples, model, grader=grader, position=position
+        )

@@ -1,0 +1,33 @@
+"""An in-process cache with the disk cache's interface, for tests and throwaway runs."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..providers.types import Completion
+
+
+class MemoryCache:
+    """A bounded LRU map from request key to completion."""
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self._data: OrderedDict[str, Completion] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, key: str) -> Completion | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def set(self, key: str, completion: Completion) -> None:
+        self._data[key] = completion
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def close(self) -> None:
+        self._data.clear()

@@ -1,0 +1,153 @@
+"""`Engine`: the object a user holds. It owns what models share and builds the models.
+
+Shared per engine (never module-global): one HTTP connection pool, one limiter per
+connection key, one single-flight table and one result cache. Create it inside your own
+event loop, use `engine.model(...)` and `engine.evaluate(...)`, and close it (or use
+`async with`), so that sessions and the cache are released.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ..caches.base import ResultCache
+from ..caches.disk import DiskCache
+from ..providers.base import HttpPool
+from ..providers.errors import ConfigurationError
+from ..providers.registry import ProviderOptions, create_provider
+from ..tasks.grading import GRADING_VERSION, grade
+from ..tasks.prompts import Position
+from ..tasks.types import Example
+from .evaluate import EvalReport, Grader, Progress, evaluate
+from .limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
+from .model import Decoding, Model, Price, _Flight
+from .retry import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGrader:
+    """The task layer's `grade()` as a `Grader`: the question supplies the options."""
+
+    version: str = GRADING_VERSION
+
+    def __call__(self, prediction: str, example: Example) -> bool:
+        return grade(prediction, example.target, question=example.input)
+
+
+class Engine:
+    """Builds `Model`s that share pools, limits, single-flight and the cache."""
+
+    def __init__(
+        self,
+        *,
+        cache: ResultCache | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        use_cache: bool = True,
+        retry: RetryPolicy | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if cache is not None:
+            self.cache: ResultCache | None = cache
+        elif use_cache:
+            self.cache = DiskCache(Path(cache_dir) if cache_dir is not None else None)
+        else:
+            self.cache = None
+        self.retry = retry or RetryPolicy()
+        self._http = HttpPool()
+        self._limiters: dict[str, ConnectionLimiter] = {}
+        self._inflight: dict[str, _Flight] = {}
+        self._models: list[Model] = []
+        self._rng = random.Random(seed)
+
+    def model(
+        self,
+        spec: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api: str | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        price: Price | None = None,
+        latency_s: float = 0.0,
+    ) -> Model:
+        """A model by `provider/model` name; limits are shared per connection key."""
+        options = ProviderOptions(
+            base_url=base_url,
+            api_key=api_key,
+            api=api,
+            timeout=self.retry.timeout + 5.0,
+            latency_s=latency_s,
+        )
+        provider = create_provider(spec, options, http=self._http)
+        limits = LimitConfig(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
+        key = provider.connection_key()
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = ConnectionLimiter(limits)
+        elif limiter.config != limits:
+            raise ConfigurationError(
+                f"{spec} shares a connection with a model already set up with other limits "
+                f"({limiter.config}); give both the same limits"
+            )
+        model = Model(
+            provider,
+            limiter=limiter,
+            retry=self.retry,
+            cache=self.cache,
+            inflight=self._inflight,
+            decoding=Decoding(temperature, max_tokens, tuple(stop), seed),
+            price=price,
+            rng=random.Random(self._rng.random()),
+        )
+        self._models.append(model)
+        return model
+
+    async def evaluate(
+        self,
+        instructions: Sequence[str],
+        examples: Sequence[Example],
+        scorer: Model,
+        *,
+        grader: Grader | None = None,
+        position: Position = "Q_begin",
+        qa_framing: bool = True,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> EvalReport:
+        return await evaluate(
+            instructions,
+            examples,
+            scorer,
+            grader=grader or TaskGrader(),
+            position=position,
+            qa_framing=qa_framing,
+            on_progress=on_progress,
+        )
+
+    async def aclose(self) -> None:
+        for model in self._models:
+            await model.provider.aclose()
+        await self._http.aclose()
+        if self.cache is not None:
+            self.cache.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,279 @@
+"""Fan-out of (instruction, example) pairs to the scorer and aggregation per instruction.
+
+Data enters as instructions (any spellings), examples and a scorer `Model`; it leaves as
+an `EvalReport` with one score per instruction as given. On the way: spellings are
+canonicalised and each canonical instruction is scored once; every pair's prompt is
+rendered and looked up in the cache synchronously (a warm rerun creates no tasks at all);
+the misses are drained by a pool of workers through `Model.generate`, which owns
+single-flight, limits and retries. A pair whose call finally fails counts as an error,
+never as a wrong answer; a fatal failure that would hit every pair (bad key, unknown
+model) aborts the evaluation instead of producing thousands of errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from ..providers.errors import BadRequestError, FatalError
+from ..tasks.prompts import Position, render_prompt
+from ..tasks.types import Example
+from .dedup import dedupe
+from .model import Generation, Model, ModelCallError
+
+
+class Grader(Protocol):
+    """Decides whether a prediction answers an example; `version` goes into reports."""
+
+    @property
+    def version(self) -> str: ...
+
+    def __call__(self, prediction: str, example: Example) -> bool: ...
+
+
+class EvaluationAborted(Exception):
+    """A failure that no retry or other example can get around (key, model, quota)."""
+
+
+@dataclass(slots=True)
+class InstructionScore:
+    instruction: str
+    canonical: str
+    duplicate_of: int | None
+    accuracy: float | None
+    correct: int
+    n: int
+    errors: int
+    calls: int
+    cache_hits: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    error_messages: list[str] = field(default_factory=list)
+
+    @property
+    def graded(self) -> int:
+        """How many examples the accuracy rests on (errors are not graded)."""
+        return self.n - self.errors
+
+
+@dataclass(slots=True)
+class Totals:
+    pairs: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+    n429: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    wall_s: float = 0.0
+
+
+@dataclass(slots=True)
+class EvalReport:
+    scorer: str
+    position: str
+    grader_version: str
+    instructions: list[InstructionScore]
+    totals: Totals
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def best(self) -> InstructionScore:
+        return max(self.instructions, key=lambda s: (s.accuracy or 0.0, -s.errors))
+
+
+@dataclass(slots=True)
+class Progress:
+    """A snapshot for progress displays: pairs done of total and what they cost."""
+
+    done: int
+    total: int
+    calls: int
+    cache_hits: int
+    errors: int
+    n429: int
+
+
+@dataclass(slots=True)
+class _Acc:
+    correct: int = 0
+    n: int = 0
+    errors: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    n429: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def add(self, generation: Generation, correct: bool) -> None:
+        self.n += 1
+        self.correct += correct
+        self.calls += generation.calls
+        self.n429 += generation.n429
+        self.cache_hits += generation.cached or generation.shared
+        self.tokens_in += generation.usage.input_tokens
+        self.tokens_out += generation.usage.output_tokens
+
+    def fail(self, error: ModelCallError) -> None:
+        self.n += 1
+        self.errors += 1
+        self.calls += error.attempts
+        self.n429 += error.n429
+        if len(self.messages) < 3:
+            self.messages.append(str(error))
+
+
+_Pair = tuple[int, Example, Any, str]
+
+
+def _aborts(error: ModelCallError) -> bool:
+    err = error.error
+    if isinstance(err, BadRequestError):
+        return err.status == 404  # an unknown model or endpoint fails every pair
+    return isinstance(err, FatalError)
+
+
+async def evaluate(
+    instructions: Sequence[str],
+    examples: Sequence[Example],
+    scorer: Model,
+    *,
+    grader: Grader,
+    position: Position = "Q_begin",
+    qa_framing: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    workers: int | None = None,
+) -> EvalReport:
+    """Score every instruction on every example; see the module docstring."""
+    started = time.perf_counter()
+    if not instructions:
+        raise ValueError("no instructions to evaluate")
+    if not examples:
+        raise ValueError("no examples to evaluate on")
+    unique, index = dedupe(instructions)
+    accs = [_Acc() for _ in unique]
+    total = len(unique) * len(examples)
+    pending: list[_Pair] = []
+    for u, canon in enumerate(unique):
+        acc = accs[u]
+        for ex in examples:
+            request = scorer.request(
+                render_prompt(canon, ex.input, position, qa_framing=qa_framing)
+            )
+            key = scorer.key(request)
+            hit = scorer.lookup(key)
+            if hit is None:
+                pending.append((u, ex, request, key))
+            else:
+                acc.add(Generation(hit, cached=True), grader(hit.text, ex))
+
+    def report_progress() -> None:
+        if on_progress is not None:
+            on_progress(
+                Progress(
+                    done=sum(a.n for a in accs),
+                    total=total,
+                    calls=sum(a.calls for a in accs),
+                    cache_hits=sum(a.cache_hits for a in accs),
+                    errors=sum(a.errors for a in accs),
+                    n429=scorer.stats.n429,
+                )
+            )
+
+    report_progress()
+    if pending:
+        await _drain(pending, scorer, grader, accs, report_progress, workers)
+    return _report(instructions, unique, index, accs, scorer, grader, position, started)
+
+
+async def _drain(
+    pending: list[_Pair],
+    scorer: Model,
+    grader: Grader,
+    accs: list[_Acc],
+    report_progress: Callable[[], None],
+    workers: int | None,
+) -> None:
+    """Run the cache misses through a bounded pool of workers (not one task per pair)."""
+    queue: Iterator[_Pair] = iter(pending)
+
+    async def worker() -> None:
+        for u, ex, request, key in queue:
+            try:
+                generation = await scorer.generate(request, key=key)
+            except ModelCallError as exc:
+                if _aborts(exc):
+                    raise EvaluationAborted(str(exc)) from exc
+                accs[u].fail(exc)
+            else:
+                accs[u].add(generation, grader(generation.completion.text, ex))
+            report_progress()
+
+    size = workers or max(64, 4 * scorer.limiter.config.max_concurrency)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(size, len(pending))):
+                group.create_task(worker())
+    except* EvaluationAborted as group_error:
+        raise group_error.exceptions[0] from None
+
+
+def _report(
+    instructions: Sequence[str],
+    unique: list[str],
+    index: list[int],
+    accs: list[_Acc],
+    scorer: Model,
+    grader: Grader,
+    position: str,
+    started: float,
+) -> EvalReport:
+    first_of: dict[int, int] = {}
+    scores: list[InstructionScore] = []
+    totals = Totals()
+    for i, (ins, u) in enumerate(zip(instructions, index, strict=True)):
+        acc = accs[u]
+        dup = first_of.setdefault(u, i)
+        graded = acc.n - acc.errors
+        cost = scorer.price.cost_of(acc.tokens_in, acc.tokens_out) if scorer.price else 0.0
+        scores.append(
+            InstructionScore(
+                instruction=ins,
+                canonical=unique[u],
+                duplicate_of=None if dup == i else dup,
+                accuracy=acc.correct / graded if graded else None,
+                correct=acc.correct,
+                n=acc.n,
+                errors=acc.errors,
+                calls=acc.calls,
+                cache_hits=acc.cache_hits,
+                tokens_in=acc.tokens_in,
+                tokens_out=acc.tokens_out,
+                cost_usd=cost,
+                error_messages=list(acc.messages),
+            )
+        )
+        if dup == i:  # totals count each canonical instruction once
+            totals.pairs += acc.n
+            totals.calls += acc.calls
+            totals.cache_hits += acc.cache_hits
+            totals.errors += acc.errors
+            totals.n429 += acc.n429
+            totals.tokens_in += acc.tokens_in
+            totals.tokens_out += acc.tokens_out
+            totals.cost_usd += cost
+    totals.wall_s = time.perf_counter() - started
+    return EvalReport(
+        scorer=scorer.spec,
+        position=position,
+        grader_version=grader.version,
+        instructions=scores,
+        totals=totals,
+    )

@@ -1,0 +1,216 @@
+"""Per-connection limits: concurrency, requests/minute, tokens/minute, and 429 back-pressure.
+
+One `ConnectionLimiter` exists per connection key (vendor + account, or a local server's
+URL), shared by every model that talks to it. Acquiring a slot takes, in order:
+
+1. a concurrency slot (an adjustable semaphore: AIMD shrinks it on 429s when the user
+   gave no rate, so an unknown server is probed instead of hammered);
+2. the connection's cooldown: after a 429 or an exhausted `x-ratelimit-remaining-*`
+   header, nobody sends until the server's reset time;
+3. the request rate (asyncio-throttle's sliding window). asyncio-throttle finds a free
+   slot by polling every `retry_interval`, and each wake-up costs ~0.1 ms of CPU here, so
+   one waiter at a time goes to it, and only after sleeping until the moment the window
+   frees a slot (we keep the window's send times too, so that moment is known);
+4. the token rate (aiolimiter's leaky bucket, weighted by the request's worst case:
+   estimated prompt tokens + max_tokens).
+
+All waiting uses the event loop's clock, so tests can run it on virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+from asyncio_throttle.throttler import Throttler
+
+from ..providers.types import RateLimitInfo
+
+DEFAULT_MAX_CONCURRENCY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    """User-set limits for one connection; None means "not limited / adapt"."""
+
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    rpm: float | None = None
+    tpm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError(f"max concurrency must be >= 1, got {self.max_concurrency}")
+        if self.rpm is not None and self.rpm <= 0:
+            raise ValueError(f"requests/minute must be > 0, got {self.rpm}")
+        if self.tpm is not None and self.tpm <= 0:
+            raise ValueError(f"tokens/minute must be > 0, got {self.tpm}")
+
+
+class AdjustableSemaphore:
+    """A FIFO semaphore whose limit can shrink and grow while tasks hold or wait for it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def set_limit(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self._wake()
+
+    async def acquire(self) -> None:
+        if self._held < self._limit and not self._waiters:
+            self._held += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._held -= 1  # the slot was handed over just as we were cancelled
+                self._wake()
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        self._held -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._held < self._limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._held += 1
+                fut.set_result(None)
+
+
+def throttle_window(rpm: float) -> tuple[int, float]:
+    """A sliding window (count, seconds) for `rpm`: about one second's worth of requests.
+
+    A whole minute's burst would be allowed by a 60 s window, and servers enforce limits on
+    shorter scales (OpenAI documents per-second quantisation), so the window is as short as
+    the rate allows while still holding an integer number of requests.
+    """
+    count = max(1, math.ceil(rpm / 60.0))
+    return count, 60.0 * count / rpm
+
+
+class ConnectionLimiter:
+    """The limits of one connection key. Use `async with limiter.slot(tokens):`."""
+
+    # Fraction of the window added as a margin against arrival-time jitter at the server.
+    RATE_MARGIN = 0.01
+
+    def __init__(self, config: LimitConfig) -> None:
+        self.config = config
+        self._sem = AdjustableSemaphore(config.max_concurrency)
+        self._window = float(config.max_concurrency)
+        self._cooldown_until = 0.0
+        self._throttler: Throttler | None = None
+        self._rate_lock = asyncio.Lock()
+        self._sent: deque[float] = deque()
+        if config.rpm is not None:
+            count, period = throttle_window(config.rpm)
+            self._period = period * (1 + self.RATE_MARGIN)
+            self._throttler = Throttler(
+                rate_limit=count, period=self._period, retry_interval=min(0.01, period / count)
+            )
+        self._tokens: AsyncLimiter | None = (
+            AsyncLimiter(config.tpm, 60.0) if config.tpm is not None else None
+        )
+        self.adaptive = config.rpm is None
+
+    @property
+    def concurrency(self) -> int:
+        return self._sem.limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._sem.held
+
+    def slot(self, tokens: int = 0) -> _Slot:
+        return _Slot(self, tokens)
+
+    async def acquire(self, tokens: int = 0) -> None:
+        await self._sem.acquire()
+        try:
+            loop = asyncio.get_running_loop()
+            # A new 429 may push the deadline while we sleep, so re-check after waking.
+            while (wait := self._cooldown_until - loop.time()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+            if self._throttler is not None:
+                async with self._rate_lock:
+                    await self._take_rate_slot(self._throttler)
+            if self._tokens is not None and tokens > 0:
+                await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
+        except BaseException:
+            self._sem.release()
+            raise
+
+    def release(self) -> None:
+        self._sem.release()
+
+    async def _take_rate_slot(self, throttler: Throttler) -> None:
+        """Sleep until the window frees a slot, then let asyncio-throttle admit us."""
+        loop = asyncio.get_running_loop()
+        if len(self._sent) >= throttler.rate_limit:
+            wait = self._sent[0] + self._period - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait + 1e-4)  # the throttler's test is strict (>)
+        await throttler.acquire()  # type: ignore[no-untyped-call]
+        self._sent.append(loop.time())
+        while len(self._sent) > throttler.rate_limit:
+            self._sent.popleft()
+
+    def cool_down(self, seconds: float) -> None:
+        """Hold every new request on this connection for `seconds` from now."""
+        until = asyncio.get_running_loop().time() + max(0.0, seconds)
+        self._cooldown_until = max(self._cooldown_until, until)
+
+    def on_rate_limited(self, retry_after: float | None, fallback_s: float) -> None:
+        """A 429 arrived: pause the connection and, when adapting, halve the window."""
+        self.cool_down(retry_after if retry_after is not None else fallback_s)
+        if self.adaptive:
+            self._window = max(1.0, self._window / 2)
+            self._sem.set_limit(int(self._window))
+
+    def on_success(self, info: RateLimitInfo | None) -> None:
+        """A call succeeded: grow the window (additive increase) and obey the headers."""
+        if self.adaptive and self._window < self.config.max_concurrency:
+            self._window = min(
+                float(self.config.max_concurrency), self._window + 1.0 / self._window
+            )
+            self._sem.set_limit(int(self._window))
+        if info is None:
+            return
+        if info.remaining_requests == 0 and info.reset_requests_s:
+            self.cool_down(info.reset_requests_s)
+        if info.remaining_tokens == 0 and info.reset_tokens_s:
+            self.cool_down(info.reset_tokens_s)
+
+
+class _Slot:
+    __slots__ = ("_limiter", "_tokens")
+
+    def __init__(self, limiter: ConnectionLimiter, tokens: int) -> None:
+        self._limiter = limiter
+        self._tokens = tokens
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire(self._tokens)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter.release()

@@ -1,0 +1,255 @@
+"""`Model`: the only caller of providers. Cache -> single-flight -> limits -> retry.
+
+Every request of the engine, scorer or optimizer, goes through `Model.generate()`:
+
+1. the result cache is read (a hit makes no call);
+2. an identical request already in flight is joined instead of sent again;
+3. a slot of the connection's limiter is taken (concurrency, rpm, tpm, 429 cooldown);
+4. the provider is called; a classified failure is retried as `RetryPolicy` says;
+5. a success is written to the cache; a final failure raises `ModelCallError` and is
+   never written anywhere, so an outage can never become a stored wrong answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from ..caches.base import ResultCache
+from ..caches.keys import request_key
+from ..providers.base import Provider
+from ..providers.errors import ProviderError, RateLimitError, TransientError
+from ..providers.types import Completion, Request, Usage
+from .limits import ConnectionLimiter
+from .retry import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million input and output tokens."""
+
+    input_per_m: float = 0.0
+    output_per_m: float = 0.0
+
+    def cost(self, usage: Usage) -> float:
+        return self.cost_of(usage.input_tokens, usage.output_tokens)
+
+    def cost_of(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_m + tokens_out * self.output_per_m) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """Default decoding parameters of the requests a `Model` builds."""
+
+    temperature: float = 0.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A completion plus what obtaining it cost this caller.
+
+    `calls`, `n429` and `usage` are zero for cache hits and for callers that joined an
+    identical in-flight request: they paid nothing.
+    """
+
+    completion: Completion
+    cached: bool = False
+    shared: bool = False
+    calls: int = 0
+    n429: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+
+class ModelCallError(Exception):
+    """A call that failed for good: fatal, or retryable but out of attempts."""
+
+    def __init__(self, error: ProviderError, *, attempts: int, n429: int) -> None:
+        super().__init__(f"{error.message} (after {attempts} attempt{'s' * (attempts != 1)})")
+        self.error = error
+        self.attempts = attempts
+        self.n429 = n429
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """Live counters, read by progress displays while calls are still running."""
+
+    calls: int = 0
+    n429: int = 0
+    retries: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    shared: int = 0
+
+
+def estimate_tokens(request: Request) -> int:
+    """Worst-case tokens of a request: ~4 characters per prompt token plus max_tokens."""
+    return len(request.as_text()) // 4 + 1 + request.max_tokens * request.n
+
+
+class _Flight:
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[Generation]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class Model:
+    """A provider wrapped with the engine's cache, single-flight, limits and retries."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        limiter: ConnectionLimiter,
+        retry: RetryPolicy,
+        cache: ResultCache | None,
+        inflight: dict[str, _Flight],
+        decoding: Decoding = Decoding(),
+        price: Price | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.provider = provider
+        self.limiter = limiter
+        self.retry = retry
+        self.cache = cache
+        self.decoding = decoding
+        self.price = price
+        self.stats = ModelStats()
+        self._inflight = inflight
+        self._identity = provider.cache_identity()
+        self._rng = rng or random.Random()
+
+    @property
+    def spec(self) -> str:
+        return self.provider.spec
+
+    def request(self, prompt: str) -> Request:
+        d = self.decoding
+        return Request(
+            prompt=prompt,
+            temperature=d.temperature,
+            max_tokens=d.max_tokens,
+            stop=d.stop,
+            seed=d.seed,
+        )
+
+    def cost(self, usage: Usage) -> float:
+        return self.price.cost(usage) if self.price is not None else 0.0
+
+    def key(self, request: Request, sample: int = 0) -> str:
+        return request_key(self._identity, request, sample)
+
+    def lookup(self, key: str) -> Completion | None:
+        """A synchronous cache read, so bulk callers can skip creating tasks for hits."""
+        if self.cache is None:
+            return None
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+        return hit
+
+    async def generate(
+        self, request: Request, *, sample: int = 0, key: str | None = None
+    ) -> Generation:
+        """The completion of `request` (its `sample`-th draw when temperature > 0)."""
+        key = key or self.key(request, sample)
+        hit = self.lookup(key)
+        if hit is not None:
+            return Generation(hit, cached=True)
+        flight = self._inflight.get(key)
+        leader = flight is None
+        if flight is None:
+            task = asyncio.get_running_loop().create_task(self._call_and_store(key, request))
+            flight = _Flight(task)
+            self._inflight[key] = flight
+            task.add_done_callback(partial(self._landed, key))
+        else:
+            self.stats.shared += 1
+        flight.waiters += 1
+        try:
+            generation = await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            flight.waiters -= 1
+            if flight.waiters == 0:
+                flight.task.cancel()  # nobody wants the answer any more
+            raise
+        flight.waiters -= 1
+        if leader:
+            return generation
+        return Generation(generation.completion, shared=True)
+
+    def _landed(self, key: str, task: asyncio.Task[Generation]) -> None:
+        if self._inflight.get(key) is not None and self._inflight[key].task is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here; the waiters re-raise it themselves
+
+    async def _call_and_store(self, key: str, request: Request) -> Generation:
+        generation = await self._call(request)
+        if self.cache is not None:
+            self.cache.set(key, generation.completion)
+        return generation
+
+    async def _call(self, request: Request) -> Generation:
+        if request.n > 1 and not self.provider.supports_n:
+            return await self._split(request, have=None)
+        generation = await self._attempts(request)
+        if len(generation.completion.texts) < request.n:
+            return await self._split(request, have=generation)
+        return generation
+
+    async def _split(self, request: Request, have: Generation | None) -> Generation:
+        """Emulate `n` with single-sample calls when the server ignores it."""
+        parts = [have] if have is not None else []
+        got = len(have.completion.texts) if have is not None else 0
+        single = replace(request, n=1)
+        parts += await asyncio.gather(*(self._attempts(single) for _ in range(request.n - got)))
+        texts = tuple(t for p in parts for t in p.completion.texts)[: request.n]
+        finish = tuple(f for p in parts for f in p.completion.finish_reasons)[: request.n]
+        usage = sum((p.usage for p in parts), Usage())
+        return Generation(
+            Completion(texts, usage, finish),
+            calls=sum(p.calls for p in parts),
+            n429=sum(p.n429 for p in parts),
+            usage=usage,
+        )
+
+    async def _attempts(self, request: Request) -> Generation:
+        tokens = estimate_tokens(request)
+        attempts = n429 = 0
+        while True:
+            attempts += 1
+            self.stats.calls += 1
+            try:
+                async with self.limiter.slot(tokens):
+                    try:
+                        async with asyncio.timeout(self.retry.timeout):
+                            completion = await self.provider.complete(request)
+                    except TimeoutError as exc:
+                        raise TransientError(
+                            f"{self.spec}: no answer within {self.retry.timeout:g}s"
+                        ) from exc
+            except ProviderError as err:
+                if isinstance(err, RateLimitError):
+                    n429 += 1
+                    self.stats.n429 += 1
+                    self.limiter.on_rate_limited(
+                        err.retry_after, self.retry.backoff(attempts, self._rng)
+                    )
+                delay = self.retry.delay(err, attempts, self._rng)
+                if delay is None:
+                    self.stats.failures += 1
+                    raise ModelCallError(err, attempts=attempts, n429=n429) from err
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+                continue
+            self.limiter.on_success(completion.rate_limit)
+            return Generation(completion, calls=attempts, n429=n429, usage=completion.usage)

@@ -1,0 +1,184 @@
+"""`openai/<model>`: OpenAI's Chat Completions and legacy Completions APIs over aiohttp.
+
+The same class serves every server that speaks this wire format (vLLM, llama.cpp's
+server, Ollama, LM Studio, gateways): only the base URL and, for local servers, the
+missing key differ. Requests are JSON posted with orjson on the engine's shared session;
+responses are parsed defensively, because a 200 with a truncated or empty body is a
+server fault to retry, not an answer to grade.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from .base import HttpPool, Provider, fingerprint
+from .errors import ConfigurationError, ProviderError, TransientError
+from .http import classify_exception, classify_status, parse_rate_limit_headers
+from .types import Completion, Request, Usage
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+Api = Literal["chat", "completions"]
+
+# Models that only exist on the legacy /completions endpoint.
+_COMPLETION_ONLY = re.compile(r"(-instruct$|^davinci|^babbage|^text-)")
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+class OpenAIProvider(Provider):
+    """One model behind an OpenAI-compatible endpoint."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        http: HttpPool,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api: Api | None = None,
+        timeout: float = 120.0,
+        name: str = "openai",
+    ) -> None:
+        super().__init__(model)
+        self.name = name
+        self._http = http
+        self.base_url = (
+            base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL
+        ).rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"base URL {self.base_url!r} must start with http:// or https://"
+            )
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if not self._api_key and self.base_url == OPENAI_DEFAULT_BASE_URL:
+            raise ConfigurationError(
+                "OPENAI_API_KEY is not set: export it, or give a base URL "
+                "(--scorer-base-url / OPENAI_BASE_URL) for a local OpenAI-compatible server"
+            )
+        self.api: Api = api or ("completions" if _COMPLETION_ONLY.search(model) else "chat")
+        self.timeout = timeout
+        # Flips to False the first time a server answers fewer choices than `n` asked for.
+        self.n_supported = True
+        self._headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            self._headers["Authorization"] = f"Bearer {self._api_key}"
+
+    def connection_key(self) -> str:
+        return f"{self.name}|{self.base_url}|{fingerprint(self._api_key)}"
+
+    def cache_identity(self) -> dict[str, Any]:
+        identity: dict[str, Any] = {"model": self.spec, "api": self.api}
+        if self.base_url != OPENAI_DEFAULT_BASE_URL:
+            # Two local servers can answer to the same model name with different weights.
+            identity["base_url"] = self.base_url
+        return identity
+
+    @property
+    def supports_n(self) -> bool:
+        return self.n_supported
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.n != 1:
+            body["n"] = request.n
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.api == "chat":
+            body["messages"] = [
+                {"role": m.role, "content": m.content} for m in request.as_messages()
+            ]
+        else:
+            body["prompt"] = request.as_text()
+        return body
+
+    async def complete(self, request: Request) -> Completion:
+        path = "/chat/completions" if self.api == "chat" else "/completions"
+        url = self.base_url + path
+        where = f"{self.spec} at {self.base_url}"
+        session = self._http.session()
+        try:
+            async with session.post(
+                url,
+                data=orjson.dumps(self._body(request)),
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                raw = await resp.read()
+                headers = resp.headers
+                status = resp.status
+        except ProviderError:
+            raise
+        except Exception as exc:
+            mapped = classify_exception(exc, where=where, timeout=self.timeout)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if status >= 300:
+            err = classify_status(status, raw, headers, where=where)
+            err.message = _scrub(err.message, self._api_key)
+            err.args = (err.message,)
+            raise err
+        completion = self._parse(raw, where)
+        info = parse_rate_limit_headers(headers)
+        if len(completion.texts) < request.n:
+            self.n_supported = False
+        if info is not None:
+            completion = Completion(
+                completion.texts, completion.usage, completion.finish_reasons, info
+            )
+        return completion
+
+    def _parse(self, raw: bytes, where: str) -> Completion:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise TransientError(f"{where}: response is not valid JSON ({len(raw)} bytes)") from exc
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise TransientError(f"{where}: response has no choices")
+        texts: list[str] = []
+        finish: list[str | None] = []
+        for choice in sorted(
+            choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0
+        ):
+            text = self._choice_text(choice)
+            if text is None:
+                raise TransientError(f"{where}: a choice has no text")
+            texts.append(text)
+            finish.append(choice.get("finish_reason"))
+        usage = data.get("usage") or {}
+        return Completion(
+            texts=tuple(texts),
+            usage=Usage(
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            ),
+            finish_reasons=tuple(finish),
+        )
+
+    def _choice_text(self, choice: Any) -> str | None:
+        if not isinstance(choice, dict):
+            return None
+        if self.api == "chat":
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                return None
+            content = message.get("content")
+            # null content (a refusal, or every token spent on reasoning) is an empty answer.
+            return content if isinstance(content, str) else ("" if content is None else None)
+        text = choice.get("text")
+        return text if isinstance(text, str) else None

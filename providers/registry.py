@@ -1,0 +1,89 @@
+"""`provider/model` names -> provider instances, importing each vendor module lazily.
+
+Only the module for a provider that is actually used gets imported, so an optional
+dependency of one vendor never breaks another. The registry is a table of factories, not
+of live objects: every engine builds its own providers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .base import HttpPool, Provider
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """Per-model connection settings a user may give (all optional)."""
+
+    base_url: str | None = None
+    api_key: str | None = None
+    api: str | None = None
+    timeout: float = 120.0
+    latency_s: float = 0.0  # simulated provider only
+
+
+def _openai(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
+    from .openai import OpenAIProvider
+
+    api: Any = opts.api
+    if api not in (None, "chat", "completions"):
+        raise ConfigurationError(f"unknown API flavour {api!r}; use chat or completions")
+    return OpenAIProvider(
+        model,
+        http=http,
+        base_url=opts.base_url,
+        api_key=opts.api_key,
+        api=api,
+        timeout=opts.timeout,
+        name=name,
+    )
+
+
+def _openai_compatible(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
+    if not opts.base_url:
+        raise ConfigurationError(
+            f"{name}/{model} needs a base URL: pass --scorer-base-url (or base_url=)"
+        )
+    # A local server usually wants no key: never fall back to the user's OpenAI key.
+    return _openai(model, replace(opts, api_key=opts.api_key or ""), http, name)
+
+
+def _simulated(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
+    from .simulated import SimulatedProvider
+
+    return SimulatedProvider(model, latency_s=opts.latency_s)
+
+
+Factory = Callable[[str, ProviderOptions, HttpPool, str], Provider]
+
+PROVIDERS: dict[str, Factory] = {
+    "openai": _openai,
+    "openai-compatible": _openai_compatible,
+    "simulated": _simulated,
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split `provider/model` (the model part may itself contain slashes)."""
+    provider, sep, model = spec.partition("/")
+    if not sep or not provider or not model:
+        raise ConfigurationError(
+            f"model {spec!r} is not of the form provider/model "
+            f"(providers: {', '.join(sorted(PROVIDERS))})"
+        )
+    if provider not in PROVIDERS:
+        raise ConfigurationError(
+            f"unknown provider {provider!r} in {spec!r}; known: {', '.join(sorted(PROVIDERS))}"
+        )
+    return provider, model
+
+
+def create_provider(
+    spec: str, options: ProviderOptions | None = None, *, http: HttpPool | None = None
+) -> Provider:
+    provider, model = parse_spec(spec)
+    return PROVIDERS[provider](model, options or ProviderOptions(), http or HttpPool(), provider)

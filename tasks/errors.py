@@ -1,0 +1,11 @@
+"""The one exception the task loaders raise.
+
+A `TaskError` is a `ValueError` whose message is a single line naming the file (and line, for
+JSONL and CSV) and what to do about it, so the CLI can print it as is instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TaskError(ValueError):
+    """A task name, data directory or data file that cannot be used."""

@@ -1,0 +1,40 @@
+"""Rendering an instruction and a question into the scorer's prompt.
+
+The instruction positions of the OPRO paper's code (`gen_prompt` in its `eval_utils.py`), with or
+without its Q:/A: framing:
+
+* Q_begin ``Q: {ins}\\n{q}\\n\\nA:``, Q_end ``Q: {q}\\n{ins}\\n\\nA:``,
+  A_begin ``Q: {q}\\n\\nA: {ins}``, before_Q ``{ins}\\nQ: {q}\\n\\nA:``;
+* without framing (Q_begin / Q_end only) ``{ins}\\n{q}`` or ``{q}\\n{ins}``.
+
+As in the paper's code, an empty instruction leaves no separator behind: every position then
+gives ``Q: {q}\\n\\nA:`` (or the bare question without framing), which is the paper's
+no-instruction baseline. A whitespace-only instruction counts as empty here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Position = Literal["Q_begin", "Q_end", "A_begin", "before_Q"]
+POSITIONS: tuple[str, ...] = get_args(Position)
+
+
+def render_prompt(
+    instruction: str, question: str, position: Position = "Q_begin", *, qa_framing: bool = True
+) -> str:
+    """Place `instruction` relative to `question` as the paper does."""
+    if position not in POSITIONS:
+        raise ValueError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
+    ins = instruction.strip()
+    if position in ("A_begin", "before_Q") and not qa_framing:
+        raise ValueError(f"position {position} needs the Q:/A: framing")
+    if position == "Q_begin":
+        body = f"{ins}\n{question}" if ins else question
+    elif position == "Q_end":
+        body = f"{question}\n{ins}" if ins else question
+    elif position == "before_Q":
+        return f"{ins}\nQ: {question}\n\nA:" if ins else f"Q: {question}\n\nA:"
+    else:  # A_begin: the instruction starts the answer
+        return f"Q: {question}\n\nA: {ins}" if ins else f"Q: {question}\n\nA:"
+    return f"Q: {body}\n\nA:" if qa_framing else body
