@@ -20,6 +20,7 @@ All waiting uses the event loop's clock, so tests can run it on virtual time.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -50,12 +51,17 @@ class LimitConfig:
 
 
 class AdjustableSemaphore:
-    """A FIFO semaphore whose limit can shrink and grow while tasks hold or wait for it."""
+    """A semaphore whose limit can change while tasks hold or wait for it.
+
+    Waiters are served by priority (lower first), FIFO within a priority, so an optimizer's
+    few calls are not queued behind thousands of scorer calls on the same connection.
+    """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._held = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = 0
 
     @property
     def limit(self) -> int:
@@ -69,20 +75,18 @@ class AdjustableSemaphore:
         self._limit = max(1, limit)
         self._wake()
 
-    async def acquire(self) -> None:
-        if self._held < self._limit and not self._waiters:
-            self._held += 1
-            return
+    async def acquire(self, priority: int = 0) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        self._seq += 1
+        heapq.heappush(self._waiters, (priority, self._seq, fut))
+        self._wake()  # grants at once when there is room and nobody more urgent waits
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self._held -= 1  # the slot was handed over just as we were cancelled
                 self._wake()
-            else:
-                self._waiters.remove(fut)
+            # otherwise the cancelled future stays in the heap and _wake skips it
             raise
 
     def release(self) -> None:
@@ -91,7 +95,7 @@ class AdjustableSemaphore:
 
     def _wake(self) -> None:
         while self._waiters and self._held < self._limit:
-            fut = self._waiters.popleft()
+            fut = heapq.heappop(self._waiters)[2]
             if not fut.done():
                 self._held += 1
                 fut.set_result(None)
@@ -120,7 +124,7 @@ class ConnectionLimiter:
         self._window = float(config.max_concurrency)
         self._cooldown_until = 0.0
         self._throttler: Throttler | None = None
-        self._rate_lock = asyncio.Lock()
+        self._rate_gate = AdjustableSemaphore(1)  # a lock that honours priority
         self._sent: deque[float] = deque()
         if config.rpm is not None:
             count, period = throttle_window(config.rpm)
@@ -141,19 +145,23 @@ class ConnectionLimiter:
     def in_flight(self) -> int:
         return self._sem.held
 
-    def slot(self, tokens: int = 0) -> _Slot:
-        return _Slot(self, tokens)
+    def slot(self, tokens: int = 0, priority: int = 1) -> _Slot:
+        return _Slot(self, tokens, priority)
 
-    async def acquire(self, tokens: int = 0) -> None:
-        await self._sem.acquire()
+    async def acquire(self, tokens: int = 0, priority: int = 1) -> None:
+        """Wait for every limit in turn; lower `priority` values are served first."""
+        await self._sem.acquire(priority)
         try:
             loop = asyncio.get_running_loop()
             # A new 429 may push the deadline while we sleep, so re-check after waking.
             while (wait := self._cooldown_until - loop.time()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             if self._throttler is not None:
-                async with self._rate_lock:
+                await self._rate_gate.acquire(priority)
+                try:
                     await self._take_rate_slot(self._throttler)
+                finally:
+                    self._rate_gate.release()
             if self._tokens is not None and tokens > 0:
                 await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
         except BaseException:
@@ -203,14 +211,15 @@ class ConnectionLimiter:
 
 
 class _Slot:
-    __slots__ = ("_limiter", "_tokens")
+    __slots__ = ("_limiter", "_priority", "_tokens")
 
-    def __init__(self, limiter: ConnectionLimiter, tokens: int) -> None:
+    def __init__(self, limiter: ConnectionLimiter, tokens: int, priority: int) -> None:
         self._limiter = limiter
         self._tokens = tokens
+        self._priority = priority
 
     async def __aenter__(self) -> None:
-        await self._limiter.acquire(self._tokens)
+        await self._limiter.acquire(self._tokens, self._priority)
 
     async def __aexit__(self, *exc: object) -> None:
         self._limiter.release()

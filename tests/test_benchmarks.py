@@ -13,10 +13,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_throughput_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--instructions", "2",
-         "--examples", "15", "--r1-latency", "0.02", "--r2-latency", "0.01", "--rpm", "1800",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "throughput.py"),
+            "--instructions",
+            "2",
+            "--examples",
+            "15",
+            "--r1-latency",
+            "0.02",
+            "--r2-latency",
+            "0.01",
+            "--rpm",
+            "1800",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())

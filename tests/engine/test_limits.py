@@ -170,3 +170,58 @@ def test_adjustable_semaphore_is_fifo_and_survives_cancellation() -> None:
         return order
 
     assert run(main()) == [0, 2, 3]
+
+
+def test_lower_priority_values_are_served_first() -> None:
+    async def main() -> list[str]:
+        limiter = ConnectionLimiter(LimitConfig(max_concurrency=1))
+        order: list[str] = []
+
+        async def call(name: str, priority: int) -> None:
+            async with limiter.slot(priority=priority):
+                order.append(name)
+                await asyncio.sleep(1)
+
+        scorer = [asyncio.create_task(call(f"s{i}", 1)) for i in range(4)]
+        await asyncio.sleep(0)  # s0 holds the slot, s1..s3 queue
+        optimizer = asyncio.create_task(call("opt", 0))
+        await asyncio.gather(*scorer, optimizer)
+        return order
+
+    assert run(main()) == ["s0", "opt", "s1", "s2", "s3"]
+
+
+@pytest.mark.usefixtures("throttle_on_loop_clock")
+def test_priority_also_orders_the_rate_gate() -> None:
+    async def main() -> list[str]:
+        limiter = ConnectionLimiter(LimitConfig(max_concurrency=10, rpm=60))  # 1 per second
+        order: list[str] = []
+
+        async def call(name: str, priority: int) -> None:
+            async with limiter.slot(priority=priority):
+                order.append(name)
+
+        scorer = [asyncio.create_task(call(f"s{i}", 1)) for i in range(3)]
+        await asyncio.sleep(0)
+        optimizer = asyncio.create_task(call("opt", 0))
+        await asyncio.gather(*scorer, optimizer)
+        return order
+
+    # s1 already holds the gate (asleep until the window frees a slot) and is not
+    # preempted, but the optimizer overtakes s2, which was queued before it.
+    assert run(main()) == ["s0", "s1", "opt", "s2"]
+
+
+def test_a_cancelled_waiter_never_blocks_later_ones() -> None:
+    async def main() -> None:
+        sem = AdjustableSemaphore(1)
+        await sem.acquire()
+        waiter = asyncio.create_task(sem.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        sem.release()
+        await asyncio.wait_for(sem.acquire(), timeout=1)
+        assert sem.held == 1
+
+    run(main())
