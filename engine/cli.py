@@ -23,9 +23,13 @@ from ..providers.errors import ProviderError
 from ..tasks import TaskError, list_tasks, load_task, split
 from ..tasks.prompts import POSITIONS
 from ..tasks.types import Example
+from .budget import Budget
 from .engine import Engine
 from .evaluate import EvalReport, EvaluationAborted
 from .limits import DEFAULT_MAX_CONCURRENCY
+from .model import Model
+from .plan import plan_evaluation
+from .prices import parse_price
 from .progress import ProgressBar
 from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
 
@@ -63,6 +67,10 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
     )
+    g.add_argument("--budget-usd", type=_positive_float, help="hard cap on the run's cost")
+    g.add_argument("--budget-tokens", type=_positive_int, help="hard cap on the run's tokens")
+    g.add_argument("--price", help="scorer price IN,OUT in USD per million tokens")
+    g.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; stop")
     cache = g.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -142,20 +150,42 @@ def _print_report(report: EvalReport) -> None:
             return
 
 
+def engine_from_args(args: argparse.Namespace) -> Engine:
+    """The engine the shared options describe (retries, cache, budget)."""
+    retry = RetryPolicy(max_attempts=args.max_attempts, timeout=args.timeout)
+    budget = Budget(max_usd=args.budget_usd, max_tokens=args.budget_tokens)
+    return Engine(cache_dir=args.cache_dir, use_cache=not args.no_cache, retry=retry, budget=budget)
+
+
+def scorer_from_args(engine: Engine, args: argparse.Namespace) -> Model:
+    return engine.model(
+        args.scorer,
+        base_url=args.scorer_base_url,
+        api=args.scorer_api,
+        max_concurrency=args.max_concurrency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_tokens=args.max_tokens,
+        price=parse_price(args.price) if args.price else None,
+    )
+
+
 async def _run_evaluation(
     args: argparse.Namespace, instructions: list[str], examples: list[Example]
-) -> EvalReport:
-    retry = RetryPolicy(max_attempts=args.max_attempts, timeout=args.timeout)
-    async with Engine(cache_dir=args.cache_dir, use_cache=not args.no_cache, retry=retry) as eng:
-        scorer = eng.model(
-            args.scorer,
-            base_url=args.scorer_base_url,
-            api=args.scorer_api,
-            max_concurrency=args.max_concurrency,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            max_tokens=args.max_tokens,
-        )
+) -> EvalReport | None:
+    async with engine_from_args(args) as eng:
+        scorer = scorer_from_args(eng, args)
+        if args.dry_run:
+            print(
+                plan_evaluation(
+                    instructions,
+                    examples,
+                    scorer,
+                    position=args.position,
+                    qa_framing=not args.no_qa,
+                ).describe()
+            )
+            return None
         bar = ProgressBar(label="evaluate ")
         try:
             return await eng.evaluate(
@@ -188,12 +218,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     instructions = _instructions(args)
     examples = _examples(args)
     report = asyncio.run(_run_evaluation(args, instructions, examples))
+    if report is None:  # dry run
+        return 0
     _print_report(report)
     if out is not None:
         try:
             out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from exc
+    if report.stopped == "budget":
+        print(
+            f"opro: stopped by the budget after {report.totals.pairs} of "
+            f"{report.totals.pairs + report.totals.skipped} pairs; everything paid for is "
+            "cached: rerun with a larger budget to finish",
+            file=sys.stderr,
+        )
+        return 3
     return 1 if report.totals.errors == report.totals.pairs else 0
 
 

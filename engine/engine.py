@@ -23,9 +23,11 @@ from ..providers.registry import ProviderOptions, create_provider
 from ..tasks.grading import GRADING_VERSION, grade
 from ..tasks.prompts import Position
 from ..tasks.types import Example
+from .budget import Budget
 from .evaluate import EvalReport, Grader, Progress, evaluate
 from .limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
 from .model import Decoding, Model, Price, _Flight
+from .prices import known_price
 from .retry import RetryPolicy
 
 
@@ -50,6 +52,7 @@ class Engine:
         use_cache: bool = True,
         retry: RetryPolicy | None = None,
         seed: int | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if cache is not None:
             self.cache: ResultCache | None = cache
@@ -58,6 +61,7 @@ class Engine:
         else:
             self.cache = None
         self.retry = retry or RetryPolicy()
+        self.budget = budget or Budget()
         self._http = HttpPool()
         self._limiters: dict[str, ConnectionLimiter] = {}
         self._inflight: dict[str, _Flight] = {}
@@ -80,8 +84,14 @@ class Engine:
         seed: int | None = None,
         price: Price | None = None,
         latency_s: float = 0.0,
+        priority: int = 1,
     ) -> Model:
-        """A model by `provider/model` name; limits are shared per connection key."""
+        """A model by `provider/model` name; limits are shared per connection key.
+
+        `price` defaults to the table in `engine.prices`; a USD budget needs one.
+        `priority` orders waiting calls on a shared connection (lower first: give the
+        optimizer 0 so that it never queues behind a scorer backlog).
+        """
         options = ProviderOptions(
             base_url=base_url,
             api_key=api_key,
@@ -90,6 +100,12 @@ class Engine:
             latency_s=latency_s,
         )
         provider = create_provider(spec, options, http=self._http)
+        price = price if price is not None else known_price(provider.spec)
+        if price is None and self.budget.max_usd is not None:
+            raise ConfigurationError(
+                f"no known price for {provider.spec}, so a USD budget cannot bound it: "
+                "give its price with --price IN,OUT (USD per million tokens)"
+            )
         limits = LimitConfig(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
         key = provider.connection_key()
         limiter = self._limiters.get(key)
@@ -109,6 +125,8 @@ class Engine:
             decoding=Decoding(temperature, max_tokens, tuple(stop), seed),
             price=price,
             rng=random.Random(self._rng.random()),
+            budget=self.budget,
+            priority=priority,
         )
         self._models.append(model)
         return model

@@ -5,9 +5,11 @@ an `EvalReport` with one score per instruction as given. On the way: spellings a
 canonicalised and each canonical instruction is scored once; every pair's prompt is
 rendered and looked up in the cache synchronously (a warm rerun creates no tasks at all);
 the misses are drained by a pool of workers through `Model.generate`, which owns
-single-flight, limits and retries. A pair whose call finally fails counts as an error,
-never as a wrong answer; a fatal failure that would hit every pair (bad key, unknown
-model) aborts the evaluation instead of producing thousands of errors.
+single-flight, limits, budget and retries. A pair whose call finally fails counts as an
+error, never as a wrong answer; a fatal failure that would hit every pair (bad key, unknown
+model) aborts the evaluation instead of producing thousands of errors. When the budget
+cannot cover another call, no new pair is started, the calls in flight finish, and the
+report says `stopped="budget"` with the unevaluated pairs counted as skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 from ..providers.errors import BadRequestError, FatalError
 from ..tasks.prompts import Position, render_prompt
 from ..tasks.types import Example
+from .budget import BudgetExceeded
 from .dedup import dedupe
 from .model import Generation, Model, ModelCallError
 
@@ -52,6 +55,7 @@ class InstructionScore:
     tokens_in: int
     tokens_out: int
     cost_usd: float
+    skipped: int = 0
     error_messages: list[str] = field(default_factory=list)
 
     @property
@@ -71,6 +75,7 @@ class Totals:
     tokens_out: int = 0
     cost_usd: float = 0.0
     wall_s: float = 0.0
+    skipped: int = 0
 
 
 @dataclass(slots=True)
@@ -80,6 +85,7 @@ class EvalReport:
     grader_version: str
     instructions: list[InstructionScore]
     totals: Totals
+    stopped: str | None = None  # "budget" when the budget ended the evaluation early
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,9 +194,14 @@ async def evaluate(
             )
 
     report_progress()
+    stopped = None
     if pending:
-        await _drain(pending, scorer, grader, accs, report_progress, workers)
-    return _report(instructions, unique, index, accs, scorer, grader, position, started)
+        stopped = await _drain(pending, scorer, grader, accs, report_progress, workers)
+    report = _report(
+        instructions, unique, index, accs, scorer, grader, position, started, len(examples)
+    )
+    report.stopped = stopped
+    return report
 
 
 async def _drain(
@@ -200,14 +211,21 @@ async def _drain(
     accs: list[_Acc],
     report_progress: Callable[[], None],
     workers: int | None,
-) -> None:
+) -> str | None:
     """Run the cache misses through a bounded pool of workers (not one task per pair)."""
     queue: Iterator[_Pair] = iter(pending)
+    stopped: str | None = None
 
     async def worker() -> None:
+        nonlocal stopped
         for u, ex, request, key in queue:
+            if stopped is not None:
+                return
             try:
                 generation = await scorer.generate(request, key=key)
+            except BudgetExceeded:
+                stopped = "budget"
+                return
             except ModelCallError as exc:
                 if _aborts(exc):
                     raise EvaluationAborted(str(exc)) from exc
@@ -223,6 +241,7 @@ async def _drain(
                 group.create_task(worker())
     except* EvaluationAborted as group_error:
         raise group_error.exceptions[0] from None
+    return stopped
 
 
 def _report(
@@ -234,6 +253,7 @@ def _report(
     grader: Grader,
     position: str,
     started: float,
+    n_examples: int,
 ) -> EvalReport:
     first_of: dict[int, int] = {}
     scores: list[InstructionScore] = []
@@ -257,6 +277,7 @@ def _report(
                 tokens_in=acc.tokens_in,
                 tokens_out=acc.tokens_out,
                 cost_usd=cost,
+                skipped=n_examples - acc.n,
                 error_messages=list(acc.messages),
             )
         )
@@ -269,6 +290,7 @@ def _report(
             totals.tokens_in += acc.tokens_in
             totals.tokens_out += acc.tokens_out
             totals.cost_usd += cost
+            totals.skipped += n_examples - acc.n
     totals.wall_s = time.perf_counter() - started
     return EvalReport(
         scorer=scorer.spec,

@@ -4,9 +4,11 @@ Every request of the engine, scorer or optimizer, goes through `Model.generate()
 
 1. the result cache is read (a hit makes no call);
 2. an identical request already in flight is joined instead of sent again;
-3. a slot of the connection's limiter is taken (concurrency, rpm, tpm, 429 cooldown);
-4. the provider is called; a classified failure is retried as `RetryPolicy` says;
-5. a success is written to the cache; a final failure raises `ModelCallError` and is
+3. the run's budget is checked (a call that could not fit raises `BudgetExceeded`);
+4. a slot of the connection's limiter is taken (concurrency, rpm, tpm, 429 cooldown), and
+   inside it the call's worst-case cost is reserved, then settled with the real usage;
+5. the provider is called; a classified failure is retried as `RetryPolicy` says;
+6. a success is written to the cache; a final failure raises `ModelCallError` and is
    never written anywhere, so an outage can never become a stored wrong answer.
 """
 
@@ -22,6 +24,7 @@ from ..caches.keys import request_key
 from ..providers.base import Provider
 from ..providers.errors import ProviderError, RateLimitError, TransientError
 from ..providers.types import Completion, Request, Usage
+from .budget import Budget, Reservation, worst_case_usage
 from .limits import ConnectionLimiter
 from .retry import RetryPolicy
 
@@ -115,6 +118,8 @@ class Model:
         decoding: Decoding = Decoding(),
         price: Price | None = None,
         rng: random.Random | None = None,
+        budget: Budget | None = None,
+        priority: int = 1,
     ) -> None:
         self.provider = provider
         self.limiter = limiter
@@ -122,6 +127,8 @@ class Model:
         self.cache = cache
         self.decoding = decoding
         self.price = price
+        self.budget = budget
+        self.priority = priority
         self.stats = ModelStats()
         self._inflight = inflight
         self._identity = provider.cache_identity()
@@ -224,12 +231,20 @@ class Model:
 
     async def _attempts(self, request: Request) -> Generation:
         tokens = estimate_tokens(request)
+        budget = self.budget if self.budget is not None and self.budget.limited else None
+        worst = worst_case_usage(request)
+        worst_usd, worst_tokens = self.cost(worst), worst.input_tokens + worst.output_tokens
         attempts = n429 = 0
         while True:
+            if budget is not None:
+                budget.check(worst_usd, worst_tokens)  # stop before queueing, not after
             attempts += 1
             self.stats.calls += 1
+            reservation: Reservation | None = None
             try:
-                async with self.limiter.slot(tokens):
+                async with self.limiter.slot(tokens, self.priority):
+                    if budget is not None:
+                        reservation = await budget.reserve(worst_usd, worst_tokens)
                     try:
                         async with asyncio.timeout(self.retry.timeout):
                             completion = await self.provider.complete(request)
@@ -238,6 +253,15 @@ class Model:
                             f"{self.spec}: no answer within {self.retry.timeout:g}s"
                         ) from exc
             except ProviderError as err:
+                if budget is not None and reservation is not None:
+                    # No status (timeout, dropped connection) or a broken 200: the server may
+                    # have generated, and billed, the whole answer. An error status was not.
+                    billed = err.status is None or 200 <= err.status < 300
+                    budget.settle(
+                        reservation,
+                        reservation.usd if billed else 0.0,
+                        reservation.tokens if billed else 0,
+                    )
                 if isinstance(err, RateLimitError):
                     n429 += 1
                     self.stats.n429 += 1
@@ -251,5 +275,15 @@ class Model:
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
                 continue
+            except BaseException:
+                if budget is not None and reservation is not None:
+                    # Cancelled mid-call: the request may have been sent and billed.
+                    budget.settle(reservation, reservation.usd, reservation.tokens)
+                raise
+            if budget is not None and reservation is not None:
+                usage = completion.usage
+                budget.settle(
+                    reservation, self.cost(usage), usage.input_tokens + usage.output_tokens
+                )
             self.limiter.on_success(completion.rate_limit)
             return Generation(completion, calls=attempts, n429=n429, usage=completion.usage)

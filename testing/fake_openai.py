@@ -252,6 +252,8 @@ class FakeOpenAIServer:
         self.prompt_counts: Counter[str] = Counter()
         self.attempt_counts: Counter[str] = Counter()
         self.latencies: list[float] = []
+        self.billed_prompt_tokens = 0
+        self.billed_completion_tokens = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._latency_rng = random.Random(self.config.seed)
@@ -267,6 +269,8 @@ class FakeOpenAIServer:
             "distinct_prompts_answered": len(self.prompt_counts),
             "max_answers_per_prompt": max(self.prompt_counts.values(), default=0),
             "latencies": list(self.latencies),
+            "billed_prompt_tokens": self.billed_prompt_tokens,
+            "billed_completion_tokens": self.billed_completion_tokens,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
         }
@@ -401,7 +405,10 @@ class FakeOpenAIServer:
             ]
         self._ids += 1
         usage = {"prompt_tokens": max(1, len(req.prompt) // 4)}
-        usage["completion_tokens"] = max(1, len(text) // 4)
+        usage["completion_tokens"] = n * max(1, len(text) // 4)
+        # Every answer the server computes is billed, even one whose body is later broken.
+        self.billed_prompt_tokens += usage["prompt_tokens"]
+        self.billed_completion_tokens += usage["completion_tokens"]
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-fake{self._ids}",

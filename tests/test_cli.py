@@ -263,3 +263,74 @@ def test_a_rejected_key_fails_fast_with_one_line(jsonl: Path, tmp_path: Path) ->
         assert srv.stats()["requests_total"] <= 2 + 2
     finally:
         srv.close()
+
+
+def test_dry_run_counts_calls_and_spends_nothing(
+    server: Server, jsonl: Path, tmp_path: Path
+) -> None:
+    base = [
+        "evaluate",
+        "--task",
+        str(jsonl),
+        "--scorer",
+        "openai/gpt-4o-mini",
+        "--scorer-base-url",
+        server.base_url,
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    warm = run_cli(*base, "--instruction", "A")
+    assert warm.returncode == 0, warm.stderr
+    result = run_cli(*base, "--instruction", "A", "--instruction", "B", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "24 pairs: 12 cached, 12 calls to make" in result.stdout
+    assert "estimated cost $" in result.stdout
+    assert server.stats()["requests_total"] == 12
+
+
+def test_budget_stop_exits_3_and_resume_finishes(
+    server: Server, jsonl: Path, tmp_path: Path
+) -> None:
+    base = [
+        "evaluate",
+        "--task",
+        str(jsonl),
+        "--instruction",
+        "A",
+        "--scorer",
+        "openai/fake-model",
+        "--scorer-base-url",
+        server.base_url,
+        "--price",
+        "10,10",
+        "--max-tokens",
+        "8",
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    stopped = run_cli(*base, "--budget-usd", "0.0008")
+    assert stopped.returncode == 3
+    assert "stopped by the budget" in stopped.stderr and "Traceback" not in stopped.stderr
+    finished = run_cli(*base, "--budget-usd", "1")
+    assert finished.returncode == 0, finished.stderr
+    assert server.stats()["max_answers_per_prompt"] == 1
+    assert server.stats()["accepted"] == 12
+
+
+def test_usd_budget_on_an_unpriced_model_is_refused(jsonl: Path, server: Server) -> None:
+    result = run_cli(
+        "evaluate",
+        "--task",
+        str(jsonl),
+        "--instruction",
+        "A",
+        "--scorer",
+        "openai/fake-model",
+        "--scorer-base-url",
+        server.base_url,
+        "--budget-usd",
+        "1",
+        "--no-cache",
+    )
+    assert "--price" in one_line_error(result)
+    assert server.stats()["requests_total"] == 0
