@@ -25,7 +25,7 @@ from ..tasks.prompts import POSITIONS
 from ..tasks.types import Example
 from .budget import Budget
 from .engine import Engine
-from .evaluate import EvalReport, EvaluationAborted
+from .evaluate import ErrorPolicy, EvalReport, EvaluationAborted
 from .limits import DEFAULT_MAX_CONCURRENCY
 from .model import Model
 from .plan import plan_evaluation
@@ -66,6 +66,13 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS)
     g.add_argument(
         "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
+    )
+    g.add_argument("--max-errors", type=int, help="abort after more failed pairs than this")
+    g.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.2,
+        help="abort when more than this fraction of pairs fail (default 0.2)",
     )
     g.add_argument("--budget-usd", type=_positive_float, help="hard cap on the run's cost")
     g.add_argument("--budget-tokens", type=_positive_int, help="hard cap on the run's tokens")
@@ -157,6 +164,10 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
     return Engine(cache_dir=args.cache_dir, use_cache=not args.no_cache, retry=retry, budget=budget)
 
 
+def error_policy_from_args(args: argparse.Namespace) -> ErrorPolicy:
+    return ErrorPolicy(max_errors=args.max_errors, max_error_rate=args.max_error_rate)
+
+
 def scorer_from_args(engine: Engine, args: argparse.Namespace) -> Model:
     return engine.model(
         args.scorer,
@@ -195,6 +206,7 @@ async def _run_evaluation(
                 position=args.position,
                 qa_framing=not args.no_qa,
                 on_progress=bar,
+                errors=error_policy_from_args(args),
             )
         finally:
             bar.close()

@@ -24,7 +24,7 @@ from ..tasks.grading import GRADING_VERSION, grade
 from ..tasks.prompts import Position
 from ..tasks.types import Example
 from .budget import Budget
-from .evaluate import EvalReport, Grader, Progress, evaluate
+from .evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
 from .limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
 from .model import Decoding, Model, Price, _Flight
 from .prices import known_price
@@ -141,6 +141,7 @@ class Engine:
         position: Position = "Q_begin",
         qa_framing: bool = True,
         on_progress: Callable[[Progress], None] | None = None,
+        errors: ErrorPolicy | None = None,
     ) -> EvalReport:
         return await evaluate(
             instructions,
@@ -150,6 +151,7 @@ class Engine:
             position=position,
             qa_framing=qa_framing,
             on_progress=on_progress,
+            errors=errors,
         )
 
     async def aclose(self) -> None:

@@ -38,7 +38,41 @@ class Grader(Protocol):
 
 
 class EvaluationAborted(Exception):
-    """A failure that no retry or other example can get around (key, model, quota)."""
+    """A failure that no retry or other example can get around (key, model, quota), or
+    more failed pairs than the `ErrorPolicy` tolerates."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPolicy:
+    """When failed pairs stop an evaluation instead of leaving scores on partial data.
+
+    `max_errors` is an absolute count; `max_error_rate` applies once `min_pairs` pairs
+    have finished, so one early failure in a small run does not abort it.
+    """
+
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+    min_pairs: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_errors is not None and self.max_errors < 0:
+            raise ValueError(f"max errors must be >= 0, got {self.max_errors}")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+            raise ValueError(f"max error rate must be in [0, 1], got {self.max_error_rate}")
+
+    def violated(self, errors: int, done: int) -> str | None:
+        if self.max_errors is not None and errors > self.max_errors:
+            return f"{errors} failed pairs, more than the {self.max_errors} allowed (--max-errors)"
+        if (
+            self.max_error_rate is not None
+            and done >= self.min_pairs
+            and errors > self.max_error_rate * done
+        ):
+            return (
+                f"{errors} of {done} pairs failed, more than {100 * self.max_error_rate:g}% "
+                "(--max-error-rate)"
+            )
+        return None
 
 
 @dataclass(slots=True)
@@ -156,6 +190,7 @@ async def evaluate(
     qa_framing: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     workers: int | None = None,
+    errors: ErrorPolicy | None = None,
 ) -> EvalReport:
     """Score every instruction on every example; see the module docstring."""
     started = time.perf_counter()
@@ -196,7 +231,9 @@ async def evaluate(
     report_progress()
     stopped = None
     if pending:
-        stopped = await _drain(pending, scorer, grader, accs, report_progress, workers)
+        stopped = await _drain(
+            pending, scorer, grader, accs, report_progress, workers, errors or ErrorPolicy()
+        )
     report = _report(
         instructions, unique, index, accs, scorer, grader, position, started, len(examples)
     )
@@ -211,13 +248,15 @@ async def _drain(
     accs: list[_Acc],
     report_progress: Callable[[], None],
     workers: int | None,
+    policy: ErrorPolicy,
 ) -> str | None:
     """Run the cache misses through a bounded pool of workers (not one task per pair)."""
     queue: Iterator[_Pair] = iter(pending)
     stopped: str | None = None
+    failed = finished = 0
 
     async def worker() -> None:
-        nonlocal stopped
+        nonlocal stopped, failed, finished
         for u, ex, request, key in queue:
             if stopped is not None:
                 return
@@ -230,8 +269,14 @@ async def _drain(
                 if _aborts(exc):
                     raise EvaluationAborted(str(exc)) from exc
                 accs[u].fail(exc)
+                failed += 1
+                finished += 1
+                verdict = policy.violated(failed, finished)
+                if verdict is not None:
+                    raise EvaluationAborted(f"{verdict}; last error: {exc}") from exc
             else:
                 accs[u].add(generation, grader(generation.completion.text, ex))
+                finished += 1
             report_progress()
 
     size = workers or max(64, 4 * scorer.limiter.config.max_concurrency)
