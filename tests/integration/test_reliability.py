@@ -70,11 +70,11 @@ async def test_a_server_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
 async def test_too_many_failed_pairs_abort_instead_of_scoring_partial_data(
     tmp_path: Path, policy: ErrorPolicy, match: str
 ) -> None:
-    async with FakeOpenAIServer(FakeServerConfig(fault_rates={"400": 0.5})) as srv:
-        async with Engine(cache_dir=tmp_path) as engine:
-            scorer = engine.model("openai/fake", base_url=srv.base_url, max_concurrency=1)
-            with pytest.raises(opro.EvaluationAborted, match=match):
-                await engine.evaluate(["A"], EXAMPLES, scorer, grader=Grader(), errors=policy)
+    config = FakeServerConfig(fault_rates={"400": 0.5})
+    async with FakeOpenAIServer(config) as srv, Engine(cache_dir=tmp_path) as engine:
+        scorer = engine.model("openai/fake", base_url=srv.base_url, max_concurrency=1)
+        with pytest.raises(opro.EvaluationAborted, match=match):
+            await engine.evaluate(["A"], EXAMPLES, scorer, grader=Grader(), errors=policy)
 
 
 # -- processes -------------------------------------------------------------------------------
