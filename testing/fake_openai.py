@@ -252,6 +252,7 @@ class FakeOpenAIServer:
         self.prompt_counts: Counter[str] = Counter()
         self.attempt_counts: Counter[str] = Counter()
         self.latencies: list[float] = []
+        self.last_body: Any = None
         self.billed_prompt_tokens = 0
         self.billed_completion_tokens = 0
         self.in_flight = 0
@@ -323,6 +324,7 @@ class FakeOpenAIServer:
             body: Any = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             body = None
+        self.last_body = body  # for tests of the request's wire format
         req = _parse(body, chat)
         if isinstance(req, _Request):
             self.attempt_counts[req.prompt] += 1

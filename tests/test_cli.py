@@ -190,6 +190,9 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
             "does not exist",
         ),
         (["--task", "missing.jsonl", "--scorer", "simulated/x"], "missing.jsonl"),
+        (["--task", "JSONL", "--scorer", "simulated/x", "--budget-usd", "0"], "must be > 0"),
+        (["--task", "JSONL", "--scorer", "simulated/x", "--price", "cheap"], "IN,OUT"),
+        (["--task", "JSONL", "--scorer", "simulated/x", "--max-error-rate", "2"], "error rate"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(
@@ -198,6 +201,23 @@ def test_bad_input_is_one_line_and_nonzero(
     args = [str(jsonl) if a == "JSONL" else a for a in args]
     result = run_cli("evaluate", "--instruction", "x", "--cache-dir", str(tmp_path), *args)
     assert message in one_line_error(result)
+
+
+def test_an_unusable_cache_dir_is_one_line(jsonl: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli(
+        "evaluate",
+        "--task",
+        str(jsonl),
+        "--instruction",
+        "x",
+        "--scorer",
+        "simulated/x",
+        "--cache-dir",
+        str(blocker / "cache"),
+    )
+    assert "cannot open cache directory" in one_line_error(result)
 
 
 def test_missing_data_dir_says_what_to_do(tmp_path: Path) -> None:

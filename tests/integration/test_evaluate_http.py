@@ -197,3 +197,35 @@ async def test_the_one_call_api_runs_inside_the_callers_loop(
     )
     assert report.instructions[0].accuracy == 1.0
     assert report.to_dict()["totals"]["pairs"] == 20
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_request_wire_format(server: FakeOpenAIServer, api: str) -> None:
+    async with Engine(cache=MemoryCache()) as engine:
+        model = engine.model(
+            "openai/fake-model", base_url=server.base_url, api=api, api_key="sk-test"
+        )
+        request = opro.Request(
+            prompt="Q: hi\n\nA:", temperature=0.5, max_tokens=7, stop=("\n", "Q:"), seed=3, n=2
+        )
+        await model.generate(request)
+    body = server.last_body
+    assert body["model"] == "fake-model"
+    assert (body["temperature"], body["max_tokens"], body["stop"], body["seed"], body["n"]) == (
+        0.5,
+        7,
+        ["\n", "Q:"],
+        3,
+        2,
+    )
+    if api == "chat":
+        assert body["messages"] == [{"role": "user", "content": "Q: hi\n\nA:"}]
+    else:
+        assert body["prompt"] == "Q: hi\n\nA:"
+
+
+async def test_defaults_are_omitted_from_the_wire(server: FakeOpenAIServer) -> None:
+    async with Engine(cache=MemoryCache()) as engine:
+        model = engine.model("openai/fake-model", base_url=server.base_url)
+        await model.generate(model.request("Q: hi\n\nA:"))
+    assert {"n", "stop", "seed"}.isdisjoint(server.last_body)
