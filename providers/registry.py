@@ -24,6 +24,8 @@ class ProviderOptions:
     api: str | None = None
     timeout: float = 120.0
     latency_s: float = 0.0  # simulated provider only
+    n_ctx: int | None = None  # local provider only: context length (default 2048)
+    n_threads: int | None = None  # local provider only: CPU threads (default 2)
 
 
 def _openai(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
@@ -52,6 +54,38 @@ def _openai_compatible(model: str, opts: ProviderOptions, http: HttpPool, name: 
     return _openai(model, replace(opts, api_key=opts.api_key or ""), http, name)
 
 
+def _anthropic(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
+    from .anthropic import AnthropicProvider
+
+    return AnthropicProvider(
+        model, http=http, base_url=opts.base_url, api_key=opts.api_key, timeout=opts.timeout
+    )
+
+
+def _google(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
+    # "gemini/" is an alias: the provider always names itself "google", so both spellings
+    # share one cache identity and one connection key.
+    from .gemini import GeminiProvider
+
+    return GeminiProvider(
+        model, http=http, base_url=opts.base_url, api_key=opts.api_key, timeout=opts.timeout
+    )
+
+
+def _local(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
+    from .local import DEFAULT_N_CTX, DEFAULT_N_THREADS, LocalProvider
+
+    api: Any = opts.api
+    if api not in (None, "chat", "completions"):
+        raise ConfigurationError(f"unknown API flavour {api!r}; use chat or completions")
+    return LocalProvider(
+        model,
+        api=api,
+        n_ctx=opts.n_ctx or DEFAULT_N_CTX,
+        n_threads=opts.n_threads or DEFAULT_N_THREADS,
+    )
+
+
 def _simulated(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
     from .simulated import SimulatedProvider
 
@@ -63,6 +97,10 @@ Factory = Callable[[str, ProviderOptions, HttpPool, str], Provider]
 PROVIDERS: dict[str, Factory] = {
     "openai": _openai,
     "openai-compatible": _openai_compatible,
+    "anthropic": _anthropic,
+    "google": _google,
+    "gemini": _google,
+    "local": _local,
     "simulated": _simulated,
 }
 

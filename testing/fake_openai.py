@@ -108,7 +108,7 @@ _Headers = dict[str, str] | None
 
 
 @dataclass
-class _Request:
+class ParsedRequest:
     prompt: str
     model: str
     n: int
@@ -116,7 +116,7 @@ class _Request:
     stop: list[str]
 
 
-def _json(status: int, payload: Any, headers: _Headers = None) -> web.Response:
+def json_response(status: int, payload: Any, headers: _Headers = None) -> web.Response:
     body = orjson.dumps(payload)
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
@@ -126,10 +126,10 @@ def _error(
 ) -> web.Response:
     """OpenAI's error body; ``param`` may be given in extra."""
     error = {"message": message, "type": type_, "param": None, "code": code, **extra}
-    return _json(status, {"error": error}, headers)
+    return json_response(status, {"error": error}, headers)
 
 
-def _parse(body: Any, chat: bool) -> _Request | tuple[str, str | None]:
+def _parse(body: Any, chat: bool) -> ParsedRequest | tuple[str, str | None]:
     """Validate a request body; return the request or (error message, param)."""
     if not isinstance(body, dict):
         return ("We could not parse the JSON body of your request.", None)
@@ -162,10 +162,12 @@ def _parse(body: Any, chat: bool) -> _Request | tuple[str, str | None]:
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         return ("'stop' must be a string or an array of strings.", "stop")
     model = body.get("model")
-    return _Request(prompt, model if isinstance(model, str) else "fake-model", n, max_tokens, stops)
+    return ParsedRequest(
+        prompt, model if isinstance(model, str) else "fake-model", n, max_tokens, stops
+    )
 
 
-def _cut(answer: str, req: _Request) -> tuple[str, str]:
+def cut_answer(answer: str, req: ParsedRequest) -> tuple[str, str]:
     """Apply stop strings and max_tokens (4 characters per token); return (text, finish)."""
     cuts = [i for i in (answer.find(s) for s in req.stop if s) if i >= 0]
     if cuts:
@@ -286,14 +288,14 @@ class FakeOpenAIServer:
         if not self._authorized(request):
             return self._unauthorized()
         data = [{"id": m, "object": "model", "owned_by": "fake"} for m in self.config.models]
-        return _json(200, {"object": "list", "data": data})
+        return json_response(200, {"object": "list", "data": data})
 
     async def _get_stats(self, request: web.Request) -> web.StreamResponse:
-        return _json(200, self.stats(prompts=request.query.get("prompts") in ("1", "true")))
+        return json_response(200, self.stats(prompts=request.query.get("prompts") in ("1", "true")))
 
     async def _reset(self, request: web.Request) -> web.StreamResponse:
         self.reset_stats()
-        return _json(200, {"ok": True})
+        return json_response(200, {"ok": True})
 
     async def _counted(self, request: web.Request, chat: bool) -> web.StreamResponse:
         self.requests_total += 1
@@ -326,11 +328,11 @@ class FakeOpenAIServer:
             body = None
         self.last_body = body  # for tests of the request's wire format
         req = _parse(body, chat)
-        if isinstance(req, _Request):
+        if isinstance(req, ParsedRequest):
             self.attempt_counts[req.prompt] += 1
         if not self._authorized(request):
             return self._fail("auth", self._unauthorized())
-        if not isinstance(req, _Request):
+        if not isinstance(req, ParsedRequest):
             message, param = req
             return self._fail(
                 "bad_request", _error(400, message, "invalid_request_error", None, param=param)
@@ -357,7 +359,7 @@ class FakeOpenAIServer:
         self.accepted += 1
         self.prompt_counts[req.prompt] += 1
         self.latencies.append(delay)
-        return _json(200, payload, headers)
+        return json_response(200, payload, headers)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -393,8 +395,8 @@ class FakeOpenAIServer:
             draw -= rate
         return None
 
-    def _answer(self, req: _Request, chat: bool) -> dict[str, Any]:
-        text, finish = _cut(self.config.responder(req.prompt), req)
+    def _answer(self, req: ParsedRequest, chat: bool) -> dict[str, Any]:
+        text, finish = cut_answer(self.config.responder(req.prompt), req)
         n = 1 if self.config.ignore_n else req.n
         choices: list[dict[str, Any]]
         if chat:
@@ -422,7 +424,12 @@ class FakeOpenAIServer:
         }
 
     async def _fault(
-        self, kind: str, request: web.Request, req: _Request, chat: bool, headers: dict[str, str]
+        self,
+        kind: str,
+        request: web.Request,
+        req: ParsedRequest,
+        chat: bool,
+        headers: dict[str, str],
     ) -> web.StreamResponse:
         if kind in _STATUS_ERRORS:
             status, type_, code, message = _STATUS_ERRORS[kind]
@@ -455,7 +462,7 @@ class FakeOpenAIServer:
                 choice.pop("text", None)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
-        return _json(200, payload, headers)
+        return json_response(200, payload, headers)
 
     @staticmethod
     def _drop(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,242 @@
+"""`anthropic/<model>`: Anthropic's Messages API over aiohttp.
+
+A `Request` becomes one POST to `{base}/v1/messages`: system messages move to the
+top-level `system` field (the API has no "system" role), stop strings become
+`stop_sequences`, and `n` and `seed` are dropped because the API has neither (the engine
+emulates `n` with single calls, see `supports_n`). The answer is the concatenation of the
+response's text blocks. Failures are mapped onto the engine's exception tree from the
+status and Anthropic's `{"type": "error", "error": {...}}` body; the
+`anthropic-ratelimit-*` headers of every response become a `RateLimitInfo`, so the
+limiter can pause before the server starts answering 429.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .base import HttpPool, Provider, fingerprint
+from .errors import ConfigurationError, FatalError, ProviderError, TransientError
+from .http import classify_exception, classify_status
+from .types import Completion, RateLimitInfo, Request, Usage
+
+ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+
+# Anthropic's stop reasons in the vocabulary the other providers use.
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "refusal": "content_filter",
+}
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def seconds_until(stamp: str | None, now: float | None = None) -> float | None:
+    """Seconds from `now` (epoch) until an RFC 3339 timestamp; 0 when it has passed."""
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None  # RFC 3339 always carries an offset; a bare time is not one
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_anthropic_rate_limits(
+    headers: Mapping[str, str], *, now: float | None = None
+) -> RateLimitInfo | None:
+    """Read `anthropic-ratelimit-*` headers; None when the server sends none.
+
+    Tokens are limited per minute in up to three families (`tokens`, `input-tokens`,
+    `output-tokens`); the one closest to exhaustion is reported, since that is the one
+    that will make the next request fail.
+    """
+    prefix = "anthropic-ratelimit-"
+    families: list[tuple[int | None, int | None, float | None]] = []
+    for family in ("tokens", "input-tokens", "output-tokens"):
+        limit = _int(headers.get(f"{prefix}{family}-limit"))
+        remaining = _int(headers.get(f"{prefix}{family}-remaining"))
+        reset = seconds_until(headers.get(f"{prefix}{family}-reset"), now)
+        if (limit, remaining, reset) != (None, None, None):
+            families.append((limit, remaining, reset))
+
+    def pressure(item: tuple[int | None, int | None, float | None]) -> float:
+        limit, remaining, _ = item
+        if remaining is None:
+            return 2.0
+        return remaining / limit if limit else float(remaining > 0)
+
+    tokens = min(families, key=pressure, default=(None, None, None))
+    info = RateLimitInfo(
+        limit_requests=_int(headers.get(f"{prefix}requests-limit")),
+        remaining_requests=_int(headers.get(f"{prefix}requests-remaining")),
+        reset_requests_s=seconds_until(headers.get(f"{prefix}requests-reset"), now),
+        limit_tokens=tokens[0],
+        remaining_tokens=tokens[1],
+        reset_tokens_s=tokens[2],
+    )
+    return None if info == RateLimitInfo() else info
+
+
+def classify_anthropic_error(
+    status: int, body: bytes, headers: Mapping[str, str], *, where: str
+) -> ProviderError:
+    """The generic status mapping, plus the one 429 that waiting cannot fix."""
+    err = classify_status(status, body, headers, where=where)
+    if status == 429:
+        try:
+            data: Any = orjson.loads(body)
+            details = data["error"]["details"]
+            code = details.get("error_code") if isinstance(details, dict) else None
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            code = None
+        if code == "enforced_spend_limit_reached":
+            return FatalError(
+                err.message + " (spend limit reached; retrying cannot help)", status=429
+            )
+    return err
+
+
+class AnthropicProvider(Provider):
+    """One Claude model behind the Messages API (or a proxy speaking it)."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        http: HttpPool,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        super().__init__(model)
+        self._http = http
+        base = (
+            base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT_BASE_URL
+        ).rstrip("/")
+        # The SDKs' base URL has no /v1; accept one anyway instead of posting to /v1/v1.
+        self.base_url = base.removesuffix("/v1")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"base URL {self.base_url!r} must start with http:// or https://"
+            )
+        self._api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
+        if not self._api_key and self.base_url == ANTHROPIC_DEFAULT_BASE_URL:
+            raise ConfigurationError(
+                "ANTHROPIC_API_KEY is not set: export ANTHROPIC_API_KEY=<your key> "
+                "(or pass api_key=, or base_url= for a proxy that needs none)"
+            )
+        self.timeout = timeout
+        self._headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if self._api_key:
+            self._headers["x-api-key"] = self._api_key
+
+    def connection_key(self) -> str:
+        return f"{self.name}|{self.base_url}|{fingerprint(self._api_key)}"
+
+    def cache_identity(self) -> dict[str, Any]:
+        identity: dict[str, Any] = {"model": self.spec}
+        if self.base_url != ANTHROPIC_DEFAULT_BASE_URL:
+            identity["base_url"] = self.base_url  # a proxy may serve other weights
+        return identity
+
+    @property
+    def supports_n(self) -> bool:
+        return False  # the Messages API returns one message per call
+
+    def body(self, request: Request) -> dict[str, Any]:
+        """The JSON body for `request` (public so tests can check the mapping)."""
+        messages = request.as_messages()
+        system = [m.content for m in messages if m.role == "system"]
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "messages": [
+                {"role": m.role, "content": m.content} for m in messages if m.role != "system"
+            ],
+            "temperature": request.temperature,
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        return body
+
+    async def complete(self, request: Request) -> Completion:
+        where = f"{self.spec} at {self.base_url}"
+        try:
+            async with self._http.session().post(
+                self.base_url + "/v1/messages",
+                data=orjson.dumps(self.body(request)),
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                raw = await resp.read()
+                headers = resp.headers
+                status = resp.status
+        except Exception as exc:
+            mapped = classify_exception(exc, where=where, timeout=self.timeout)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if status >= 300:
+            err = classify_anthropic_error(status, raw, headers, where=where)
+            if self._api_key:
+                err.message = err.message.replace(self._api_key, "***")
+                err.args = (err.message,)
+            raise err
+        text, finish, usage = self._parse(raw, where)
+        return Completion(
+            texts=(text,),
+            usage=usage,
+            finish_reasons=(finish,),
+            rate_limit=parse_anthropic_rate_limits(headers),
+        )
+
+    @staticmethod
+    def _parse(raw: bytes, where: str) -> tuple[str, str | None, Usage]:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise TransientError(f"{where}: response is not valid JSON ({len(raw)} bytes)") from exc
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, list):
+            raise TransientError(f"{where}: response has no content")
+        texts = [
+            block["text"]
+            for block in content
+            if isinstance(block, dict)
+            and block.get("type") == "text"
+            and isinstance(block.get("text"), str)
+        ]
+        reason = data.get("stop_reason")
+        if not texts and reason != "refusal":
+            # A refusal with no text is the model's answer; anything else is a server fault.
+            raise TransientError(f"{where}: response has no text block (stop_reason {reason!r})")
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
+        finish = _FINISH.get(reason, reason) if isinstance(reason, str) else None
+        return (
+            "".join(texts),
+            finish,
+            Usage(_int(usage.get("input_tokens")) or 0, _int(usage.get("output_tokens")) or 0),
+        )
