@@ -1,0 +1,138 @@
+"""End to end against a real llama.cpp server: engine -> aiohttp -> `llama_cpp.server`.
+
+The server (from the `local-server` extra) serves the embedded SmolLM2-135M on a free
+loopback port; the tests drive it through `openai/<alias>` with both API flavours. What
+they pin down about this server: it ignores `n` (the engine emulates it), it rejects a
+prompt longer than its context with a 400 (an error, never a wrong answer), and it answers
+concurrent requests one at a time. Missing packages fail the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import opro
+from opro.providers.local import embedded_gguf
+from opro.providers.openai import OpenAIProvider
+from opro.tasks import load_task
+
+ALIAS = "smollm2"
+READY_TRIES = 300  # x 0.1 s between polls: the server is usually up within 2 s
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A llama.cpp server on a free port; yields its /v1 base URL and stops it afterwards."""
+    for module in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context"):
+        if importlib.util.find_spec(module) is None:
+            pytest.fail(f"{module} is missing: pip install -e '.[local-server]'")
+    try:
+        gguf = embedded_gguf()
+    except opro.ConfigurationError as exc:
+        pytest.fail(str(exc))
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+        "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", "2048", "--n_threads", "2",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        for _ in range(READY_TRIES):
+            if proc.poll() is not None:
+                pytest.fail(f"llama.cpp server exited with {proc.returncode}:\n{_tail(log_path)}")
+            if _ready(base + "/models"):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"llama.cpp server not ready after {READY_TRIES} polls:\n{_tail(log_path)}")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-20:])
+
+
+def _engine(tmp_path: Path) -> opro.Engine:
+    retry = opro.RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.05, timeout=60.0)
+    return opro.Engine(cache_dir=tmp_path / "cache", retry=retry)
+
+
+EXAMPLES = load_task("synthetic/boolean_expressions").examples[:6]
+# Far longer than the 2048-token context: the server must refuse it.
+OVERLONG = opro.Example(" ".join(["True and"] * 1500) + " True is", "True", id="overlong")
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_evaluate_through_the_server(server: str, tmp_path: Path, api: str) -> None:
+    async with _engine(tmp_path) as engine:
+        scorer = engine.model(
+            f"openai/{ALIAS}", base_url=server, api_key="", api=api,
+            max_tokens=16, stop=("\n\n",), max_concurrency=4,
+        )  # fmt: skip
+        report = await engine.evaluate(["", "Answer True or False."], EXAMPLES, scorer)
+    totals = report.totals
+    assert totals.errors == 0, [s.error_messages for s in report.instructions]
+    assert totals.calls == 12 and totals.pairs == 12
+    assert totals.tokens_in > 12 * 10 and totals.tokens_out > 0
+    for score in report.instructions:
+        assert score.graded == len(EXAMPLES) and score.accuracy is not None
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_overlong_prompt_is_an_error_not_a_wrong_answer(
+    server: str, tmp_path: Path, api: str
+) -> None:
+    async with _engine(tmp_path) as engine:
+        scorer = engine.model(f"openai/{ALIAS}", base_url=server, api_key="", api=api, max_tokens=8)
+        report = await engine.evaluate([""], [*EXAMPLES[:2], OVERLONG], scorer)
+    score = report.instructions[0]
+    assert score.errors == 1 and score.graded == 2
+    assert "context" in score.error_messages[0]
+    assert report.totals.calls == 3  # a 400 is not retried
+
+
+async def test_n_is_emulated_because_the_server_ignores_it(server: str, tmp_path: Path) -> None:
+    async with _engine(tmp_path) as engine:
+        scorer = engine.model(f"openai/{ALIAS}", base_url=server, api_key="", api="completions")
+        request = opro.Request(prompt="Q: True or False is\n\nA:", max_tokens=6, n=3)
+        generation = await scorer.generate(request)
+        assert len(generation.completion.texts) == 3
+        assert generation.calls == 3  # one answered with a single choice, two more single calls
+        assert isinstance(scorer.provider, OpenAIProvider)
+        assert scorer.provider.supports_n is False
