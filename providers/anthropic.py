@@ -18,12 +18,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from .base import HttpPool, Provider, fingerprint
 from .errors import ConfigurationError, FatalError, ProviderError, TransientError
-from .http import classify_exception, classify_status
+from .http import classify_status, post_json, scrubbed
 from .types import Completion, RateLimitInfo, Request, Usage
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -182,33 +181,23 @@ class AnthropicProvider(Provider):
 
     async def complete(self, request: Request) -> Completion:
         where = f"{self.spec} at {self.base_url}"
-        try:
-            async with self._http.session().post(
-                self.base_url + "/v1/messages",
-                data=orjson.dumps(self.body(request)),
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as resp:
-                raw = await resp.read()
-                headers = resp.headers
-                status = resp.status
-        except Exception as exc:
-            mapped = classify_exception(exc, where=where, timeout=self.timeout)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        if status >= 300:
-            err = classify_anthropic_error(status, raw, headers, where=where)
-            if self._api_key:
-                err.message = err.message.replace(self._api_key, "***")
-                err.args = (err.message,)
-            raise err
-        text, finish, usage = self._parse(raw, where)
+        resp = await post_json(
+            self._http.session(),
+            self.base_url + "/v1/messages",
+            self.body(request),
+            headers=self._headers,
+            timeout=self.timeout,
+            where=where,
+        )
+        if resp.status >= 300:
+            err = classify_anthropic_error(resp.status, resp.body, resp.headers, where=where)
+            raise scrubbed(err, self._api_key)
+        text, finish, usage = self._parse(resp.body, where)
         return Completion(
             texts=(text,),
             usage=usage,
             finish_reasons=(finish,),
-            rate_limit=parse_anthropic_rate_limits(headers),
+            rate_limit=parse_anthropic_rate_limits(resp.headers),
         )
 
     @staticmethod

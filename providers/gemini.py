@@ -22,7 +22,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from .base import HttpPool, Provider, fingerprint
@@ -34,7 +33,13 @@ from .errors import (
     RateLimitError,
     TransientError,
 )
-from .http import classify_exception, classify_status, parse_duration, retry_after_seconds
+from .http import (
+    classify_status,
+    parse_duration,
+    post_json,
+    retry_after_seconds,
+    scrubbed,
+)
 from .types import Completion, Request, Usage
 
 GEMINI_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -211,38 +216,28 @@ class GeminiProvider(Provider):
     async def complete(self, request: Request) -> Completion:
         where = f"{self.spec} at {self.base_url}"
         body = self.body(request)
-        try:
-            async with self._http.session().post(
-                self._url,
-                data=orjson.dumps(body),
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as resp:
-                raw = await resp.read()
-                headers = resp.headers
-                status = resp.status
-        except Exception as exc:
-            mapped = classify_exception(exc, where=where, timeout=self.timeout)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        if status >= 300:
-            err = classify_gemini_error(status, raw, headers, where=where)
+        resp = await post_json(
+            self._http.session(),
+            self._url,
+            body,
+            headers=self._headers,
+            timeout=self.timeout,
+            where=where,
+        )
+        if resp.status >= 300:
+            err = classify_gemini_error(resp.status, resp.body, resp.headers, where=where)
             if (
                 isinstance(err, BadRequestError)
                 and "candidateCount" in body["generationConfig"]
-                and _NO_CANDIDATES.search(str(_error_object(raw).get("message", "")))
+                and _NO_CANDIDATES.search(str(_error_object(resp.body).get("message", "")))
             ):
                 # This model samples one candidate per call: ask for one and let the
                 # engine make the other calls (it splits when fewer texts come back).
                 # Decided on what this call sent, since concurrent calls race here.
                 self.n_supported = False
                 return await self.complete(replace(request, n=1))
-            if self._api_key:
-                err.message = err.message.replace(self._api_key, "***")
-                err.args = (err.message,)
-            raise err
-        completion = self._parse(raw, where, request.n)
+            raise scrubbed(err, self._api_key)
+        completion = self._parse(resp.body, where, request.n)
         if len(completion.texts) < request.n:
             self.n_supported = False
         return completion

@@ -11,6 +11,7 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -153,3 +154,47 @@ def classify_exception(exc: BaseException, *, where: str, timeout: float) -> Pro
     if isinstance(exc, aiohttp.ClientError):
         return TransientError(f"{where}: {exc.__class__.__name__}: {exc}")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: Any,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - aiohttp's own per-request timeout, not a wrapper
+    where: str,
+) -> RawResponse:
+    """POST `payload` as JSON and read the whole answer; transport failures are classified.
+
+    Every vendor provider sends its requests through here, so a dropped connection, a cut
+    body or a timeout means the same `TransientError` whoever the vendor is.
+    """
+    try:
+        async with session.post(
+            url,
+            data=orjson.dumps(payload),
+            headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            return RawResponse(resp.status, await resp.read(), resp.headers)
+    except Exception as exc:
+        mapped = classify_exception(exc, where=where, timeout=timeout)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def scrubbed(error: ProviderError, secret: str | None) -> ProviderError:
+    """`error` with any occurrence of `secret` in its message masked (servers may echo keys)."""
+    if secret and secret in error.message:
+        error.message = error.message.replace(secret, "***")
+        error.args = (error.message,)
+    return error

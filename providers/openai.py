@@ -13,12 +13,11 @@ import os
 import re
 from typing import Any, Literal
 
-import aiohttp
 import orjson
 
 from .base import HttpPool, Provider, fingerprint
-from .errors import ConfigurationError, ProviderError, TransientError
-from .http import classify_exception, classify_status, parse_rate_limit_headers
+from .errors import ConfigurationError, TransientError
+from .http import classify_status, parse_rate_limit_headers, post_json, scrubbed
 from .types import Completion, Request, Usage
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -26,10 +25,6 @@ Api = Literal["chat", "completions"]
 
 # Models that only exist on the legacy /completions endpoint.
 _COMPLETION_ONLY = re.compile(r"(-instruct$|^davinci|^babbage|^text-)")
-
-
-def _scrub(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
 
 
 class OpenAIProvider(Provider):
@@ -110,31 +105,19 @@ class OpenAIProvider(Provider):
         path = "/chat/completions" if self.api == "chat" else "/completions"
         url = self.base_url + path
         where = f"{self.spec} at {self.base_url}"
-        session = self._http.session()
-        try:
-            async with session.post(
-                url,
-                data=orjson.dumps(self._body(request)),
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as resp:
-                raw = await resp.read()
-                headers = resp.headers
-                status = resp.status
-        except ProviderError:
-            raise
-        except Exception as exc:
-            mapped = classify_exception(exc, where=where, timeout=self.timeout)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        if status >= 300:
-            err = classify_status(status, raw, headers, where=where)
-            err.message = _scrub(err.message, self._api_key)
-            err.args = (err.message,)
-            raise err
-        completion = self._parse(raw, where)
-        info = parse_rate_limit_headers(headers)
+        resp = await post_json(
+            self._http.session(),
+            url,
+            self._body(request),
+            headers=self._headers,
+            timeout=self.timeout,
+            where=where,
+        )
+        if resp.status >= 300:
+            err = classify_status(resp.status, resp.body, resp.headers, where=where)
+            raise scrubbed(err, self._api_key)
+        completion = self._parse(resp.body, where)
+        info = parse_rate_limit_headers(resp.headers)
         if len(completion.texts) < request.n:
             self.n_supported = False
         if info is not None:
