@@ -21,7 +21,10 @@ from .engine.evaluate import (
     Totals,
 )
 from .engine.limits import LimitConfig
+from .engine.metaprompt import MetaPromptConfig
 from .engine.model import Decoding, Generation, Model, ModelCallError, Price
+from .engine.optimizer import OptimizationResult, OptimizeConfig, optimize
+from .engine.problems import Problem, PromptProblem, SolutionScore
 from .engine.retry import RetryPolicy
 from .providers.errors import (
     AuthenticationError,
@@ -51,19 +54,26 @@ __all__ = [
     "InstructionScore",
     "LimitConfig",
     "Message",
+    "MetaPromptConfig",
     "Model",
     "ModelCallError",
+    "OptimizationResult",
+    "OptimizeConfig",
     "Price",
+    "Problem",
     "Progress",
+    "PromptProblem",
     "ProviderError",
     "RateLimitError",
     "Request",
     "RetryPolicy",
+    "SolutionScore",
     "TaskGrader",
     "Totals",
     "TransientError",
     "Usage",
     "evaluate",
+    "optimize",
 ]
 
 

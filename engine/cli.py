@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ts = sub.add_parser("tasks", help="list the available tasks")
     ts.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
+
+    from .cli_optimize import register as register_optimize  # it imports this module
+
+    register_optimize(sub)
     return parser
 
 
@@ -264,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "tasks":
             return cmd_tasks(args)
+        if args.command == "optimize":
+            from .cli_optimize import cmd_optimize
+
+            return cmd_optimize(args)
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)
         return 130

@@ -1,0 +1,312 @@
+"""`opro optimize`: run OPRO on a task from the command line or a TOML file.
+
+Settings come from three layers: the option's default, then `--config run.toml` (top-level
+keys named like the long options, dashes or underscores), then the flags actually given. To
+tell "given" from "default", every option of this command is registered with default None and
+its real default is kept aside (`_DEFAULTS`). The command builds an `Engine`, the scorer and
+optimizer `Model`s and a `PromptProblem`, and calls `optimize` once under `asyncio.run`.
+Every user error ends as one `opro: error: ...` line; a budget stop says how to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..tasks import load_task
+from ..tasks.prompts import POSITIONS
+from .budget import BudgetExceeded
+from .cli import (
+    UsageError,
+    add_engine_options,
+    engine_from_args,
+    error_policy_from_args,
+    scorer_from_args,
+)
+from .metaprompt import ORDERS, STYLES, MetaPromptConfig
+from .model import ModelCallError
+from .optimizer import OptimizationResult, OptimizeConfig, StepInfo, optimize
+from .prices import parse_price
+from .problems import PromptProblem
+from .runlog import RunDirError, render_summary
+
+_DEFAULTS_KEY = "_optimize_defaults"
+_NOT_FROM_TOML = {"config", "command", _DEFAULTS_KEY}
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _buckets(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of buckets or none, got {text}"
+        )
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the `optimize` command to the `opro` parser's subcommands."""
+    p = subparsers.add_parser("optimize", help="search for a better instruction (OPRO)")
+    p.add_argument("--config", help="TOML file holding any of these settings; flags override it")
+    p.add_argument("--task", help="task name or path to a .jsonl/.csv file")
+    p.add_argument("--optimizer", help="provider/model that proposes instructions")
+    p.add_argument("--optimizer-base-url", help="OpenAI-compatible server for the optimizer")
+    p.add_argument("--optimizer-api", choices=["chat", "completions"], help="API flavour")
+    p.add_argument("--optimizer-max-tokens", type=_positive_int, default=512)
+    p.add_argument("--optimizer-price", help="optimizer price IN,OUT in USD per million tokens")
+    p.add_argument("--steps", type=_non_negative_int, default=200)
+    p.add_argument("--candidates-per-step", type=_positive_int, default=8)
+    p.add_argument("--temperature", type=float, default=1.0, help="optimizer temperature")
+    p.add_argument("--temperature-end", type=float, help="rise linearly to this by the last step")
+    p.add_argument("--seed", type=int, default=0, help="seed of the exemplar draws")
+    p.add_argument("--position", choices=POSITIONS, default="Q_begin")
+    p.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
+    p.add_argument("--meta-prompt", choices=STYLES, default="instruction-tuned")
+    p.add_argument("--max-shown", type=_positive_int, default=20, help="earlier solutions shown")
+    p.add_argument("--order", choices=ORDERS, default="ascending")
+    p.add_argument("--score-buckets", type=_buckets, default=100, help="100, 20 or none")
+    p.add_argument("--min-score", type=float, help="hide earlier solutions scoring below this")
+    p.add_argument("--exemplars", type=_non_negative_int, default=3, help="task examples shown")
+    p.add_argument("--exemplars-first", action="store_true", help="examples before solutions")
+    p.add_argument("--start", action="append", help="a starting instruction (repeatable)")
+    p.add_argument("--train-fraction", type=_fraction, help="default: the task's own")
+    p.add_argument("--validation-fraction", type=_fraction, default=0.0)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--eval-every", type=_positive_int, default=3, help="validation interval")
+    p.add_argument("--patience", type=_positive_int, help="stop after P validations w/o gain")
+    p.add_argument("--test-top", type=_non_negative_int, default=3, help="0: no final table")
+    p.add_argument("--select-by", choices=["train", "validation"], default="train")
+    p.add_argument("--test-limit", type=_positive_int, help="use only the first N test examples")
+    p.add_argument("--run-dir", help="where the run is logged (default: opro-runs/<task>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    add_engine_options(p)
+    defaults: dict[str, Any] = {}
+    for action in p._actions:
+        if action.dest in ("help", "config") or action.default is argparse.SUPPRESS:
+            continue
+        defaults[action.dest] = action.default
+    p.set_defaults(**dict.fromkeys(defaults), **{_DEFAULTS_KEY: (defaults, p)})
+
+
+def _toml_value(action: argparse.Action, key: str, value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        raise UsageError(f"{where}: {key} must be a value, not a table")
+    if action.nargs == 0:  # a flag
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: {key} must be true or false")
+        return value if value else None
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in items):
+            raise UsageError(f"{where}: {key} must be a string or a list of strings")
+        return list(items)
+    if isinstance(value, bool | list):
+        raise UsageError(f"{where}: {key} must be a single value")
+    try:
+        converted = action.type(str(value)) if callable(action.type) else str(value)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise UsageError(f"{where}: {key}: {exc}") from None
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise UsageError(f"{where}: {key} must be one of {choices}, got {value!r}")
+    return converted
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Defaults, overlaid by the TOML file, overlaid by the flags given."""
+    defaults, parser = getattr(args, _DEFAULTS_KEY)
+    layered = dict(defaults)
+    if args.config:
+        path = Path(args.config)
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+        actions = {a.dest: a for a in parser._actions if a.dest in defaults}
+        for key, value in table.items():
+            dest = key.replace("-", "_")
+            if dest not in actions or dest in _NOT_FROM_TOML:
+                raise UsageError(f"{path}: unknown setting {key!r} (see opro optimize --help)")
+            converted = _toml_value(actions[dest], key, value, str(path))
+            if converted is not None:
+                layered[dest] = converted
+    for dest in defaults:
+        given = getattr(args, dest)
+        if given is not None:
+            layered[dest] = given
+    return argparse.Namespace(**layered, command=args.command, config=args.config)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).stem if "." in text else text).strip("-")
+
+
+def _safe_url(url: str | None) -> str | None:
+    """A base URL fit for config.json: no user, password, query or fragment."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _configs(s: argparse.Namespace) -> tuple[OptimizeConfig, MetaPromptConfig]:
+    meta = MetaPromptConfig(
+        style=s.meta_prompt,
+        max_shown=s.max_shown,
+        order=s.order,
+        score_buckets=s.score_buckets,
+        min_score=s.min_score,
+        exemplars=s.exemplars,
+        exemplars_first=bool(s.exemplars_first),
+    )
+    cfg = OptimizeConfig(
+        steps=s.steps,
+        candidates_per_step=s.candidates_per_step,
+        temperature=s.temperature,
+        temperature_end=s.temperature_end,
+        seed=s.seed,
+        meta=meta,
+        eval_every=s.eval_every,
+        patience=s.patience,
+        test_top=s.test_top,
+        select_by=s.select_by,
+    )
+    return cfg, meta
+
+
+def _progress(info: StepInfo) -> None:
+    t = info.totals
+    best = f"{100 * info.best.score:.1f}%" if info.best is not None else "-"
+    print(
+        f"step {info.step}/{info.steps}  best train {best}  calls {t.calls}  "
+        f"cache hits {t.cache_hits}  errors {t.errors}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult:
+    cfg, _ = _configs(s)
+    task = load_task(s.task, data_dir=s.data_dir)
+    async with engine_from_args(s) as engine:
+        scorer = scorer_from_args(engine, s)
+        optimizer = engine.model(
+            s.optimizer,
+            base_url=s.optimizer_base_url,
+            api=s.optimizer_api,
+            max_concurrency=s.max_concurrency,
+            rpm=s.rpm,
+            tpm=s.tpm,
+            max_tokens=s.optimizer_max_tokens,
+            price=parse_price(s.optimizer_price) if s.optimizer_price else None,
+            priority=0,
+        )
+        problem = PromptProblem(
+            engine,
+            scorer,
+            task,
+            train_fraction=s.train_fraction,
+            validation_fraction=s.validation_fraction,
+            split_seed=s.split_seed,
+            position=s.position,
+            qa_framing=not s.no_qa,
+            starting=s.start,
+            test_limit=s.test_limit,
+            errors=error_policy_from_args(s),
+        )
+        info = {
+            "scorer_base_url": _safe_url(s.scorer_base_url),
+            "optimizer_base_url": _safe_url(s.optimizer_base_url),
+            "max_concurrency": s.max_concurrency,
+            "rpm": s.rpm,
+            "tpm": s.tpm,
+            "cache_dir": None if s.no_cache else s.cache_dir,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return await optimize(
+            problem, optimizer, cfg, run_dir=run_dir, resume=s.resume, info=info, on_step=_progress
+        )
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    """`opro optimize`: 0 done, 1 nothing scored, 2 user error, 3 stopped by the budget.
+
+    Usage errors are printed here rather than left to `main`: under `python -m
+    opro.engine.cli` that module runs as `__main__`, whose `UsageError` is a different
+    class from the one imported here. The library's own errors still go to `main`.
+    """
+    try:
+        return _optimize(args)
+    except UsageError as exc:
+        print(f"opro: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    s = resolve(args)
+    for name, example in (("task", "gsm8k"), ("scorer", "openai/gpt-4o-mini")):
+        if getattr(s, name) is None:
+            raise UsageError(f"give a {name}: --{name} {example} (or {name} = ... in --config)")
+    if s.optimizer is None:
+        raise UsageError(
+            "give an optimizer model: --optimizer provider/model (e.g. openai/gpt-4o); "
+            "it writes the new instructions, the scorer grades them"
+        )
+    if s.dry_run:
+        raise UsageError("--dry-run is for `opro evaluate`; optimize cannot know its calls ahead")
+    _configs(s)  # invalid combinations fail here, before any model is built
+    if s.run_dir is None:
+        if s.resume:
+            raise UsageError("--resume needs the --run-dir of the run to continue")
+        run_dir = Path("opro-runs") / f"{_slug(s.task)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    else:
+        run_dir = Path(s.run_dir)
+    try:
+        result = asyncio.run(_run(s, run_dir))
+    except RunDirError as exc:
+        raise UsageError(str(exc)) from None
+    except ModelCallError as exc:
+        raise UsageError(f"the optimizer model failed: {exc}") from None
+    except BudgetExceeded:
+        print(
+            f"opro: stopped by the budget; the completed steps are in {run_dir}: continue with "
+            f"--resume --run-dir {run_dir} and a larger budget",
+            file=sys.stderr,
+        )
+        return 3
+    print(render_summary(result.to_dict()), end="")
+    print(f"run directory: {run_dir}")
+    return 0 if result.best is not None else 1

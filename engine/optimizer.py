@@ -1,0 +1,501 @@
+"""The OPRO loop: one optimizer coroutine per run, generic over the `Problem` it optimizes.
+
+Step 0 scores the starting solutions. Every later step:
+
+1. builds the meta-prompt from the scored history with the step's own `random.Random`,
+   seeded from (run seed, step) so a resumed step draws the same exemplars;
+2. asks the optimizer model once for N answers (`n=N`; the engine splits the request into
+   single calls when a server ignores `n`), with `sample=step` in the cache key, so a
+   resumed step gets the very answers the interrupted one got, from the cache;
+3. extracts and vets candidates (`Problem.parse` / `Problem.check`), and marks duplicates of
+   anything already scored in this run: their score is reused, never paid for again;
+4. scores the new ones on the training split through the engine's fan-out;
+5. every `eval_every` steps scores the best solution so far on the validation split, and
+   stops after `patience` validation checks without improvement;
+6. appends the step record to the run log.
+
+Everything the loop knows is a function of the step records (`_State.apply`), so a resumed
+run rebuilds exactly the state an uninterrupted one had. At the end the top solutions and the
+baselines are scored on every split and reported side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .candidates import interleave
+from .metaprompt import MetaPromptConfig, Scored
+from .model import Model
+from .problems import Problem, SolutionScore, SplitName, model_identity
+from .runlog import RunLog, render_summary
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizeConfig:
+    """The loop's options; defaults follow the paper (8 candidates, temperature 1, 200 steps).
+
+    `temperature_end` set means the temperature rises linearly from `temperature` at step 1
+    to it at step `steps`. `test_top` solutions, ranked by `select_by`, go to the final table.
+    """
+
+    steps: int = 200
+    candidates_per_step: int = 8
+    temperature: float = 1.0
+    temperature_end: float | None = None
+    seed: int = 0
+    meta: MetaPromptConfig = field(default_factory=MetaPromptConfig)
+    eval_every: int = 3
+    patience: int | None = None
+    test_top: int = 3
+    select_by: Literal["train", "validation"] = "train"
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.candidates_per_step < 1:
+            raise ValueError(f"candidates per step must be >= 1, got {self.candidates_per_step}")
+        if self.temperature < 0 or (self.temperature_end is not None and self.temperature_end < 0):
+            raise ValueError("temperatures must be >= 0")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.test_top < 0:
+            raise ValueError(f"test_top must be >= 0, got {self.test_top}")
+        if self.select_by not in ("train", "validation"):
+            raise ValueError(f"select_by must be train or validation, got {self.select_by!r}")
+
+    def temperature_at(self, step: int) -> float:
+        if self.temperature_end is None or self.steps <= 1:
+            return self.temperature
+        return self.temperature + (step - 1) / self.steps * (
+            self.temperature_end - self.temperature
+        )
+
+
+_COST_FIELDS = ("calls", "cache_hits", "errors", "tokens_in", "tokens_out", "cost_usd")
+
+
+@dataclass(slots=True)
+class RunTotals:
+    calls: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: Mapping[str, Any]) -> None:
+        for name in _COST_FIELDS:
+            setattr(self, name, getattr(self, name) + other.get(name, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class FinalRow:
+    solution: str
+    role: str
+    train: float | None
+    validation: float | None
+    test: float | None
+
+
+@dataclass(slots=True)
+class OptimizationResult:
+    best: Scored | None
+    history: list[Scored]
+    validation: dict[str, float]
+    final: list[FinalRow]
+    steps_completed: int
+    stopped_early: bool
+    totals: RunTotals
+    wall_s: float = 0.0
+    run_dir: Path | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What results.json holds: `run` is the result-changing configuration."""
+        return {
+            "best": asdict(self.best) if self.best else None,
+            "solutions": [
+                {**asdict(s), "validation": self.validation.get(s.solution)} for s in self.history
+            ],
+            "final": [asdict(r) for r in self.final],
+            "steps_completed": self.steps_completed,
+            "stopped_early": self.stopped_early,
+            "totals": asdict(self.totals),
+            "wall_s": self.wall_s,
+            "run": self.run,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What a progress display gets after every step."""
+
+    step: int
+    steps: int
+    best: Scored | None
+    totals: RunTotals
+    record: Mapping[str, Any]
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one step's random stream: a pure function, so resume needs no RNG state."""
+    digest = hashlib.sha256(f"opro-step/{seed}/{step}".encode()).digest()
+    return int.from_bytes(digest[:6], "big")  # 48 bits: exact in any JSON reader
+
+
+def _score_fields(s: SolutionScore) -> dict[str, Any]:
+    costs = {name: getattr(s, name) for name in _COST_FIELDS}
+    return {"score": s.score, **costs, "detail": dict(s.detail)}
+
+
+class _State:
+    """Everything the loop knows, rebuilt from step records alone."""
+
+    def __init__(self, higher_is_better: bool, patience: int | None) -> None:
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.patience = patience
+        self.scores: dict[str, tuple[float | None, int, bool]] = {}  # score, step, complete
+        self.validation: dict[str, float] = {}
+        self.best_validation: float | None = None
+        self.stale = 0
+        self.stopped_early = False
+        self.last_step = -1
+        self.totals = RunTotals()
+
+    def final_score(self, solution: str) -> tuple[float, int] | None:
+        """The score of a solution scored without errors, with the step that scored it."""
+        known = self.scores.get(solution)
+        if known is None or known[0] is None or not known[2]:
+            return None
+        return known[0], known[1]
+
+    def history(self) -> list[Scored]:
+        return [Scored(s, v[0], v[1]) for s, v in self.scores.items() if v[0] is not None]
+
+    def ranked(self) -> list[Scored]:
+        """Best first; among equal scores the earlier-found first."""
+        return sorted(self.history(), key=lambda h: -self.sign * h.score)
+
+    def best(self) -> Scored | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def apply_candidates(self, record: Mapping[str, Any]) -> None:
+        for c in record["candidates"]:
+            if c["status"] in ("start", "new"):
+                self.scores[c["canonical"]] = (c["score"], record["step"], c["errors"] == 0)
+
+    def apply_rest(self, record: Mapping[str, Any]) -> None:
+        check = record.get("validation")
+        if check is not None and check["score"] is not None:
+            self.validation[check["solution"]] = check["score"]
+            score = self.sign * check["score"]
+            if self.best_validation is None or score > self.sign * self.best_validation:
+                self.best_validation, self.stale = check["score"], 0
+            else:
+                self.stale += 1
+                if self.patience is not None and self.stale >= self.patience:
+                    self.stopped_early = True
+        self.totals.add(record["totals"])
+        self.last_step = record["step"]
+
+    def apply(self, record: Mapping[str, Any]) -> None:
+        self.apply_candidates(record)
+        self.apply_rest(record)
+
+
+class _Loop:
+    def __init__(
+        self,
+        problem: Problem,
+        optimizer: Model,
+        cfg: OptimizeConfig,
+        state: _State,
+        log: RunLog | None,
+        on_step: Callable[[StepInfo], None] | None,
+    ) -> None:
+        self.problem = problem
+        self.optimizer = optimizer
+        self.cfg = cfg
+        self.state = state
+        self.log = log
+        self.on_step = on_step
+        self.splits = problem.splits
+
+    async def initial(self) -> None:
+        started = time.perf_counter()
+        entries: list[dict[str, Any]] = []
+        fresh: set[str] = set()
+        for text in self.problem.initial_solutions():
+            canonical = self.problem.check(text)[0]  # vetting is for proposals, not for seeds
+            entry: dict[str, Any] = {"text": text, "canonical": canonical, "status": "start"}
+            if canonical in fresh:
+                entry["status"] = "duplicate"
+                entry["duplicate_of_step"] = 0
+            fresh.add(canonical)
+            entries.append(entry)
+        await self._score_new(entries)
+        record = {"step": 0, "kind": "start", "candidates": entries}
+        await self._finish(record, started, {})
+
+    async def step(self, step: int) -> None:
+        started = time.perf_counter()
+        seed = step_seed(self.cfg.seed, step)
+        rng = random.Random(seed)
+        meta = self.problem.meta_prompt(self.state.history(), self.cfg.meta, rng)
+        temperature = self.cfg.temperature_at(step)
+        request = replace(
+            self.optimizer.request(meta.text),
+            temperature=temperature,
+            n=self.cfg.candidates_per_step,
+        )
+        generation = await self.optimizer.generate(request, sample=step)
+        answers = list(generation.completion.texts)
+        optimizer_s = time.perf_counter() - started
+        per_answer = [self.problem.parse(a, self.cfg.meta) for a in answers]
+        entries: list[dict[str, Any]] = []
+        fresh: set[str] = set()
+        for index, raw in interleave(per_answer):
+            entries.append(self._vet(index, raw, step, fresh))
+        for index, found in enumerate(per_answer):
+            if not found:
+                entries.append(
+                    {"answer": index, "text": "", "status": "rejected", "reason": "no candidate"}
+                )
+        await self._score_new(entries)
+        usage = generation.usage
+        cost = {
+            "calls": generation.calls,
+            "cache_hits": int(generation.cached or generation.shared),
+            "tokens_in": usage.input_tokens,
+            "tokens_out": usage.output_tokens,
+            "cost_usd": self.optimizer.cost(usage),
+        }
+        record: dict[str, Any] = {
+            "step": step, "kind": "optimize", "seed": seed, "temperature": temperature,
+            "exemplars": list(meta.exemplar_ids), "meta_prompt": meta.text, "answers": answers,
+            "optimizer": {**cost, "wall_s": round(optimizer_s, 6)}, "candidates": entries,
+        }  # fmt: skip
+        await self._finish(record, started, cost)
+
+    def _vet(self, answer: int, raw: str, step: int, fresh: set[str]) -> dict[str, Any]:
+        canonical, reason = self.problem.check(raw)
+        entry: dict[str, Any] = {"answer": answer, "text": raw, "canonical": canonical}
+        known = self.state.final_score(canonical)
+        if reason is not None:
+            entry.update(status="rejected", reason=reason)
+        elif canonical in fresh:
+            entry.update(status="duplicate", duplicate_of_step=step)
+        elif known is not None:
+            entry.update(status="duplicate", duplicate_of_step=known[1], score=known[0])
+        elif len(fresh) >= self.cfg.candidates_per_step:
+            entry.update(status="surplus", reason="the step already has enough candidates")
+        else:
+            entry["status"] = "new"
+            fresh.add(canonical)
+        return entry
+
+    async def _score_new(self, entries: list[dict[str, Any]]) -> None:
+        """Score the step's new solutions in one fan-out; fill in the in-step duplicates."""
+        new = [e for e in entries if e["status"] in ("new", "start")]
+        scores = await self.problem.score([e["canonical"] for e in new], "train")
+        by_solution: dict[str, float | None] = {}
+        for entry, score in zip(new, scores, strict=True):
+            entry.update(_score_fields(score))
+            by_solution[entry["canonical"]] = score.score
+        for entry in entries:
+            if entry["status"] == "duplicate" and "score" not in entry:
+                entry["score"] = by_solution.get(entry["canonical"])
+
+    async def _finish(
+        self, record: dict[str, Any], started: float, optimizer_cost: Mapping[str, Any]
+    ) -> None:
+        totals = RunTotals()
+        totals.add(optimizer_cost)
+        for entry in record["candidates"]:
+            if entry["status"] in ("new", "start"):
+                totals.add(entry)
+        self.state.apply_candidates(record)
+        step = record["step"]
+        record["validation"] = None
+        if "validation" in self.splits and step % self.cfg.eval_every == 0:
+            record["validation"] = check = await self._validate()
+            if check is not None:
+                totals.add(check)
+        record["totals"] = asdict(totals)
+        record["wall_s"] = round(time.perf_counter() - started, 6)
+        self.state.apply_rest(record)
+        if self.log is not None:
+            self.log.append(record)
+        if self.on_step is not None:
+            self.on_step(
+                StepInfo(step, self.cfg.steps, self.state.best(), self.state.totals, record)
+            )
+
+    async def _validate(self) -> dict[str, Any] | None:
+        best = self.state.best()
+        if best is None:
+            return None
+        known = self.state.validation.get(best.solution)
+        if known is not None:
+            return {"solution": best.solution, "score": known, "reused": True}
+        [score] = await self.problem.score([best.solution], "validation")
+        return {"solution": best.solution, "reused": False, **_score_fields(score)}
+
+    async def final(self) -> tuple[list[FinalRow], RunTotals]:
+        """Score the top solutions and the baselines on every split, side by side."""
+        spent = RunTotals()
+        if self.cfg.test_top == 0:
+            return [], spent
+        roles: dict[str, str] = {}
+        for rank, solution in enumerate(self._top(), start=1):
+            roles.setdefault(solution, f"top {rank}")
+        starts = {self.problem.check(s)[0] for s in self.problem.initial_solutions()}
+        for text in self.problem.baselines():
+            canonical = self.problem.check(text)[0]
+            roles.setdefault(canonical, "start" if canonical in starts else "baseline")
+        solutions = list(roles)
+        columns: dict[SplitName, list[float | None]] = {}
+        for split in ("train", "validation", "test"):
+            if split not in self.splits:
+                continue
+            known = self._known(split)
+            missing = [s for s in solutions if s not in known]
+            for solution, score in zip(
+                missing, await self.problem.score(missing, split), strict=True
+            ):
+                known[solution] = score.score
+                spent.add(asdict(score))
+            columns[split] = [known[s] for s in solutions]
+        rows = [
+            FinalRow(
+                solution=s,
+                role=roles[s],
+                train=columns["train"][i],
+                validation=columns["validation"][i] if "validation" in columns else None,
+                test=columns["test"][i] if "test" in columns else None,
+            )
+            for i, s in enumerate(solutions)
+        ]
+        return rows, spent
+
+    def _known(self, split: SplitName) -> dict[str, float | None]:
+        if split == "train":
+            return {h.solution: h.score for h in self.state.history()}
+        if split == "validation":
+            return dict(self.state.validation)
+        return {}
+
+    def _top(self) -> list[str]:
+        ranked = [h.solution for h in self.state.ranked()]
+        if self.cfg.select_by == "validation":
+            sign = self.state.sign
+            validated = sorted(
+                self.state.validation, key=lambda s: -sign * self.state.validation[s]
+            )
+            ranked = validated + [s for s in ranked if s not in self.state.validation]
+        return ranked[: self.cfg.test_top]
+
+
+def run_identity(problem: Problem, optimizer: Model, cfg: OptimizeConfig) -> dict[str, Any]:
+    """The result-changing settings of a run, as stored in config.json and checked on resume."""
+    options = asdict(cfg)
+    return {
+        "problem": problem.describe(),
+        "optimizer": {
+            **model_identity(optimizer),
+            "max_tokens": optimizer.decoding.max_tokens,
+            "stop": list(optimizer.decoding.stop),
+            "seed": optimizer.decoding.seed,
+        },
+        "options": options,
+    }
+
+
+def _resumable_changes(cfg: OptimizeConfig) -> frozenset[str]:
+    """Settings that may differ on resume: they act after the logged steps, not on them.
+
+    More steps extend a run, unless the temperature schedule depends on the step count.
+    """
+    free = {"options.test_top", "options.select_by"}
+    if cfg.temperature_end is None:
+        free.add("options.steps")
+    return frozenset(free)
+
+
+async def optimize(
+    problem: Problem,
+    optimizer: Model,
+    config: OptimizeConfig | None = None,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    info: Mapping[str, Any] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> OptimizationResult:
+    """Run OPRO on `problem` with `optimizer` proposing solutions; see the module docstring.
+
+    With `run_dir` every step is logged there; `resume=True` continues the run logged there
+    (refusing if a result-changing setting differs) without paying again for anything that
+    was scored or proposed before. `info` is stored in config.json for reference only.
+    """
+    started = time.perf_counter()
+    cfg = config or OptimizeConfig()
+    splits = problem.splits
+    if cfg.patience is not None and "validation" not in splits:
+        raise ValueError("early stopping needs validation examples (a validation fraction > 0)")
+    if cfg.select_by == "validation" and "validation" not in splits:
+        raise ValueError("selecting by validation score needs validation examples")
+    identity = run_identity(problem, optimizer, cfg)
+    state = _State(problem.higher_is_better, cfg.patience)
+    log: RunLog | None = None
+    if run_dir is None:
+        if resume:
+            raise ValueError("resume needs the run directory of the run to continue")
+    elif resume:
+        log, records = RunLog.resume(run_dir, identity, ignore=_resumable_changes(cfg))
+        for record in records:
+            state.apply(record)
+    else:
+        log = RunLog.create(run_dir, {"run": identity, "info": dict(info or {})})
+    loop = _Loop(problem, optimizer, cfg, state, log, on_step)
+    if state.last_step < 0:
+        await loop.initial()
+    # Optional hook: a problem with a known optimum (linreg, TSP) ends the run once it is found.
+    solved = getattr(problem, "solved", None)
+
+    def done() -> bool:
+        best = state.best()
+        return solved is not None and best is not None and bool(solved(best.solution))
+
+    while state.last_step < cfg.steps and not state.stopped_early and not done():
+        await loop.step(state.last_step + 1)
+    final, final_cost = await loop.final()
+    totals = RunTotals()
+    totals.add(asdict(state.totals))
+    totals.add(asdict(final_cost))
+    result = OptimizationResult(
+        best=state.best(),
+        history=state.history(),
+        validation=dict(state.validation),
+        final=final,
+        steps_completed=state.last_step,
+        stopped_early=state.stopped_early,
+        totals=totals,
+        wall_s=round(time.perf_counter() - started, 6),
+        run_dir=log.directory if log is not None else None,
+        run=identity,
+    )
+    if log is not None:
+        results = result.to_dict()
+        log.write_results(results, render_summary(results))
+    return result

@@ -1,0 +1,261 @@
+"""What the OPRO loop optimizes: the `Problem` protocol, and `PromptProblem` for instructions.
+
+The optimizer loop (`optimizer.py`) knows nothing about prompts. It asks a `Problem` for the
+starting solutions, for the meta-prompt of a step, to pull candidates out of the optimizer's
+answers, to clean and vet each candidate, and to score a batch of solutions on a split, and it
+reads `higher_is_better` to know which way is up. Solutions are strings (their canonical
+spelling is the dedup key and what the run log stores), so an instruction, a "w=3, b=5" pair or
+a TSP tour all fit. Linear regression and TSP plug in with their own `MetaPromptPart`.
+
+`PromptProblem` scores instructions through `Engine.evaluate` (the cached, rate-limited
+fan-out); a solution's score is its accuracy in [0, 1] over the examples that could be graded,
+and infrastructure failures are reported as errors, never as wrong answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ..tasks.datasets import Task
+from ..tasks.prompts import Position
+from ..tasks.splits import Split, split
+from ..tasks.types import Example
+from .budget import BudgetExceeded
+from .candidates import check, extract
+from .evaluate import ErrorPolicy, Grader, Progress
+from .metaprompt import InstructionPart, MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .model import Model
+
+SplitName = Literal["train", "validation", "test"]
+THINK_STEP_BY_STEP = "Let's think step by step."
+GSM8K_START = "Let's solve the problem."
+
+
+@dataclass(frozen=True, slots=True)
+class SolutionScore:
+    """One solution's score on one split, and what obtaining it cost.
+
+    `score` is None when nothing could be graded (every call failed); a score with
+    `errors` > 0 rests on fewer examples and is re-scored if the solution comes up again.
+    """
+
+    score: float | None
+    calls: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Problem(Protocol):
+    """Everything the optimizer loop needs to know about what it optimizes."""
+
+    @property
+    def higher_is_better(self) -> bool: ...
+
+    @property
+    def splits(self) -> frozenset[SplitName]:
+        """The splits `score` accepts; "train" is always one of them."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Everything about the problem that changes results (JSON), for resume checks."""
+        ...
+
+    def initial_solutions(self) -> list[str]: ...
+
+    def baselines(self) -> list[str]:
+        """Solutions reported beside the best ones in the final table."""
+        ...
+
+    def meta_prompt(
+        self, history: Sequence[Scored], cfg: MetaPromptConfig, rng: random.Random
+    ) -> MetaPrompt: ...
+
+    def parse(self, answer: str, cfg: MetaPromptConfig) -> list[str]:
+        """Raw candidates in one optimizer answer."""
+        ...
+
+    def check(self, candidate: str) -> tuple[str, str | None]:
+        """(canonical form, rejection reason or None)."""
+        ...
+
+    async def score(self, solutions: Sequence[str], split: SplitName) -> list[SolutionScore]:
+        """Scores in the order given; solutions are canonical and distinct."""
+        ...
+
+
+def _digest(examples: Sequence[Example]) -> str:
+    """A fingerprint of a split's content, so a changed data file cannot resume a run."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(f"{ex.input}\x00{ex.target}\x00{'|'.join(ex.choices)}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def model_identity(model: Model) -> dict[str, Any]:
+    """What about a model changes its answers, minus its server address.
+
+    A local server restarted on another port still runs the same model, so the address may
+    change between a run and its resume; the cache keys still tell the two apart.
+    """
+    identity = {k: v for k, v in model.provider.cache_identity().items() if k != "base_url"}
+    return {**identity, "spec": model.spec}
+
+
+def task_description(task: Task) -> str:
+    """How the pretrained-style meta-prompt names a task's problems."""
+    if task.name == "gsm8k":
+        return "grade school math"
+    name = task.name.rsplit("/", 1)[-1]
+    for suffix in (".jsonl", ".json", ".csv"):
+        name = name.removesuffix(suffix)
+    return name.replace("_", " ").replace("-", " ")
+
+
+class PromptProblem:
+    """Find an instruction that maximises a scorer's accuracy on a task's training split."""
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        scorer: Model,
+        task: Task,
+        *,
+        data: Split | None = None,
+        train_fraction: float | None = None,
+        validation_fraction: float = 0.0,
+        split_seed: int = 0,
+        position: Position = "Q_begin",
+        qa_framing: bool = True,
+        starting: Sequence[str] | None = None,
+        forbid_digits: bool | None = None,
+        test_limit: int | None = None,
+        grader: Grader | None = None,
+        errors: ErrorPolicy | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.scorer = scorer
+        self.task = task
+        self.data = data or split(
+            task,
+            train_fraction=train_fraction,
+            validation_fraction=validation_fraction,
+            seed=split_seed,
+        )
+        if not self.data.train:
+            raise ValueError(f"task {task.name} has no training examples to optimize on")
+        if test_limit is not None and test_limit < 1:
+            raise ValueError(f"test_limit must be >= 1, got {test_limit}")
+        self.test_examples = self.data.test[:test_limit] if test_limit else self.data.test
+        self.position: Position = position
+        self.qa_framing = qa_framing
+        default_start = GSM8K_START if task.name == "gsm8k" else ""
+        self.starting = list(starting) if starting is not None else [default_start]
+        if not self.starting:
+            raise ValueError("give at least one starting instruction (it may be empty)")
+        self.forbid_digits = task.name == "gsm8k" if forbid_digits is None else forbid_digits
+        self.grader = grader
+        self.errors = errors
+        self.on_progress = on_progress
+        self.part = InstructionPart(
+            self.data.train, position, qa_framing, task_description=task_description(task)
+        )
+
+    @property
+    def splits(self) -> frozenset[SplitName]:
+        names: set[SplitName] = {"train"}
+        if self.data.validation:
+            names.add("validation")
+        if self.test_examples:
+            names.add("test")
+        return frozenset(names)
+
+    def examples(self, name: SplitName) -> Sequence[Example]:
+        if name == "train":
+            return self.data.train
+        return self.data.validation if name == "validation" else self.test_examples
+
+    def describe(self) -> dict[str, Any]:
+        grader_version = getattr(self.grader, "version", None) if self.grader else "task"
+        return {
+            "kind": "prompt",
+            "task": self.task.name,
+            "train": {"n": len(self.data.train), "sha": _digest(self.data.train)},
+            "validation": {"n": len(self.data.validation), "sha": _digest(self.data.validation)},
+            "test": {"n": len(self.test_examples), "sha": _digest(self.test_examples)},
+            "scorer": model_identity(self.scorer),
+            "scorer_decoding": {
+                "temperature": self.scorer.decoding.temperature,
+                "max_tokens": self.scorer.decoding.max_tokens,
+                "stop": list(self.scorer.decoding.stop),
+                "seed": self.scorer.decoding.seed,
+            },
+            "position": self.position,
+            "qa_framing": self.qa_framing,
+            "starting": list(self.starting),
+            "forbid_digits": self.forbid_digits,
+            "grader": grader_version,
+        }
+
+    def initial_solutions(self) -> list[str]:
+        return list(self.starting)
+
+    def baselines(self) -> list[str]:
+        return [*self.starting, THINK_STEP_BY_STEP]
+
+    def meta_prompt(
+        self, history: Sequence[Scored], cfg: MetaPromptConfig, rng: random.Random
+    ) -> MetaPrompt:
+        return build_meta_prompt(history, self.part, cfg, rng)
+
+    def parse(self, answer: str, cfg: MetaPromptConfig) -> list[str]:
+        return extract(answer, cfg.style, tag=self.part.tag(cfg))
+
+    def check(self, candidate: str) -> tuple[str, str | None]:
+        return check(candidate, forbid_digits=self.forbid_digits)
+
+    async def score(self, solutions: Sequence[str], split: SplitName) -> list[SolutionScore]:
+        if not solutions:
+            return []
+        examples = self.examples(split)
+        if not examples:
+            raise ValueError(f"task {self.task.name} has no {split} examples")
+        report = await self.engine.evaluate(
+            list(solutions),
+            examples,
+            self.scorer,
+            grader=self.grader,
+            position=self.position,
+            qa_framing=self.qa_framing,
+            on_progress=self.on_progress,
+            errors=self.errors,
+        )
+        if report.stopped == "budget":
+            # A score on the examples the budget allowed would mislead the optimizer.
+            raise BudgetExceeded(f"the budget ran out while scoring on the {split} split")
+        return [
+            SolutionScore(
+                score=s.accuracy,
+                calls=s.calls,
+                cache_hits=s.cache_hits,
+                errors=s.errors,
+                tokens_in=s.tokens_in,
+                tokens_out=s.tokens_out,
+                cost_usd=s.cost_usd,
+                detail={"correct": s.correct, "graded": s.graded, "n": s.n},
+            )
+            for s in report.instructions
+        ]
