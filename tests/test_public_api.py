@@ -1,0 +1,62 @@
+"""The public API is exactly what `opro.__all__` says, and every name in it exists."""
+
+from __future__ import annotations
+
+import opro
+
+EXPECTED = {
+    "AuthenticationError",
+    "BadRequestError",
+    "Completion",
+    "ConfigurationError",
+    "Decoding",
+    "Engine",
+    "EvalReport",
+    "EvaluationAborted",
+    "Example",
+    "FatalError",
+    "Generation",
+    "Grader",
+    "InstructionScore",
+    "LimitConfig",
+    "Message",
+    "MetaPromptConfig",
+    "Model",
+    "ModelCallError",
+    "OptimizationResult",
+    "OptimizeConfig",
+    "Price",
+    "Problem",
+    "Progress",
+    "PromptProblem",
+    "ProviderError",
+    "RateLimitError",
+    "Request",
+    "RetryPolicy",
+    "SolutionScore",
+    "TaskGrader",
+    "Totals",
+    "TransientError",
+    "Usage",
+    "evaluate",
+    "optimize",
+}
+
+
+def test_all_is_pinned() -> None:
+    assert set(opro.__all__) == EXPECTED
+    assert len(opro.__all__) == len(EXPECTED)
+
+
+def test_every_exported_name_exists() -> None:
+    for name in opro.__all__:
+        assert getattr(opro, name) is not None
+
+
+def test_error_tree() -> None:
+    assert issubclass(opro.RateLimitError, opro.ProviderError)
+    assert issubclass(opro.TransientError, opro.ProviderError)
+    assert issubclass(opro.AuthenticationError, opro.FatalError)
+    assert issubclass(opro.BadRequestError, opro.FatalError)
+    assert issubclass(opro.ConfigurationError, opro.FatalError)
+    assert opro.RateLimitError("x").retryable and not opro.FatalError("x").retryable
