@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_optimize import register as register_optimize  # it imports this module
 
     register_optimize(sub)
+    from .cli_demo import register as register_demo  # it imports this module too
+
+    register_demo(sub)
     return parser
 
 
@@ -272,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .cli_optimize import cmd_optimize
 
             return cmd_optimize(args)
+        if args.command == "demo":
+            from .cli_demo import cmd_demo
+
+            return cmd_demo(args)
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)
         return 130
