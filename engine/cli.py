@@ -21,66 +21,24 @@ import orjson
 from ..caches.disk import CacheError
 from ..providers.errors import ProviderError
 from ..tasks import TaskError, list_tasks, load_task, split
-from ..tasks.prompts import POSITIONS
+from ..tasks.prompts import POSITIONS, Position
 from ..tasks.types import Example
-from .budget import Budget
-from .engine import Engine
-from .evaluate import ErrorPolicy, EvalReport, EvaluationAborted
-from .limits import DEFAULT_MAX_CONCURRENCY
-from .model import Model
+from .cli_common import (
+    UsageError,
+    add_engine_options,
+    default_position,
+    engine_from_args,
+    error_policy_from_args,
+    positive_int,
+    scorer_from_args,
+)
+from .cli_demo import cmd_demo
+from .cli_demo import register as register_demo
+from .cli_optimize import cmd_optimize
+from .cli_optimize import register as register_optimize
+from .evaluate import EvalReport, EvaluationAborted
 from .plan import plan_evaluation
-from .prices import parse_price
 from .progress import ProgressBar
-from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
-
-
-class UsageError(Exception):
-    """Bad input on the command line; the message says what to change."""
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def add_engine_options(p: argparse.ArgumentParser) -> None:
-    """Options every command that calls a scorer shares."""
-    g = p.add_argument_group("engine")
-    g.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
-    g.add_argument("--scorer", default=None, help="provider/model, e.g. openai/gpt-4o-mini")
-    g.add_argument("--scorer-base-url", help="OpenAI-compatible server (default: $OPENAI_BASE_URL)")
-    g.add_argument("--scorer-api", choices=["chat", "completions"], help="API flavour")
-    g.add_argument("--max-tokens", type=_positive_int, default=256, help="scorer max tokens")
-    g.add_argument("--max-concurrency", type=_positive_int, default=DEFAULT_MAX_CONCURRENCY)
-    g.add_argument("--rpm", type=_positive_float, help="requests/minute (default: adapt to 429s)")
-    g.add_argument("--tpm", type=_positive_float, help="tokens/minute")
-    g.add_argument("--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS)
-    g.add_argument(
-        "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
-    )
-    g.add_argument("--max-errors", type=int, help="abort after more failed pairs than this")
-    g.add_argument(
-        "--max-error-rate",
-        type=float,
-        default=0.2,
-        help="abort when more than this fraction of pairs fail (default 0.2)",
-    )
-    g.add_argument("--budget-usd", type=_positive_float, help="hard cap on the run's cost")
-    g.add_argument("--budget-tokens", type=_positive_int, help="hard cap on the run's tokens")
-    g.add_argument("--price", help="scorer price IN,OUT in USD per million tokens")
-    g.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; stop")
-    cache = g.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
-    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,11 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score instructions on a task")
     ev.add_argument("--task", required=True, help="task name or path to a .jsonl/.csv file")
     ev.add_argument("--split", choices=["train", "test", "all"], default="all")
-    ev.add_argument("--limit", type=_positive_int, help="use only the first N examples")
+    ev.add_argument("--limit", type=positive_int, help="use only the first N examples")
     ins = ev.add_mutually_exclusive_group(required=True)
     ins.add_argument("--instruction", action="append", help="an instruction (repeatable)")
     ins.add_argument("--instructions-file", help="one instruction per line")
-    ev.add_argument("--position", choices=POSITIONS, default="Q_begin")
+    ev.add_argument(
+        "--position",
+        choices=POSITIONS,
+        help="default: A_begin for the embedded model, else Q_begin",
+    )
     ev.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
     ev.add_argument("--out", help="write the JSON report here")
     add_engine_options(ev)
@@ -109,11 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts = sub.add_parser("tasks", help="list the available tasks")
     ts.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
 
-    from .cli_optimize import register as register_optimize  # it imports this module
-
     register_optimize(sub)
-    from .cli_demo import register as register_demo  # it imports this module too
-
     register_demo(sub)
     return parser
 
@@ -164,33 +122,10 @@ def _print_report(report: EvalReport) -> None:
             return
 
 
-def engine_from_args(args: argparse.Namespace) -> Engine:
-    """The engine the shared options describe (retries, cache, budget)."""
-    retry = RetryPolicy(max_attempts=args.max_attempts, timeout=args.timeout)
-    budget = Budget(max_usd=args.budget_usd, max_tokens=args.budget_tokens)
-    return Engine(cache_dir=args.cache_dir, use_cache=not args.no_cache, retry=retry, budget=budget)
-
-
-def error_policy_from_args(args: argparse.Namespace) -> ErrorPolicy:
-    return ErrorPolicy(max_errors=args.max_errors, max_error_rate=args.max_error_rate)
-
-
-def scorer_from_args(engine: Engine, args: argparse.Namespace) -> Model:
-    return engine.model(
-        args.scorer,
-        base_url=args.scorer_base_url,
-        api=args.scorer_api,
-        max_concurrency=args.max_concurrency,
-        rpm=args.rpm,
-        tpm=args.tpm,
-        max_tokens=args.max_tokens,
-        price=parse_price(args.price) if args.price else None,
-    )
-
-
 async def _run_evaluation(
     args: argparse.Namespace, instructions: list[str], examples: list[Example]
 ) -> EvalReport | None:
+    position: Position = args.position or default_position(args)
     async with engine_from_args(args) as eng:
         scorer = scorer_from_args(eng, args)
         if args.dry_run:
@@ -199,7 +134,7 @@ async def _run_evaluation(
                     instructions,
                     examples,
                     scorer,
-                    position=args.position,
+                    position=position,
                     qa_framing=not args.no_qa,
                 ).describe()
             )
@@ -210,7 +145,7 @@ async def _run_evaluation(
                 instructions,
                 examples,
                 scorer,
-                position=args.position,
+                position=position,
                 qa_framing=not args.no_qa,
                 on_progress=bar,
                 errors=error_policy_from_args(args),
@@ -229,8 +164,6 @@ def _writable(path: Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.scorer is None:
-        raise UsageError("give a scorer: --scorer provider/model (e.g. simulated/demo)")
     out = Path(args.out) if args.out else None
     if out is not None:
         _writable(out)
@@ -272,12 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tasks":
             return cmd_tasks(args)
         if args.command == "optimize":
-            from .cli_optimize import cmd_optimize
-
             return cmd_optimize(args)
         if args.command == "demo":
-            from .cli_demo import cmd_demo
-
             return cmd_demo(args)
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)

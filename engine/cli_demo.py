@@ -27,7 +27,13 @@ import orjson
 from ..tasks import linreg, tsp
 from ..tasks.tsp_solvers import SolverError
 from .budget import BudgetExceeded
-from .cli import UsageError, _positive_float, _positive_int, engine_from_args
+from .cli_common import (
+    UsageError,
+    engine_from_args,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from .limits import DEFAULT_MAX_CONCURRENCY
 from .metaprompt import MetaPromptConfig
 from .model import ModelCallError
@@ -38,13 +44,6 @@ from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from .runlog import CONFIG, STEPS, RunDirError, read_steps
 
 _SETTING = re.compile(r"^\s*\(?\s*(-?\d+)\s*,\s*(-?\d+)\s*\)?\s*$")
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _setting(text: str) -> tuple[int, int]:
@@ -62,26 +61,24 @@ def _add_common(p: argparse.ArgumentParser, *, max_shown: int) -> None:
     o.add_argument("--optimizer", help="provider/model that proposes solutions (required)")
     o.add_argument("--optimizer-base-url", help="OpenAI-compatible server for the optimizer")
     o.add_argument("--optimizer-api", choices=["chat", "completions"], help="API flavour")
-    o.add_argument("--optimizer-max-tokens", type=_positive_int, default=1024)
+    o.add_argument("--optimizer-max-tokens", type=positive_int, default=1024)
     o.add_argument("--optimizer-price", help="optimizer price IN,OUT in USD per million tokens")
-    o.add_argument("--candidates-per-step", type=_positive_int, default=8)
+    o.add_argument("--candidates-per-step", type=positive_int, default=8)
     o.add_argument("--temperature", type=float, default=1.0, help="optimizer temperature")
-    o.add_argument(
-        "--max-shown", type=_positive_int, default=max_shown, help="best solutions shown"
-    )
-    o.add_argument("--seed", type=_non_negative_int, default=0, help="seed of data and starts")
+    o.add_argument("--max-shown", type=positive_int, default=max_shown, help="best solutions shown")
+    o.add_argument("--seed", type=non_negative_int, default=0, help="seed of data and starts")
     o.add_argument("--run-dir", help="parent of the run directories (default: opro-runs/...)")
     o.add_argument("--resume", action="store_true", help="continue the runs in --run-dir")
     g = p.add_argument_group("engine")
-    g.add_argument("--max-concurrency", type=_positive_int, default=DEFAULT_MAX_CONCURRENCY)
-    g.add_argument("--rpm", type=_positive_float, help="requests/minute (default: adapt to 429s)")
-    g.add_argument("--tpm", type=_positive_float, help="tokens/minute")
-    g.add_argument("--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS)
+    g.add_argument("--max-concurrency", type=positive_int, default=DEFAULT_MAX_CONCURRENCY)
+    g.add_argument("--rpm", type=positive_float, help="requests/minute (default: adapt to 429s)")
+    g.add_argument("--tpm", type=positive_float, help="tokens/minute")
+    g.add_argument("--max-attempts", type=positive_int, default=DEFAULT_MAX_ATTEMPTS)
     g.add_argument(
-        "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
+        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
     )
-    g.add_argument("--budget-usd", type=_positive_float, help="hard cap on the cost of all runs")
-    g.add_argument("--budget-tokens", type=_positive_int, help="hard cap on their tokens")
+    g.add_argument("--budget-usd", type=positive_float, help="hard cap on the cost of all runs")
+    g.add_argument("--budget-tokens", type=positive_int, help="hard cap on their tokens")
     cache = g.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -92,8 +89,8 @@ def register(subparsers: Any) -> None:
     demo = subparsers.add_parser("demo", help="the paper's math demos: linear regression, TSP")
     kinds = demo.add_subparsers(dest="demo", required=True)
     lr = kinds.add_parser("linreg", help="find integer (w, b) of least squared error (Table 2)")
-    lr.add_argument("--runs", type=_positive_int, default=5, help="runs per setting")
-    lr.add_argument("--steps", type=_non_negative_int, default=500, help="step cap per run")
+    lr.add_argument("--runs", type=positive_int, default=5, help="runs per setting")
+    lr.add_argument("--steps", type=non_negative_int, default=500, help="step cap per run")
     lr.add_argument(
         "--settings",
         nargs="+",
@@ -103,15 +100,15 @@ def register(subparsers: Any) -> None:
         help="true (w, b) settings (default: the paper's seven); quote a negative w with a "
         "leading space: ' -3,5'",
     )
-    lr.add_argument("--points", type=_positive_int, default=linreg.N_POINTS)
+    lr.add_argument("--points", type=positive_int, default=linreg.N_POINTS)
     _add_common(lr, max_shown=20)
     ts = kinds.add_parser("tsp", help="find the shortest tour through n points (Table 3)")
-    ts.add_argument("--n", type=_positive_int, nargs="+", default=[10, 15, 20, 50], help="nodes")
-    ts.add_argument("--instances", type=_positive_int, default=5, help="instances per n")
-    ts.add_argument("--steps", type=_non_negative_int, default=500, help="step cap per run")
+    ts.add_argument("--n", type=positive_int, nargs="+", default=[10, 15, 20, 50], help="nodes")
+    ts.add_argument("--instances", type=positive_int, default=5, help="instances per n")
+    ts.add_argument("--steps", type=non_negative_int, default=500, help="step cap per run")
     ts.add_argument(
         "--solver-time-limit",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         help="CP-SAT seconds per instance",
     )
@@ -317,19 +314,7 @@ def _tsp(args: argparse.Namespace, root: Path) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """`opro demo ...`: 0 done, 2 user error, 3 stopped by the budget.
-
-    Usage errors are printed here, as `cmd_optimize` does, because under `python -m` the CLI
-    module's own `UsageError` is a different class from the one imported here.
-    """
-    try:
-        return _demo(args)
-    except UsageError as exc:
-        print(f"opro: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _demo(args: argparse.Namespace) -> int:
+    """`opro demo ...`: 0 done, 2 user error, 3 stopped by the budget."""
     needs_model = not (args.demo == "tsp" and args.baselines_only)
     if needs_model and args.optimizer is None:
         raise UsageError(

@@ -23,11 +23,15 @@ from urllib.parse import urlsplit, urlunsplit
 from ..tasks import load_task
 from ..tasks.prompts import POSITIONS
 from .budget import BudgetExceeded
-from .cli import (
+from .cli_common import (
+    DEFAULT_MODEL,
     UsageError,
     add_engine_options,
+    default_position,
     engine_from_args,
     error_policy_from_args,
+    non_negative_int,
+    positive_int,
     scorer_from_args,
 )
 from .metaprompt import ORDERS, STYLES, MetaPromptConfig
@@ -37,22 +41,10 @@ from .prices import parse_price
 from .problems import PromptProblem
 from .runlog import RunDirError, render_summary
 
+OPTIMIZER_MAX_TOKENS = 512
+EMBEDDED_OPTIMIZER_MAX_TOKENS = 96
 _DEFAULTS_KEY = "_optimize_defaults"
 _NOT_FROM_TOML = {"config", "command", _DEFAULTS_KEY}
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -78,34 +70,46 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("optimize", help="search for a better instruction (OPRO)")
     p.add_argument("--config", help="TOML file holding any of these settings; flags override it")
     p.add_argument("--task", help="task name or path to a .jsonl/.csv file")
-    p.add_argument("--optimizer", help="provider/model that proposes instructions")
+    p.add_argument(
+        "--optimizer",
+        help=f"provider/model that proposes instructions (default: {DEFAULT_MODEL})",
+    )
     p.add_argument("--optimizer-base-url", help="OpenAI-compatible server for the optimizer")
     p.add_argument("--optimizer-api", choices=["chat", "completions"], help="API flavour")
-    p.add_argument("--optimizer-max-tokens", type=_positive_int, default=512)
+    p.add_argument(
+        "--optimizer-max-tokens",
+        type=positive_int,
+        help=f"default {OPTIMIZER_MAX_TOKENS}; {EMBEDDED_OPTIMIZER_MAX_TOKENS} for the "
+        "embedded model, whose longer answers ramble past the 500-character limit",
+    )
     p.add_argument("--optimizer-price", help="optimizer price IN,OUT in USD per million tokens")
-    p.add_argument("--steps", type=_non_negative_int, default=200)
-    p.add_argument("--candidates-per-step", type=_positive_int, default=8)
+    p.add_argument("--steps", type=non_negative_int, default=200)
+    p.add_argument("--candidates-per-step", type=positive_int, default=8)
     p.add_argument("--temperature", type=float, default=1.0, help="optimizer temperature")
     p.add_argument("--temperature-end", type=float, help="rise linearly to this by the last step")
     p.add_argument("--seed", type=int, default=0, help="seed of the exemplar draws")
-    p.add_argument("--position", choices=POSITIONS, default="Q_begin")
+    p.add_argument(
+        "--position",
+        choices=POSITIONS,
+        help="default: A_begin for the embedded scorer, else Q_begin",
+    )
     p.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
     p.add_argument("--meta-prompt", choices=STYLES, default="instruction-tuned")
-    p.add_argument("--max-shown", type=_positive_int, default=20, help="earlier solutions shown")
+    p.add_argument("--max-shown", type=positive_int, default=20, help="earlier solutions shown")
     p.add_argument("--order", choices=ORDERS, default="ascending")
     p.add_argument("--score-buckets", type=_buckets, default=100, help="100, 20 or none")
     p.add_argument("--min-score", type=float, help="hide earlier solutions scoring below this")
-    p.add_argument("--exemplars", type=_non_negative_int, default=3, help="task examples shown")
+    p.add_argument("--exemplars", type=non_negative_int, default=3, help="task examples shown")
     p.add_argument("--exemplars-first", action="store_true", help="examples before solutions")
     p.add_argument("--start", action="append", help="a starting instruction (repeatable)")
     p.add_argument("--train-fraction", type=_fraction, help="default: the task's own")
     p.add_argument("--validation-fraction", type=_fraction, default=0.0)
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--eval-every", type=_positive_int, default=3, help="validation interval")
-    p.add_argument("--patience", type=_positive_int, help="stop after P validations w/o gain")
-    p.add_argument("--test-top", type=_non_negative_int, default=3, help="0: no final table")
+    p.add_argument("--eval-every", type=positive_int, default=3, help="validation interval")
+    p.add_argument("--patience", type=positive_int, help="stop after P validations w/o gain")
+    p.add_argument("--test-top", type=non_negative_int, default=3, help="0: no final table")
     p.add_argument("--select-by", choices=["train", "validation"], default="train")
-    p.add_argument("--test-limit", type=_positive_int, help="use only the first N test examples")
+    p.add_argument("--test-limit", type=positive_int, help="use only the first N test examples")
     p.add_argument("--run-dir", help="where the run is logged (default: opro-runs/<task>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     add_engine_options(p)
@@ -165,7 +169,15 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         given = getattr(args, dest)
         if given is not None:
             layered[dest] = given
-    return argparse.Namespace(**layered, command=args.command, config=args.config)
+    s = argparse.Namespace(**layered, command=args.command, config=args.config)
+    # Defaults that depend on which models are used (the embedded one has its own).
+    if s.position is None:
+        s.position = default_position(s)
+    if s.optimizer_max_tokens is None:
+        s.optimizer_max_tokens = (
+            EMBEDDED_OPTIMIZER_MAX_TOKENS if s.optimizer is None else OPTIMIZER_MAX_TOKENS
+        )
+    return s
 
 
 def _slug(text: str) -> str:
@@ -224,7 +236,7 @@ async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult:
     async with engine_from_args(s) as engine:
         scorer = scorer_from_args(engine, s)
         optimizer = engine.model(
-            s.optimizer,
+            s.optimizer or DEFAULT_MODEL,
             base_url=s.optimizer_base_url,
             api=s.optimizer_api,
             max_concurrency=s.max_concurrency,
@@ -262,28 +274,11 @@ async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    """`opro optimize`: 0 done, 1 nothing scored, 2 user error, 3 stopped by the budget.
-
-    Usage errors are printed here rather than left to `main`: under `python -m
-    opro.engine.cli` that module runs as `__main__`, whose `UsageError` is a different
-    class from the one imported here. The library's own errors still go to `main`.
-    """
-    try:
-        return _optimize(args)
-    except UsageError as exc:
-        print(f"opro: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _optimize(args: argparse.Namespace) -> int:
+    """`opro optimize`: 0 done, 1 nothing scored, 2 user error, 3 stopped by the budget."""
     s = resolve(args)
-    for name, example in (("task", "gsm8k"), ("scorer", "openai/gpt-4o-mini")):
-        if getattr(s, name) is None:
-            raise UsageError(f"give a {name}: --{name} {example} (or {name} = ... in --config)")
-    if s.optimizer is None:
+    if s.task is None:
         raise UsageError(
-            "give an optimizer model: --optimizer provider/model (e.g. openai/gpt-4o); "
-            "it writes the new instructions, the scorer grades them"
+            "give a task: --task synthetic/boolean_expressions (or task = ... in --config)"
         )
     if s.dry_run:
         raise UsageError("--dry-run is for `opro evaluate`; optimize cannot know its calls ahead")

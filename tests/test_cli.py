@@ -182,7 +182,6 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         (["--task", "bbh/nope", "--scorer", "simulated/x"], "unknown task"),
         (["--task", "JSONL", "--scorer", "nobody/x"], "unknown provider 'nobody'"),
         (["--task", "JSONL", "--scorer", "no-slash"], "provider/model"),
-        (["--task", "JSONL"], "give a scorer"),
         (["--task", "JSONL", "--scorer", "simulated/x", "--rpm", "0"], "must be > 0"),
         (["--task", "JSONL", "--scorer", "openai-compatible/x"], "needs a base URL"),
         (
@@ -218,6 +217,28 @@ def test_an_unusable_cache_dir_is_one_line(jsonl: Path, tmp_path: Path) -> None:
         str(blocker / "cache"),
     )
     assert "cannot open cache directory" in one_line_error(result)
+
+
+def test_without_a_scorer_the_embedded_model_answers(jsonl: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = run_cli(
+        "evaluate",
+        "--task",
+        str(jsonl),
+        "--limit",
+        "3",
+        "--instruction",
+        "",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["scorer"] == "local/smollm2-135m"
+    assert report["position"] == "A_begin"
+    assert report["totals"]["calls"] == 3 and report["totals"]["errors"] == 0
 
 
 def test_missing_data_dir_says_what_to_do(tmp_path: Path) -> None:

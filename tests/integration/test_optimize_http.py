@@ -240,9 +240,9 @@ def test_a_toml_config_with_flags_on_top(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--task", "x.jsonl", "--scorer", "simulated/a"], "give an optimizer model: --optimizer"),
+        (["--task", "x.jsonl", "--scorer", "simulated/a"], "x.jsonl"),
         (["--optimizer", "simulated/a", "--scorer", "simulated/a"], "give a task"),
-        (["--task", "synthetic/arithmetic", "--optimizer", "simulated/b"], "give a scorer"),
+        (["--task", "synthetic/arithmetic", "--scorer", "nobody/b"], "unknown provider 'nobody'"),
         (["--config", "/nonexistent/run.toml"], "cannot read config file"),
         (["--resume", "--task", "t", "--scorer", "s/a", "--optimizer", "s/b"], "--resume needs"),
         (["--steps", "-1"], "argument --steps: must be >= 0"),
@@ -402,13 +402,13 @@ def test_an_unreachable_optimizer_is_one_line(
 
 
 def test_user_errors_are_one_line_under_python_m_too(tmp_path: Path) -> None:
-    # Under `python -m` the CLI module is `__main__`: its error classes are other objects.
+    # Under `python -m` the CLI module is `__main__`: its errors must still be caught.
     result = subprocess.run(
-        [sys.executable, "-m", "opro.engine.cli", "optimize", "--task", "t", "--scorer", "s/a"],
+        [sys.executable, "-m", "opro.engine.cli", "optimize", "--scorer", "s/a"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("opro: error: give an optimizer model")
+    assert result.stderr.startswith("opro: error: give a task")
     assert result.stderr.count("\n") == 1

@@ -1,0 +1,135 @@
+"""What the `opro` subcommands share: the engine options and how they become objects.
+
+`cli.py`, `cli_optimize.py` and `cli_demo.py` all build their engine, scorer and error
+policy here, so one flag means the same thing in every command. Without `--scorer` (and,
+for optimize, `--optimizer`) the embedded SmolLM2-135M is used, with the settings measured
+in `benchmarks/embedded_model.py` to give an optimizer real signal: chat mode, answers of
+at most 8 tokens cut at the first newline, instruction at the start of the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..tasks.prompts import Position
+from .budget import Budget
+from .engine import Engine
+from .evaluate import ErrorPolicy
+from .limits import DEFAULT_MAX_CONCURRENCY
+from .model import Model
+from .prices import parse_price
+from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
+
+DEFAULT_MODEL = "local/smollm2-135m"
+# The embedded scorer's defaults (see the module docstring); flags override each one.
+EMBEDDED_SCORER_API = "chat"
+EMBEDDED_SCORER_MAX_TOKENS = 8
+EMBEDDED_SCORER_STOP = ("\n",)
+EMBEDDED_POSITION: Position = "A_begin"
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_POSITION: Position = "Q_begin"
+
+
+class UsageError(Exception):
+    """Bad input on the command line; the message says what to change."""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that calls a scorer shares."""
+    g = p.add_argument_group("engine")
+    g.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
+    g.add_argument(
+        "--scorer", help=f"provider/model, e.g. openai/gpt-4o-mini (default: {DEFAULT_MODEL})"
+    )
+    g.add_argument("--scorer-base-url", help="OpenAI-compatible server (default: $OPENAI_BASE_URL)")
+    g.add_argument("--scorer-api", choices=["chat", "completions"], help="API flavour")
+    g.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help=f"scorer max tokens (default {DEFAULT_MAX_TOKENS}; "
+        f"{EMBEDDED_SCORER_MAX_TOKENS} for the embedded model)",
+    )
+    g.add_argument(
+        "--stop",
+        action="append",
+        help="scorer stop sequence, repeatable (default: none; a newline for the embedded model)",
+    )
+    g.add_argument("--max-concurrency", type=positive_int, default=DEFAULT_MAX_CONCURRENCY)
+    g.add_argument("--rpm", type=positive_float, help="requests/minute (default: adapt to 429s)")
+    g.add_argument("--tpm", type=positive_float, help="tokens/minute")
+    g.add_argument("--max-attempts", type=positive_int, default=DEFAULT_MAX_ATTEMPTS)
+    g.add_argument(
+        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
+    )
+    g.add_argument("--max-errors", type=int, help="abort after more failed pairs than this")
+    g.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.2,
+        help="abort when more than this fraction of pairs fail (default 0.2)",
+    )
+    g.add_argument("--budget-usd", type=positive_float, help="hard cap on the run's cost")
+    g.add_argument("--budget-tokens", type=positive_int, help="hard cap on the run's tokens")
+    g.add_argument("--price", help="scorer price IN,OUT in USD per million tokens")
+    g.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; stop")
+    cache = g.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+
+
+def engine_from_args(args: argparse.Namespace) -> Engine:
+    """The engine the shared options describe (retries, cache, budget)."""
+    retry = RetryPolicy(max_attempts=args.max_attempts, timeout=args.timeout)
+    budget = Budget(max_usd=args.budget_usd, max_tokens=args.budget_tokens)
+    return Engine(cache_dir=args.cache_dir, use_cache=not args.no_cache, retry=retry, budget=budget)
+
+
+def error_policy_from_args(args: argparse.Namespace) -> ErrorPolicy:
+    return ErrorPolicy(max_errors=args.max_errors, max_error_rate=args.max_error_rate)
+
+
+def uses_embedded_scorer(args: argparse.Namespace) -> bool:
+    return getattr(args, "scorer", None) is None
+
+
+def default_position(args: argparse.Namespace) -> Position:
+    """The instruction position when none was given: it depends on the scorer."""
+    return EMBEDDED_POSITION if uses_embedded_scorer(args) else DEFAULT_POSITION
+
+
+def scorer_from_args(engine: Engine, args: argparse.Namespace) -> Model:
+    embedded = uses_embedded_scorer(args)
+    stop = args.stop if args.stop is not None else (EMBEDDED_SCORER_STOP if embedded else ())
+    max_tokens = args.max_tokens or (EMBEDDED_SCORER_MAX_TOKENS if embedded else DEFAULT_MAX_TOKENS)
+    return engine.model(
+        args.scorer or DEFAULT_MODEL,
+        base_url=args.scorer_base_url,
+        api=args.scorer_api or (EMBEDDED_SCORER_API if embedded else None),
+        max_concurrency=args.max_concurrency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_tokens=max_tokens,
+        stop=stop,
+        price=parse_price(args.price) if args.price else None,
+    )
