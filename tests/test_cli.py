@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from opro.engine.cli import main
+from opro.testing.process import ServerProcess
 
 REPORT_FIELDS = {
     "instruction",
@@ -39,29 +38,7 @@ TOTAL_FIELDS = {
 }
 
 
-class Server:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "opro.testing.fake_openai", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        assert line.startswith("READY "), line
-        self.base_url = line.split(" ", 1)[1]
-        self.root = self.base_url.rsplit("/v1", 1)[0]
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.root + "/stats", timeout=10) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+Server = ServerProcess
 
 
 @pytest.fixture

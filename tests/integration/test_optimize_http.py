@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import pytest
 
 from opro.engine.cli import main
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
+from opro.testing.process import ServerProcess
 
 POOL = [
     "Use parity rules.",
@@ -103,33 +103,11 @@ if __name__ == "__main__":
 # -- tests ---------------------------------------------------------------------------------
 
 
-class Server:
+class Server(ServerProcess):
+    """This file run as a script is the server (its responder proposes instructions)."""
+
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        assert line.startswith("READY "), line
-        self.base_url = line.split(" ", 1)[1]
-        self.root = self.base_url.rsplit("/v1", 1)[0]
-
-    def stats(self, prompts: bool = False) -> dict[str, Any]:
-        url = self.root + "/stats" + ("?prompts=1" if prompts else "")
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
-
-    def reset(self) -> None:
-        request = urllib.request.Request(self.root + "/stats/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        super().__init__(*args, command=[sys.executable, __file__])
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +20,7 @@ from opro.engine.engine import Engine
 from opro.engine.evaluate import ErrorPolicy
 from opro.tasks import render_prompt
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
+from opro.testing.process import ServerProcess
 
 EXAMPLES = [opro.Example(f"Is {i} even?", str(i % 2 == 0)) for i in range(40)]
 
@@ -78,32 +77,6 @@ async def test_too_many_failed_pairs_abort_instead_of_scoring_partial_data(
 
 
 # -- processes -------------------------------------------------------------------------------
-
-
-def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opro.testing.fake_openai", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    assert line.startswith("READY "), line
-    return proc, line.split(" ", 1)[1]
-
-
-def stop_server(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    proc.wait(timeout=10)
-    assert proc.stdout is not None
-    proc.stdout.close()
-
-
-def stats(base_url: str, prompts: bool = False) -> dict[str, Any]:
-    url = base_url.rsplit("/v1", 1)[0] + "/stats" + ("?prompts=1" if prompts else "")
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        result: dict[str, Any] = json.loads(resp.read())
-        return result
 
 
 def write_task(path: Path, n: int) -> Path:
@@ -166,7 +139,8 @@ INSTRUCTIONS = ["", "Answer True or False."]
 def test_kill_9_at_random_moments_then_resume(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     task = write_task(tmp_path / "task.jsonl", 60)
-    proc, base_url = start_server("--latency", "0.02", "--jitter", "0.01")
+    proc = ServerProcess("--latency", "0.02", "--jitter", "0.01")
+    base_url = proc.base_url
     try:
         kill_at = rng.randint(1, 110)
         cache = tmp_path / "cache"
@@ -176,12 +150,12 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, seed: int) -> None
             stderr=subprocess.DEVNULL,
         )
         for _ in range(2000):  # bounded wait for the kill point, polled not slept-for
-            if stats(base_url)["accepted"] >= kill_at or victim.poll() is not None:
+            if proc.stats()["accepted"] >= kill_at or victim.poll() is not None:
                 break
             time.sleep(0.005)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        before = stats(base_url, prompts=True)["prompt_counts"]
+        before = proc.stats(prompts=True)["prompt_counts"]
         recorded = cached_prompts(cache, base_url, INSTRUCTIONS, task)
         assert recorded <= set(before)
 
@@ -192,7 +166,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, seed: int) -> None
             timeout=120,
         )
         assert resumed.returncode == 0, resumed.stderr
-        after = stats(base_url, prompts=True)["prompt_counts"]
+        after = proc.stats(prompts=True)["prompt_counts"]
         resent = {p for p, c in after.items() if c > before.get(p, 0) and p in before}
         assert not resent & recorded, "a request whose answer was recorded was sent again"
         assert len(after) == 120
@@ -209,12 +183,13 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, seed: int) -> None
         for a, b in zip(resumed_report["instructions"], fresh_report["instructions"], strict=True):
             assert (a["accuracy"], a["correct"], a["n"]) == (b["accuracy"], b["correct"], b["n"])
     finally:
-        stop_server(proc)
+        proc.close()
 
 
 def test_two_processes_share_one_cache_directory(tmp_path: Path) -> None:
     task = write_task(tmp_path / "task.jsonl", 80)
-    proc, base_url = start_server("--latency", "0.005")
+    proc = ServerProcess("--latency", "0.005")
+    base_url = proc.base_url
     try:
         cache = tmp_path / "shared-cache"
         a = subprocess.Popen(
@@ -244,13 +219,14 @@ def test_two_processes_share_one_cache_directory(tmp_path: Path) -> None:
         assert report["totals"]["calls"] == 0 and report["totals"]["cache_hits"] == 240
         assert len(DiskCache(cache)) == 240
     finally:
-        stop_server(proc)
+        proc.close()
 
 
 def test_api_keys_never_reach_disk_or_output(tmp_path: Path) -> None:
     sentinel = "sk-SENTINEL-0123456789abcdef"
     task = write_task(tmp_path / "task.jsonl", 10)
-    proc, base_url = start_server("--api-key", sentinel)
+    proc = ServerProcess("--api-key", sentinel)
+    base_url = proc.base_url
     try:
         env = {**os.environ, "OPENAI_API_KEY": sentinel}
         ok = subprocess.run(
@@ -276,4 +252,4 @@ def test_api_keys_never_reach_disk_or_output(tmp_path: Path) -> None:
             if path.is_file():
                 assert sentinel.encode() not in path.read_bytes(), path
     finally:
-        stop_server(proc)
+        proc.close()
