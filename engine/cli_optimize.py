@@ -37,6 +37,7 @@ from .cli_common import (
 from .metaprompt import ORDERS, STYLES, MetaPromptConfig
 from .model import ModelCallError
 from .optimizer import OptimizationResult, OptimizeConfig, StepInfo, optimize
+from .plan import plan_optimization
 from .prices import parse_price
 from .problems import PromptProblem
 from .runlog import RunDirError, render_summary
@@ -230,7 +231,7 @@ def _progress(info: StepInfo) -> None:
     )
 
 
-async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult:
+async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult | None:
     cfg, _ = _configs(s)
     task = load_task(s.task, data_dir=s.data_dir)
     async with engine_from_args(s) as engine:
@@ -259,6 +260,11 @@ async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult:
             test_limit=s.test_limit,
             errors=error_policy_from_args(s),
         )
+        if s.dry_run:
+            scorer_plan, optimizer_plan = plan_optimization(problem, optimizer, cfg)
+            print(f"scorer (at most): {scorer_plan.describe()}")
+            print(f"optimizer (at most): {optimizer_plan.describe()}")
+            return None
         info = {
             "scorer_base_url": _safe_url(s.scorer_base_url),
             "optimizer_base_url": _safe_url(s.optimizer_base_url),
@@ -280,8 +286,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise UsageError(
             "give a task: --task synthetic/boolean_expressions (or task = ... in --config)"
         )
-    if s.dry_run:
-        raise UsageError("--dry-run is for `opro evaluate`; optimize cannot know its calls ahead")
     _configs(s)  # invalid combinations fail here, before any model is built
     if s.run_dir is None:
         if s.resume:
@@ -290,7 +294,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     else:
         run_dir = Path(s.run_dir)
     try:
-        result = asyncio.run(_run(s, run_dir))
+        outcome = asyncio.run(_run(s, run_dir))
     except RunDirError as exc:
         raise UsageError(str(exc)) from None
     except ModelCallError as exc:
@@ -302,6 +306,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+    if outcome is None:  # dry run
+        return 0
+    result = outcome
     print(render_summary(result.to_dict()), end="")
     print(f"run directory: {run_dir}")
     return 0 if result.best is not None else 1

@@ -352,3 +352,38 @@ def test_usd_budget_on_an_unpriced_model_is_refused(jsonl: Path, server: Server)
     )
     assert "--price" in one_line_error(result)
     assert server.stats()["requests_total"] == 0
+
+
+def test_optimize_dry_run_bounds_the_run_and_spends_nothing(
+    jsonl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "optimize",
+            "--task",
+            str(jsonl),
+            "--scorer",
+            "simulated/s",
+            "--optimizer",
+            "simulated/o",
+            "--steps",
+            "5",
+            "--candidates-per-step",
+            "4",
+            "--train-fraction",
+            "0.5",
+            "--test-top",
+            "2",
+            "--dry-run",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    # 6 train examples: start 1x6, 5 steps x 4 x 6, final (2 top + 2 baselines) x (6 + 6).
+    assert out[0].startswith("scorer (at most): 174 pairs: 0 cached, 174 calls")
+    assert out[1].startswith("optimizer (at most): 20 pairs")
+    assert not (tmp_path / "run").exists()
