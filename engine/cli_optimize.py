@@ -225,7 +225,7 @@ def _progress(info: StepInfo) -> None:
     best = f"{100 * info.best.score:.1f}%" if info.best is not None else "-"
     print(
         f"step {info.step}/{info.steps}  best train {best}  calls {t.calls}  "
-        f"cache hits {t.cache_hits}  errors {t.errors}",
+        f"cache hits {t.cache_hits}  cost ${t.cost_usd:.4f}  errors {t.errors}",
         file=sys.stderr,
         flush=True,
     )

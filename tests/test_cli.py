@@ -387,3 +387,42 @@ def test_optimize_dry_run_bounds_the_run_and_spends_nothing(
     assert out[0].startswith("scorer (at most): 174 pairs: 0 cached, 174 calls")
     assert out[1].startswith("optimizer (at most): 20 pairs")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "gsm8k",
+        "multiarith",
+        "aqua",
+        "bbh/date_understanding",
+        "bbh/word_sorting",
+        "bbh/tracking_shuffled_objects_seven_objects",
+    ],
+)
+def test_paper_tasks_evaluate_on_simulated_and_over_http(
+    task: str,
+    data_dir: Path,
+    server: Server,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    common = [
+        "evaluate",
+        "--task",
+        task,
+        "--data-dir",
+        str(data_dir),
+        "--limit",
+        "4",
+        "--instruction",
+        "Think.",
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    assert main([*common, "--scorer", "simulated/demo"]) == 0
+    assert "pairs=4 calls=4" in capsys.readouterr().out
+    assert (
+        main([*common, "--scorer", "openai/fake-model", "--scorer-base-url", server.base_url]) == 0
+    )
+    assert "pairs=4 calls=4 cache_hits=0 errors=0" in capsys.readouterr().out

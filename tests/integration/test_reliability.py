@@ -237,6 +237,40 @@ def test_api_keys_never_reach_disk_or_output(tmp_path: Path) -> None:
             timeout=120,
         )
         assert ok.returncode == 0, ok.stderr
+        optimized = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "opro.engine.cli",
+                "optimize",
+                "--task",
+                str(task),
+                "--scorer",
+                "openai/fake-model",
+                "--scorer-base-url",
+                base_url,
+                "--optimizer",
+                "openai/fake-model",
+                "--optimizer-base-url",
+                base_url,
+                "--steps",
+                "1",
+                "--candidates-per-step",
+                "2",
+                "--train-fraction",
+                "0.5",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert optimized.returncode == 0, optimized.stderr
+        assert (tmp_path / "run" / "steps.jsonl").exists()
         bad_env = {**os.environ, "OPENAI_API_KEY": sentinel + "-wrong"}
         bad = subprocess.run(
             evaluate_cmd(task, base_url, tmp_path / "cache", tmp_path / "r2.json", "B"),
@@ -246,7 +280,14 @@ def test_api_keys_never_reach_disk_or_output(tmp_path: Path) -> None:
             timeout=120,
         )
         assert bad.returncode != 0
-        for text in (ok.stdout, ok.stderr, bad.stdout, bad.stderr):
+        for text in (
+            ok.stdout,
+            ok.stderr,
+            bad.stdout,
+            bad.stderr,
+            optimized.stdout,
+            optimized.stderr,
+        ):
             assert sentinel not in text
         for path in tmp_path.rglob("*"):
             if path.is_file():
