@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+import opro
 from opro.engine.cli import main
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
 from opro.testing.process import ServerProcess
@@ -67,8 +69,9 @@ async def serve(argv: list[str]) -> int:
     """Entry point of the server subprocess; prints READY <base_url> like fake_openai."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--hang-in-step-2", action="store_true")
+    parser.add_argument("--latency", type=float, default=0.0)
     args = parser.parse_args(argv)
-    server = FakeOpenAIServer(FakeServerConfig())
+    server = FakeOpenAIServer(FakeServerConfig(latency_s=args.latency))
     metas = scored_after = 0
     fired = not args.hang_in_step_2
 
@@ -390,3 +393,57 @@ def test_user_errors_are_one_line_under_python_m_too(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("opro: error: give a task")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kill_9_at_seeded_random_moments_then_resume(task: Path, tmp_path: Path, seed: int) -> None:
+    """Kill `opro optimize` after a random number of answers, resume, compare, count re-sends."""
+    rng = random.Random(seed)
+    with Server("--latency", "0.01") as srv:
+        straight = tmp_path / "straight"
+        args = optimize_args(
+            task, srv.base_url, straight, tmp_path / "cache0", "--max-concurrency", "4"
+        )
+        assert main(args) == 0
+        total = srv.stats()["accepted"]
+        srv.reset()
+
+        run_dir, cache = tmp_path / "run", tmp_path / "cache"
+        cmd = [
+            sys.executable,
+            "-m",
+            "opro.engine.cli",
+            *optimize_args(task, srv.base_url, run_dir, cache, "--max-concurrency", "4"),
+        ]
+        kill_at = rng.randint(1, total - 1)
+        victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(4000):  # bounded wait for the kill point, polled not slept-for
+            if srv.stats()["accepted"] >= kill_at or victim.poll() is not None:
+                break
+            time.sleep(0.005)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        before = srv.stats(prompts=True)["prompt_counts"]
+        recorded = asyncio.run(_cached_scorer_prompts(cache, srv.base_url, set(before)))
+
+        resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        after = srv.stats(prompts=True)["prompt_counts"]
+        resent = {p for p, c in after.items() if c > before.get(p, 0) and p in before}
+        assert not resent & recorded, "a scorer answer that was recorded was paid for again"
+
+    a = json.loads((straight / "results.json").read_text())
+    b = json.loads((run_dir / "results.json").read_text())
+    assert a["best"] == b["best"] and a["final"] == b["final"]
+    assert a["solutions"] == b["solutions"]
+
+
+async def _cached_scorer_prompts(cache_dir: Path, base_url: str, prompts: set[str]) -> set[str]:
+    """The scorer prompts among `prompts` whose answers the cache holds."""
+    async with opro.Engine(cache_dir=cache_dir) as engine:
+        scorer = engine.model("openai/fake-model", base_url=base_url)
+        return {
+            p
+            for p in prompts
+            if META_MARK not in p and scorer.lookup(scorer.key(scorer.request(p))) is not None
+        }
