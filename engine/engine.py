@@ -85,6 +85,8 @@ class Engine:
         price: Price | None = None,
         latency_s: float = 0.0,
         priority: int = 1,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
     ) -> Model:
         """A model by `provider/model` name; limits are shared per connection key.
 
@@ -98,6 +100,8 @@ class Engine:
             api=api,
             timeout=self.retry.timeout + 5.0,
             latency_s=latency_s,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
         )
         provider = create_provider(spec, options, http=self._http)
         price = price if price is not None else known_price(provider.spec)

@@ -219,3 +219,9 @@ async def test_aclose_frees_and_a_later_call_reloads(provider: LocalProvider) ->
     again = await provider.complete(opro.Request(prompt=QUESTION, max_tokens=2))
     assert again.text
     await provider.aclose()
+
+
+def test_engine_passes_context_and_threads_to_the_local_provider() -> None:
+    model = opro.Engine(use_cache=False).model("local/smollm2-135m", n_ctx=512, n_threads=1)
+    provider = model.provider
+    assert (provider.n_ctx, provider.n_threads) == (512, 1)  # type: ignore[attr-defined]
