@@ -128,6 +128,8 @@ def _validate(body: Any) -> tuple[ParsedRequest, int] | str:
 class FakeAnthropicServer(FakeOpenAIServer):
     """In-process aiohttp server faking Anthropic; `base_url` has no /v1 suffix."""
 
+    fault_kinds = FAULT_KINDS
+    base_path = ""
     last_body: Any
     last_headers: dict[str, str]
 
@@ -137,33 +139,13 @@ class FakeAnthropicServer(FakeOpenAIServer):
         self.last_body = None
         self.last_headers = {}
 
-    async def start(self) -> str:
-        """Bind (port 0 picks a free port) and return the base URL."""
-        unknown = set(self.config.fault_rates) - FAULT_KINDS
-        if unknown:
-            raise ValueError(f"unknown fault kinds in fault_rates: {sorted(unknown)}")
-        self._stopping.clear()
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         # The parent's counting wrapper calls `self._complete`, overridden below.
         app.router.add_post("/v1/messages", partial(self._counted, chat=True))
-        app.router.add_get("/stats", self._get_stats)
-        app.router.add_post("/stats/reset", self._reset)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-        self.base_url = f"http://{self.host}:{self.port}"
-        return self.base_url
 
     async def __aenter__(self) -> FakeAnthropicServer:
         await self.start()
         return self
-
-    def inject(self, kind: str, count: int = 1) -> None:
-        """Make the next `count` requests that pass validation fail with `kind`."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        self._script.extend([kind] * count)
 
     # -- wire format -------------------------------------------------------------------------
 

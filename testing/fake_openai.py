@@ -178,7 +178,14 @@ def cut_answer(answer: str, req: ParsedRequest) -> tuple[str, str]:
 
 
 class FakeOpenAIServer:
-    """In-process aiohttp server faking OpenAI; counters are public attributes for asserts."""
+    """In-process aiohttp server faking OpenAI; counters are public attributes for asserts.
+
+    Other vendors' fakes subclass it: they set `fault_kinds` and `base_path` and override
+    `_add_routes` and `_complete`; lifecycle, fault script and counters are shared.
+    """
+
+    fault_kinds: frozenset[str] = FAULT_KINDS
+    base_path = "/v1"  # what `base_url` ends with
 
     def __init__(
         self,
@@ -204,14 +211,12 @@ class FakeOpenAIServer:
 
     async def start(self) -> str:
         """Bind (port 0 picks a free port) and return the base URL ending in /v1."""
-        unknown = set(self.config.fault_rates) - FAULT_KINDS
+        unknown = set(self.config.fault_rates) - self.fault_kinds
         if unknown:
             raise ValueError(f"unknown fault kinds in fault_rates: {sorted(unknown)}")
         self._stopping.clear()
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", partial(self._counted, chat=True))
-        app.router.add_post("/v1/completions", partial(self._counted, chat=False))
-        app.router.add_get("/v1/models", self._models)
+        self._add_routes(app)
         app.router.add_get("/stats", self._get_stats)
         app.router.add_post("/stats/reset", self._reset)
         # Short shutdown timeout: in-flight sleeps are cancelled rather than awaited.
@@ -220,8 +225,14 @@ class FakeOpenAIServer:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        self.base_url = f"http://{self.host}:{self.port}/v1"
+        self.base_url = f"http://{self.host}:{self.port}{self.base_path}"
         return self.base_url
+
+    def _add_routes(self, app: web.Application) -> None:
+        """The vendor's endpoints; `_counted` wraps them so the counters see every request."""
+        app.router.add_post("/v1/chat/completions", partial(self._counted, chat=True))
+        app.router.add_post("/v1/completions", partial(self._counted, chat=False))
+        app.router.add_get("/v1/models", self._models)
 
     async def stop(self) -> None:
         """Release hung handlers first so the runner's cleanup does not wait on them."""
@@ -241,8 +252,10 @@ class FakeOpenAIServer:
 
     def inject(self, kind: str, count: int = 1) -> None:
         """Make the next ``count`` requests that pass auth and the rate limit fail with kind."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if kind not in self.fault_kinds:
+            raise ValueError(
+                f"unknown fault kind {kind!r}; expected one of {sorted(self.fault_kinds)}"
+            )
         self._script.extend([kind] * count)
 
     def reset_stats(self) -> None:
