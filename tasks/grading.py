@@ -28,7 +28,7 @@ import string
 from dataclasses import dataclass
 from typing import Final, Literal
 
-GRADING_VERSION: Final = "1"
+GRADING_VERSION: Final = "2"
 
 AnswerType = Literal["number", "choice", "boolean", "yes_no", "valid_invalid", "free"]
 
@@ -135,20 +135,30 @@ def parse_options(question: str) -> dict[str, str]:
     Understands BBH lines "(A) text", AQuA lines "A)text" (also as rendered "(A)text"), and, when
     there are no such lines, options written inline: "... (A) west (B) east (C) north".
     Letters must run A, B, C, ... without gaps, so a stray "(B)" in the text is not an option.
+    When the letters are listed again, the later list wins only if its options have texts:
+    "(A) west (B) east\nWhat's the answer in (A)(B)?" keeps "west" and "east".
     """
     found = [(m.group(1), m.group(2)) for m in _OPTION_LINE_RE.finditer(question)]
     if len(found) < 2:
         parts = _INLINE_OPTION_RE.split(question)
         found = [(parts[i], parts[i + 1].split("\n")[0]) for i in range(1, len(parts) - 1, 2)]
-    options: dict[str, str] = {}
+    runs: list[dict[str, str]] = [{}]
     for letter, text in found:
-        if letter != chr(ord("A") + len(options)):
-            if letter == "A":  # a second list starts: keep the later one
-                options = {}
+        if letter != chr(ord("A") + len(runs[-1])):
+            if letter == "A":  # a second list starts
+                runs.append({})
             else:
                 continue
-        options[letter] = _normalise_text(text)
-    return {k.lower(): v for k, v in options.items()} if len(options) >= 2 else {}
+        runs[-1][letter] = _normalise_text(text)
+    lists = [run for run in runs if len(run) >= 2]
+    with_texts = [run for run in lists if all(_has_text(t) for t in run.values())]
+    chosen = (with_texts or lists or [{}])[-1]
+    return {k.lower(): v for k, v in chosen.items()}
+
+
+def _has_text(option: str) -> bool:
+    """An option text with something besides punctuation ("?" after a bare "(D)" is none)."""
+    return any(not c.isspace() and c not in string.punctuation for c in option)
 
 
 def _normalise_text(text: str) -> str:
