@@ -17,8 +17,11 @@ Where the paper's code has accidents (substring tests that make "valid" match "i
 words replaced inside other words) this module uses word boundaries instead. Model output is data:
 it is only ever matched with regular expressions, never evaluated.
 
-Change `GRADING_VERSION` whenever a grade could change: the engine stores it in cache keys so
-that cached grades from older rules are not reused.
+`grade(..., rules="reference")` applies the paper's own rules instead (`grading_reference.py`),
+accidents included, so that an accuracy can be compared with the paper's numbers.
+
+Change `GRADING_VERSION` (or `REFERENCE_GRADING_VERSION`) whenever a grade could change: reports
+and run directories record it, and grades are recomputed from the stored outputs on every read.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ import string
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from .grading_reference import REFERENCE_GRADING_VERSION, grade_reference
+
 GRADING_VERSION: Final = "2"
+
+Grading = Literal["strict", "reference"]
+GRADINGS: Final[tuple[Grading, ...]] = ("strict", "reference")
 
 AnswerType = Literal["number", "choice", "boolean", "yes_no", "valid_invalid", "free"]
 
@@ -349,11 +357,21 @@ def _grade_free(output: str, target: str) -> bool:
     return any(_normalise_free(c, target) == wanted for c in candidates)
 
 
-def grade(prediction: str, target: str, *, question: str = "") -> bool:
+def grading_version(rules: Grading = "strict") -> str:
+    """The version of one set of grading rules, as reports and run directories record it."""
+    return GRADING_VERSION if rules == "strict" else REFERENCE_GRADING_VERSION
+
+
+def grade(prediction: str, target: str, *, question: str = "", rules: Grading = "strict") -> bool:
     """Whether a model output answers `question` with `target`.
 
     `question` is needed only for multiple-choice targets, to read the options' texts.
+    `rules="reference"` grades as the paper's code does (see `grading_reference.py`).
     """
+    if rules == "reference":
+        return grade_reference(prediction, target, question=question)
+    if rules != "strict":
+        raise ValueError(f"grading rules must be one of {', '.join(GRADINGS)}, got {rules!r}")
     wanted = _normalise_target(target)
     kind = answer_type(wanted, question)
     if kind == "number":
