@@ -26,6 +26,7 @@ from ..tasks.types import Example
 from .cli_common import (
     UsageError,
     add_engine_options,
+    add_grading_option,
     default_position,
     engine_from_args,
     error_policy_from_args,
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
     ev.add_argument("--out", help="write the JSON report here")
+    add_grading_option(ev)
     add_engine_options(ev)
 
     ts = sub.add_parser("tasks", help="list the available tasks")
@@ -104,12 +106,25 @@ def _examples(args: argparse.Namespace) -> list[Example]:
     return examples
 
 
+def _accuracy_cell(accuracy: float | None, correct: int | None, graded: int) -> str:
+    if accuracy is None or correct is None:
+        return "n/a"
+    return f"{100 * accuracy:5.1f}% {correct}/{graded}"
+
+
 def _print_report(report: EvalReport) -> None:
+    """One row per instruction: both accuracies, answers cut at the token limit, errors."""
+    rows = [("", "strict", "reference", "truncated", f"instruction (best by {report.grading})")]
     for i, s in enumerate(report.instructions):
-        acc = "  n/a " if s.accuracy is None else f"{100 * s.accuracy:5.1f}%"
         dup = f" (same as #{s.duplicate_of})" if s.duplicate_of is not None else ""
-        err = f", {s.errors} errors" if s.errors else ""
-        print(f"#{i} {acc}  {s.correct}/{s.graded}{err}  {s.instruction!r}{dup}")
+        err = f" ({s.errors} errors)" if s.errors else ""
+        strict = _accuracy_cell(s.accuracy, s.correct, s.graded)
+        reference = _accuracy_cell(s.accuracy_reference, s.correct_reference, s.graded)
+        rows.append((f"#{i}", strict, reference, str(s.truncated), f"{s.instruction!r}{dup}{err}"))
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), *(row[c].rjust(widths[c]) for c in (1, 2, 3))]
+        print("  ".join([*cells, row[4]]))
     t = report.totals
     print(
         f"pairs={t.pairs} calls={t.calls} cache_hits={t.cache_hits} errors={t.errors} "
@@ -147,6 +162,7 @@ async def _run_evaluation(
                 scorer,
                 position=position,
                 qa_framing=not args.no_qa,
+                grading=args.grading,
                 on_progress=bar,
                 errors=error_policy_from_args(args),
             )

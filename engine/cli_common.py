@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..tasks.grading import GRADINGS
 from ..tasks.prompts import Position
 from .budget import Budget
 from .engine import Engine
@@ -132,4 +133,15 @@ def scorer_from_args(engine: Engine, args: argparse.Namespace) -> Model:
         max_tokens=max_tokens,
         stop=stop,
         price=parse_price(args.price) if args.price else None,
+    )
+
+
+def add_grading_option(p: argparse.ArgumentParser) -> None:
+    """`--grading`: which accuracy ranks instructions; both are always reported."""
+    p.add_argument(
+        "--grading",
+        choices=GRADINGS,
+        default="strict",
+        help="the accuracy that is optimized and picks the best: strict (ours, default) or "
+        "reference (the paper's code's rules, comparable with its numbers); reports show both",
     )

@@ -27,6 +27,7 @@ from .cli_common import (
     DEFAULT_MODEL,
     UsageError,
     add_engine_options,
+    add_grading_option,
     default_position,
     engine_from_args,
     error_policy_from_args,
@@ -113,6 +114,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--test-limit", type=positive_int, help="use only the first N test examples")
     p.add_argument("--run-dir", help="where the run is logged (default: opro-runs/<task>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    add_grading_option(p)
     add_engine_options(p)
     defaults: dict[str, Any] = {}
     for action in p._actions:
@@ -216,6 +218,7 @@ def _configs(s: argparse.Namespace) -> tuple[OptimizeConfig, MetaPromptConfig]:
         patience=s.patience,
         test_top=s.test_top,
         select_by=s.select_by,
+        grading=s.grading,
     )
     return cfg, meta
 

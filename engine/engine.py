@@ -20,7 +20,7 @@ from ..caches.disk import DiskCache
 from ..providers.base import HttpPool
 from ..providers.errors import ConfigurationError
 from ..providers.registry import ProviderOptions, create_provider
-from ..tasks.grading import GRADING_VERSION, grade
+from ..tasks.grading import Grading, grade, grading_version
 from ..tasks.prompts import Position
 from ..tasks.types import Example
 from .budget import Budget
@@ -33,12 +33,19 @@ from .retry import RetryPolicy
 
 @dataclass(frozen=True, slots=True)
 class TaskGrader:
-    """The task layer's `grade()` as a `Grader`: the question supplies the options."""
+    """The task layer's `grade()` as a `Grader`: the question supplies the options.
 
-    version: str = GRADING_VERSION
+    `rules` picks our strict rules or the paper's reference rules.
+    """
+
+    rules: Grading = "strict"
+
+    @property
+    def version(self) -> str:
+        return grading_version(self.rules)
 
     def __call__(self, prediction: str, example: Example) -> bool:
-        return grade(prediction, example.target, question=example.input)
+        return grade(prediction, example.target, question=example.input, rules=self.rules)
 
 
 class Engine:
@@ -142,16 +149,23 @@ class Engine:
         scorer: Model,
         *,
         grader: Grader | None = None,
+        reference_grader: Grader | None = None,
+        grading: Grading = "strict",
         position: Position = "Q_begin",
         qa_framing: bool = True,
         on_progress: Callable[[Progress], None] | None = None,
         errors: ErrorPolicy | None = None,
     ) -> EvalReport:
+        """`evaluate` with the task graders: `accuracy` by `grader` (default: the strict
+        rules), `accuracy_reference` by `reference_grader` (default: the paper's rules);
+        `grading` says which of the two ranks the instructions."""
         return await evaluate(
             instructions,
             examples,
             scorer,
             grader=grader or TaskGrader(),
+            reference_grader=reference_grader or TaskGrader("reference"),
+            grading=grading,
             position=position,
             qa_framing=qa_framing,
             on_progress=on_progress,

@@ -10,6 +10,11 @@ error, never as a wrong answer; a fatal failure that would hit every pair (bad k
 model) aborts the evaluation instead of producing thousands of errors. When the budget
 cannot cover another call, no new pair is started, the calls in flight finish, and the
 report says `stopped="budget"` with the unevaluated pairs counted as skipped.
+
+Every answer is graded twice when a `reference_grader` is given: `accuracy` by `grader` (our
+strict rules) and `accuracy_reference` by the paper's rules, so the gap is visible per
+instruction; `grading` names the one that ranks instructions (`best()`). Answers the scorer
+cut at its token limit are counted (`truncated`): a cut chain of thought is graded as it is.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from ..providers.errors import BadRequestError, FatalError
+from ..tasks.grading import GRADINGS, Grading
 from ..tasks.prompts import Position, render_prompt
 from ..tasks.types import Example
 from .budget import BudgetExceeded
 from .dedup import dedupe
 from .model import Generation, Model, ModelCallError
+
+# Finish reasons that mean the answer hit the max-token limit ("max_tokens": Gemini, lower-cased).
+TRUNCATED_REASONS = frozenset({"length", "max_tokens"})
 
 
 class Grader(Protocol):
@@ -91,11 +100,18 @@ class InstructionScore:
     cost_usd: float
     skipped: int = 0
     error_messages: list[str] = field(default_factory=list)
+    accuracy_reference: float | None = None
+    correct_reference: int | None = None
+    truncated: int = 0
 
     @property
     def graded(self) -> int:
         """How many examples the accuracy rests on (errors are not graded)."""
         return self.n - self.errors
+
+    def score(self, grading: Grading = "strict") -> float | None:
+        """The accuracy by one set of rules: `accuracy` (strict) or `accuracy_reference`."""
+        return self.accuracy_reference if grading == "reference" else self.accuracy
 
 
 @dataclass(slots=True)
@@ -120,12 +136,14 @@ class EvalReport:
     instructions: list[InstructionScore]
     totals: Totals
     stopped: str | None = None  # "budget" when the budget ended the evaluation early
+    grading: Grading = "strict"  # which accuracy ranks the instructions
+    reference_grader_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def best(self) -> InstructionScore:
-        return max(self.instructions, key=lambda s: (s.accuracy or 0.0, -s.errors))
+        return max(self.instructions, key=lambda s: (s.score(self.grading) or 0.0, -s.errors))
 
 
 @dataclass(slots=True)
@@ -151,10 +169,15 @@ class _Acc:
     tokens_in: int = 0
     tokens_out: int = 0
     messages: list[str] = field(default_factory=list)
+    correct_reference: int = 0
+    truncated: int = 0
 
-    def add(self, generation: Generation, correct: bool) -> None:
+    def add(self, generation: Generation, correct: bool, correct_reference: bool = False) -> None:
         self.n += 1
         self.correct += correct
+        self.correct_reference += correct_reference
+        finish = generation.completion.finish_reasons
+        self.truncated += bool(finish) and finish[0] in TRUNCATED_REASONS
         self.calls += generation.calls
         self.n429 += generation.n429
         self.cache_hits += generation.cached or generation.shared
@@ -173,6 +196,19 @@ class _Acc:
 _Pair = tuple[int, Example, Any, str]
 
 
+@dataclass(frozen=True, slots=True)
+class _Graders:
+    """The grader that gives `accuracy` and the optional one that gives `accuracy_reference`."""
+
+    main: Grader
+    reference: Grader | None
+
+    def add(self, acc: _Acc, generation: Generation, example: Example) -> None:
+        text = generation.completion.text
+        ref = self.reference is not None and self.reference(text, example)
+        acc.add(generation, self.main(text, example), ref)
+
+
 def _aborts(error: ModelCallError) -> bool:
     err = error.error
     if isinstance(err, BadRequestError):
@@ -186,6 +222,8 @@ async def evaluate(
     scorer: Model,
     *,
     grader: Grader,
+    reference_grader: Grader | None = None,
+    grading: Grading = "strict",
     position: Position = "Q_begin",
     qa_framing: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
@@ -194,6 +232,11 @@ async def evaluate(
 ) -> EvalReport:
     """Score every instruction on every example; see the module docstring."""
     started = time.perf_counter()
+    if grading not in GRADINGS:
+        raise ValueError(f"grading must be one of {', '.join(GRADINGS)}, got {grading!r}")
+    if grading == "reference" and reference_grader is None:
+        raise ValueError("grading by the reference rules needs a reference_grader")
+    graders = _Graders(grader, reference_grader)
     if not instructions:
         raise ValueError("no instructions to evaluate")
     if not examples:
@@ -213,7 +256,7 @@ async def evaluate(
             if hit is None:
                 pending.append((u, ex, request, key))
             else:
-                acc.add(Generation(hit, cached=True), grader(hit.text, ex))
+                graders.add(acc, Generation(hit, cached=True), ex)
 
     def report_progress() -> None:
         if on_progress is not None:
@@ -232,19 +275,20 @@ async def evaluate(
     stopped = None
     if pending:
         stopped = await _drain(
-            pending, scorer, grader, accs, report_progress, workers, errors or ErrorPolicy()
+            pending, scorer, graders, accs, report_progress, workers, errors or ErrorPolicy()
         )
     report = _report(
-        instructions, unique, index, accs, scorer, grader, position, started, len(examples)
+        instructions, unique, index, accs, scorer, graders, position, started, len(examples)
     )
     report.stopped = stopped
+    report.grading = grading
     return report
 
 
 async def _drain(
     pending: list[_Pair],
     scorer: Model,
-    grader: Grader,
+    graders: _Graders,
     accs: list[_Acc],
     report_progress: Callable[[], None],
     workers: int | None,
@@ -275,7 +319,7 @@ async def _drain(
                 if verdict is not None:
                     raise EvaluationAborted(f"{verdict}; last error: {exc}") from exc
             else:
-                accs[u].add(generation, grader(generation.completion.text, ex))
+                graders.add(accs[u], generation, ex)
                 finished += 1
             report_progress()
 
@@ -295,7 +339,7 @@ def _report(
     index: list[int],
     accs: list[_Acc],
     scorer: Model,
-    grader: Grader,
+    graders: _Graders,
     position: str,
     started: float,
     n_examples: int,
@@ -324,6 +368,11 @@ def _report(
                 cost_usd=cost,
                 skipped=n_examples - acc.n,
                 error_messages=list(acc.messages),
+                accuracy_reference=(
+                    acc.correct_reference / graded if graded and graders.reference else None
+                ),
+                correct_reference=acc.correct_reference if graders.reference else None,
+                truncated=acc.truncated,
             )
         )
         if dup == i:  # totals count each canonical instruction once
@@ -340,7 +389,8 @@ def _report(
     return EvalReport(
         scorer=scorer.spec,
         position=position,
-        grader_version=grader.version,
+        grader_version=graders.main.version,
         instructions=scores,
         totals=totals,
+        reference_grader_version=graders.reference.version if graders.reference else None,
     )

@@ -30,7 +30,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..tasks.grading import GRADINGS, Grading
 from .candidates import interleave
+from .gradings import chosen_score, final_gradings, grading_fields, gradings_of
 from .metaprompt import MetaPromptConfig, Scored
 from .model import Model
 from .problems import Problem, SolutionScore, SplitName, model_identity
@@ -43,6 +45,8 @@ class OptimizeConfig:
 
     `temperature_end` set means the temperature rises linearly from `temperature` at step 1
     to it at step `steps`. `test_top` solutions, ranked by `select_by`, go to the final table.
+    `grading` picks the accuracy a prompt is optimized by (the meta-prompt's scores, the best):
+    our strict rules or the paper's reference rules; records and results carry both.
     """
 
     steps: int = 200
@@ -55,6 +59,7 @@ class OptimizeConfig:
     patience: int | None = None
     test_top: int = 3
     select_by: Literal["train", "validation"] = "train"
+    grading: Grading = "strict"
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -71,6 +76,8 @@ class OptimizeConfig:
             raise ValueError(f"test_top must be >= 0, got {self.test_top}")
         if self.select_by not in ("train", "validation"):
             raise ValueError(f"select_by must be train or validation, got {self.select_by!r}")
+        if self.grading not in GRADINGS:
+            raise ValueError(f"grading must be one of {', '.join(GRADINGS)}, got {self.grading!r}")
 
     def temperature_at(self, step: int) -> float:
         if self.temperature_end is None or self.steps <= 1:
@@ -104,6 +111,10 @@ class FinalRow:
     train: float | None
     validation: float | None
     test: float | None
+    # Per split, for prompts only: accuracy by each grading rules and answers cut short.
+    accuracy: dict[str, float | None] | None = None
+    accuracy_reference: dict[str, float | None] | None = None
+    truncated: dict[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -118,13 +129,19 @@ class OptimizationResult:
     wall_s: float = 0.0
     run_dir: Path | None = None
     run: dict[str, Any] = field(default_factory=dict)
+    gradings: dict[str, dict[str, Any]] = field(default_factory=dict)  # train, per solution
 
     def to_dict(self) -> dict[str, Any]:
         """What results.json holds: `run` is the result-changing configuration."""
         return {
             "best": asdict(self.best) if self.best else None,
             "solutions": [
-                {**asdict(s), "validation": self.validation.get(s.solution)} for s in self.history
+                {
+                    **asdict(s),
+                    **self.gradings.get(s.solution, {}),
+                    "validation": self.validation.get(s.solution),
+                }
+                for s in self.history
             ],
             "final": [asdict(r) for r in self.final],
             "steps_completed": self.steps_completed,
@@ -152,9 +169,10 @@ def step_seed(seed: int, step: int) -> int:
     return int.from_bytes(digest[:6], "big")  # 48 bits: exact in any JSON reader
 
 
-def _score_fields(s: SolutionScore) -> dict[str, Any]:
+def _score_fields(s: SolutionScore, grading: Grading) -> dict[str, Any]:
     costs = {name: getattr(s, name) for name in _COST_FIELDS}
-    return {"score": s.score, **costs, "detail": dict(s.detail)}
+    score = chosen_score(s, grading)
+    return {"score": score, **costs, **grading_fields(s), "detail": dict(s.detail)}
 
 
 class _State:
@@ -165,6 +183,9 @@ class _State:
         self.patience = patience
         self.scores: dict[str, tuple[float | None, int, bool]] = {}  # score, step, complete
         self.validation: dict[str, float] = {}
+        # Both accuracies of prompts, by solution: on train and on validation.
+        self.gradings: dict[str, dict[str, Any]] = {}
+        self.validation_gradings: dict[str, dict[str, Any]] = {}
         self.best_validation: float | None = None
         self.stale = 0
         self.stopped_early = False
@@ -193,11 +214,15 @@ class _State:
         for c in record["candidates"]:
             if c["status"] in ("start", "new"):
                 self.scores[c["canonical"]] = (c["score"], record["step"], c["errors"] == 0)
+                if (found := gradings_of(c)) is not None:
+                    self.gradings[c["canonical"]] = found
 
     def apply_rest(self, record: Mapping[str, Any]) -> None:
         check = record.get("validation")
         if check is not None and check["score"] is not None:
             self.validation[check["solution"]] = check["score"]
+            if (found := gradings_of(check)) is not None:
+                self.validation_gradings[check["solution"]] = found
             score = self.sign * check["score"]
             if self.best_validation is None or score > self.sign * self.best_validation:
                 self.best_validation, self.stale = check["score"], 0
@@ -310,8 +335,8 @@ class _Loop:
         scores = await self.problem.score([e["canonical"] for e in new], "train")
         by_solution: dict[str, float | None] = {}
         for entry, score in zip(new, scores, strict=True):
-            entry.update(_score_fields(score))
-            by_solution[entry["canonical"]] = score.score
+            entry.update(_score_fields(score, self.cfg.grading))
+            by_solution[entry["canonical"]] = entry["score"]
         for entry in entries:
             if entry["status"] == "duplicate" and "score" not in entry:
                 entry["score"] = by_solution.get(entry["canonical"])
@@ -349,7 +374,11 @@ class _Loop:
         if known is not None:
             return {"solution": best.solution, "score": known, "reused": True}
         [score] = await self.problem.score([best.solution], "validation")
-        return {"solution": best.solution, "reused": False, **_score_fields(score)}
+        return {
+            "solution": best.solution,
+            "reused": False,
+            **_score_fields(score, self.cfg.grading),
+        }
 
     async def final(self) -> tuple[list[FinalRow], RunTotals]:
         """Score the top solutions and the baselines on every split, side by side."""
@@ -365,15 +394,19 @@ class _Loop:
             roles.setdefault(canonical, "start" if canonical in starts else "baseline")
         solutions = list(roles)
         columns: dict[SplitName, list[float | None]] = {}
+        graded: dict[str, dict[str, dict[str, Any]]] = {}
         for split in ("train", "validation", "test"):
             if split not in self.splits:
                 continue
             known = self._known(split)
+            graded[split] = self._known_gradings(split)
             missing = [s for s in solutions if s not in known]
             for solution, score in zip(
                 missing, await self.problem.score(missing, split), strict=True
             ):
-                known[solution] = score.score
+                known[solution] = chosen_score(score, self.cfg.grading)
+                if found := grading_fields(score):
+                    graded[split][solution] = found
                 spent.add(asdict(score))
             columns[split] = [known[s] for s in solutions]
         rows = [
@@ -383,10 +416,18 @@ class _Loop:
                 train=columns["train"][i],
                 validation=columns["validation"][i] if "validation" in columns else None,
                 test=columns["test"][i] if "test" in columns else None,
+                **final_gradings(s, graded),
             )
             for i, s in enumerate(solutions)
         ]
         return rows, spent
+
+    def _known_gradings(self, split: SplitName) -> dict[str, dict[str, Any]]:
+        if split == "train":
+            return dict(self.state.gradings)
+        if split == "validation":
+            return dict(self.state.validation_gradings)
+        return {}
 
     def _known(self, split: SplitName) -> dict[str, float | None]:
         if split == "train":
@@ -494,6 +535,7 @@ async def optimize(
         wall_s=round(time.perf_counter() - started, 6),
         run_dir=log.directory if log is not None else None,
         run=identity,
+        gradings=dict(state.gradings),
     )
     if log is not None:
         results = result.to_dict()

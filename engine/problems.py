@@ -44,6 +44,9 @@ class SolutionScore:
 
     `score` is None when nothing could be graded (every call failed); a score with
     `errors` > 0 rests on fewer examples and is re-scored if the solution comes up again.
+    `by_grading` holds a prompt's accuracy by each set of grading rules ("strict",
+    "reference"); the loop optimizes the one its `grading` option names. `truncated` counts
+    answers cut at the scorer's token limit.
     """
 
     score: float | None
@@ -54,6 +57,8 @@ class SolutionScore:
     tokens_out: int = 0
     cost_usd: float = 0.0
     detail: Mapping[str, Any] = field(default_factory=dict)
+    by_grading: Mapping[str, float | None] = field(default_factory=dict)
+    truncated: int = 0
 
 
 class Problem(Protocol):
@@ -255,7 +260,14 @@ class PromptProblem:
                 tokens_in=s.tokens_in,
                 tokens_out=s.tokens_out,
                 cost_usd=s.cost_usd,
-                detail={"correct": s.correct, "graded": s.graded, "n": s.n},
+                detail={
+                    "correct": s.correct,
+                    "correct_reference": s.correct_reference,
+                    "graded": s.graded,
+                    "n": s.n,
+                },
+                by_grading={"strict": s.accuracy, "reference": s.accuracy_reference},
+                truncated=s.truncated,
             )
             for s in report.instructions
         ]

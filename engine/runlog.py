@@ -193,6 +193,29 @@ def _fmt(score: Any, percent: bool) -> str:
     return f"{100 * score:.1f}%" if percent else f"{score:.6g}"
 
 
+def _graded_table(final: list[Mapping[str, Any]], grading: str) -> list[str]:
+    """The final table of a prompt run: strict and reference accuracy per split, side by side,
+    and how many answers hit the token limit (train/valid/test)."""
+    splits = ("train", "validation", "test")
+    head = " ".join(f"{name:>15}" for name in ("train", "valid", "test"))
+    lines = [
+        "",
+        f"accuracy strict / reference (optimized by {grading}); truncated: answers cut at the "
+        "token limit, train/valid/test",
+        f"{'':10} {head} {'truncated':>10}  solution",
+    ]
+    for row in final:
+        strict, reference = row.get("accuracy") or {}, row.get("accuracy_reference") or {}
+        cells = " ".join(
+            f"{_fmt(strict.get(k), True) + ' / ' + _fmt(reference.get(k), True):>15}"
+            for k in splits
+        )
+        cut = row.get("truncated") or {}
+        trunc = "/".join("-" if cut.get(k) is None else str(cut[k]) for k in splits)
+        lines.append(f"{row['role']:<10} {cells} {trunc:>10}  {row['solution']!r}")
+    return lines
+
+
 def render_summary(results: Mapping[str, Any]) -> str:
     """summary.txt: the run's settings, best solution, final table and costs, for people."""
     run = results.get("run", {})
@@ -210,8 +233,17 @@ def render_summary(results: Mapping[str, Any]) -> str:
     best = results.get("best")
     if best:
         lines.append(f"best on train: {_fmt(best['score'], percent)} (step {best['step']})")
+        for entry in results.get("solutions", []):
+            if entry.get("solution") == best["solution"] and "accuracy" in entry:
+                lines[-1] += (
+                    f"; strict {_fmt(entry['accuracy'], True)}, reference "
+                    f"{_fmt(entry['accuracy_reference'], True)}, truncated {entry['truncated']}"
+                )
         lines.append(f"  {best['solution']!r}")
-    if results["final"]:
+    if results["final"] and any(row.get("accuracy") for row in results["final"]):
+        grading = run.get("options", {}).get("grading", "strict")
+        lines += _graded_table(results["final"], grading)
+    elif results["final"]:
         lines += ["", f"{'':10} {'train':>7} {'valid':>7} {'test':>7}  solution"]
         for row in results["final"]:
             cells = " ".join(f"{_fmt(row[k], percent):>7}" for k in ("train", "validation", "test"))

@@ -3,27 +3,31 @@
 `load_task` turns a name ("gsm8k", "bbh/navigate", "aqua", "synthetic/arithmetic", a .jsonl or
 .csv path, "hf:<dataset>") into a `Task`; `split` draws its train/validation/test examples the
 way the paper's code does; `render_prompt` places an instruction in a question; `grade` decides
-whether a scorer's output is right. `GRADING_VERSION` belongs in every cache key of a grade.
+whether a scorer's output is right, by our strict rules or the paper's (`rules="reference"`).
+`GRADING_VERSION` / `grading_version(rules)` name the rules a grade was made with.
 """
 
 from __future__ import annotations
 
 from .datasets import Task, TaskInfo, list_tasks, load_task
 from .errors import TaskError
-from .grading import GRADING_VERSION, answer_type, grade
+from .grading import GRADING_VERSION, GRADINGS, Grading, answer_type, grade, grading_version
 from .prompts import render_prompt
 from .splits import Split, split
 from .types import Example
 
 __all__ = [
+    "GRADINGS",
     "GRADING_VERSION",
     "Example",
+    "Grading",
     "Split",
     "Task",
     "TaskError",
     "TaskInfo",
     "answer_type",
     "grade",
+    "grading_version",
     "list_tasks",
     "load_task",
     "render_prompt",

@@ -17,8 +17,11 @@ Where the paper's code has accidents (substring tests that make "valid" match "i
 words replaced inside other words) this module uses word boundaries instead. Model output is data:
 it is only ever matched with regular expressions, never evaluated.
 
-Change `GRADING_VERSION` whenever a grade could change: the engine stores it in cache keys so
-that cached grades from older rules are not reused.
+`grade(..., rules="reference")` applies the paper's own rules instead (`grading_reference.py`),
+accidents included, so that an accuracy can be compared with the paper's numbers.
+
+Change `GRADING_VERSION` (or `REFERENCE_GRADING_VERSION`) whenever a grade could change: reports
+and run directories record it, and grades are recomputed from the stored outputs on every read.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ import string
 from dataclasses import dataclass
 from typing import Final, Literal
 
-GRADING_VERSION: Final = "1"
+from .grading_reference import REFERENCE_GRADING_VERSION, grade_reference
+
+GRADING_VERSION: Final = "2"
+
+Grading = Literal["strict", "reference"]
+GRADINGS: Final[tuple[Grading, ...]] = ("strict", "reference")
 
 AnswerType = Literal["number", "choice", "boolean", "yes_no", "valid_invalid", "free"]
 
@@ -135,20 +143,30 @@ def parse_options(question: str) -> dict[str, str]:
     Understands BBH lines "(A) text", AQuA lines "A)text" (also as rendered "(A)text"), and, when
     there are no such lines, options written inline: "... (A) west (B) east (C) north".
     Letters must run A, B, C, ... without gaps, so a stray "(B)" in the text is not an option.
+    When the letters are listed again, the later list wins only if its options have texts:
+    "(A) west (B) east\nWhat's the answer in (A)(B)?" keeps "west" and "east".
     """
     found = [(m.group(1), m.group(2)) for m in _OPTION_LINE_RE.finditer(question)]
     if len(found) < 2:
         parts = _INLINE_OPTION_RE.split(question)
         found = [(parts[i], parts[i + 1].split("\n")[0]) for i in range(1, len(parts) - 1, 2)]
-    options: dict[str, str] = {}
+    runs: list[dict[str, str]] = [{}]
     for letter, text in found:
-        if letter != chr(ord("A") + len(options)):
-            if letter == "A":  # a second list starts: keep the later one
-                options = {}
+        if letter != chr(ord("A") + len(runs[-1])):
+            if letter == "A":  # a second list starts
+                runs.append({})
             else:
                 continue
-        options[letter] = _normalise_text(text)
-    return {k.lower(): v for k, v in options.items()} if len(options) >= 2 else {}
+        runs[-1][letter] = _normalise_text(text)
+    lists = [run for run in runs if len(run) >= 2]
+    with_texts = [run for run in lists if all(_has_text(t) for t in run.values())]
+    chosen = (with_texts or lists or [{}])[-1]
+    return {k.lower(): v for k, v in chosen.items()}
+
+
+def _has_text(option: str) -> bool:
+    """An option text with something besides punctuation ("?" after a bare "(D)" is none)."""
+    return any(not c.isspace() and c not in string.punctuation for c in option)
 
 
 def _normalise_text(text: str) -> str:
@@ -339,11 +357,21 @@ def _grade_free(output: str, target: str) -> bool:
     return any(_normalise_free(c, target) == wanted for c in candidates)
 
 
-def grade(prediction: str, target: str, *, question: str = "") -> bool:
+def grading_version(rules: Grading = "strict") -> str:
+    """The version of one set of grading rules, as reports and run directories record it."""
+    return GRADING_VERSION if rules == "strict" else REFERENCE_GRADING_VERSION
+
+
+def grade(prediction: str, target: str, *, question: str = "", rules: Grading = "strict") -> bool:
     """Whether a model output answers `question` with `target`.
 
     `question` is needed only for multiple-choice targets, to read the options' texts.
+    `rules="reference"` grades as the paper's code does (see `grading_reference.py`).
     """
+    if rules == "reference":
+        return grade_reference(prediction, target, question=question)
+    if rules != "strict":
+        raise ValueError(f"grading rules must be one of {', '.join(GRADINGS)}, got {rules!r}")
     wanted = _normalise_target(target)
     kind = answer_type(wanted, question)
     if kind == "number":
