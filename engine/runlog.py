@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from ..errors import OproError
+
 FORMAT = 1
 CONFIG = "config.json"
 STEPS = "steps.jsonl"
@@ -32,7 +34,7 @@ RESULTS = "results.json"
 SUMMARY = "summary.txt"
 
 
-class RunDirError(Exception):
+class RunDirError(OproError):
     """The run directory cannot be used as asked; the message says what to do instead."""
 
 
