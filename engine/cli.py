@@ -156,12 +156,24 @@ async def _run_evaluation(
 
 
 def _writable(path: Path) -> None:
-    """Fail before anything is spent if the report could not be written afterwards."""
+    """Fail before anything is spent if the report could not be written afterwards.
+
+    Permission bits do not tell (root ignores them; a directory, a read-only file system or
+    an over-long name do not show in them), so the file itself is opened for writing, without
+    truncating it, and removed again if this created it.
+    """
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write {path}: permission denied")
+    try:
+        if not parent.is_dir():
+            raise UsageError(f"cannot write {path}: directory {parent} does not exist")
+        if path.is_dir():
+            raise UsageError(f"cannot write {path}: it is a directory; give --out a file name")
+        existed = path.exists()
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o644))
+        if not existed:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
