@@ -26,6 +26,7 @@ from .engine.model import Decoding, Generation, Model, ModelCallError, Price
 from .engine.optimizer import OptimizationResult, OptimizeConfig, optimize
 from .engine.problems import Problem, PromptProblem, SolutionScore
 from .engine.retry import RetryPolicy
+from .errors import OproError, SettingsError
 from .providers.errors import (
     AuthenticationError,
     BadRequestError,
@@ -57,6 +58,7 @@ __all__ = [
     "MetaPromptConfig",
     "Model",
     "ModelCallError",
+    "OproError",
     "OptimizationResult",
     "OptimizeConfig",
     "Price",
@@ -67,6 +69,7 @@ __all__ = [
     "RateLimitError",
     "Request",
     "RetryPolicy",
+    "SettingsError",
     "SolutionScore",
     "TaskGrader",
     "Totals",

@@ -14,6 +14,7 @@ from pathlib import Path
 import diskcache
 import platformdirs
 
+from ..errors import OproError
 from ..providers.types import Completion
 from .base import decode, encode
 
@@ -26,7 +27,7 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("opro-engine")) / "results"
 
 
-class CacheError(OSError):
+class CacheError(OproError, OSError):
     """The cache directory cannot be opened or written."""
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from ..checks import BUDGET_TOKENS, BUDGET_USD
+from ..errors import OproError
 from ..providers.types import Request, Usage
 
 # Tokens a chat template may add around each message (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 16
 
 
-class BudgetExceeded(Exception):
+class BudgetExceeded(OproError):
     """The next call could take the run over its budget; nothing was sent."""
 
 
@@ -49,10 +51,11 @@ class Budget:
     """Spent + reserved never exceeds `max_usd` / `max_tokens` (None = no cap)."""
 
     def __init__(self, *, max_usd: float | None = None, max_tokens: int | None = None) -> None:
-        if max_usd is not None and max_usd <= 0:
-            raise ValueError(f"budget must be > 0 USD, got {max_usd}")
-        if max_tokens is not None and max_tokens <= 0:
-            raise ValueError(f"token budget must be > 0, got {max_tokens}")
+        # NaN would fail every "over the cap?" test and leave the run uncapped.
+        if max_usd is not None:
+            BUDGET_USD.check("the USD budget", max_usd)
+        if max_tokens is not None:
+            BUDGET_TOKENS.check("the token budget", max_tokens)
         self.max_usd = max_usd
         self.max_tokens = max_tokens
         self.spent_usd = 0.0

@@ -1,9 +1,10 @@
 """The `opro` command: parse arguments, call the library once with `asyncio.run`.
 
 Every failure a user can cause or fix (bad flags, missing data, a rejected key, an
-unwritable cache) ends as one line on stderr and a non-zero exit, never a traceback.
-Results already obtained are in the cache by then, so rerunning the same command after a
-fix pays only for what is missing.
+unwritable cache) is an `OproError` and ends as one line on stderr and a non-zero exit,
+never a traceback. Results already obtained are in the cache by then, so rerunning the same
+command after a fix pays only for what is missing. Any other exception is a bug in this
+package, not a user error: it keeps its traceback, followed by one line saying so.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import argparse
 import asyncio
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import orjson
 
-from ..caches.disk import CacheError
-from ..providers.errors import ProviderError
-from ..tasks import TaskError, list_tasks, load_task, split
+from ..errors import OproError
+from ..tasks import list_tasks, load_task, split
 from ..tasks.prompts import POSITIONS, Position
 from ..tasks.types import Example
 from .cli_common import (
@@ -37,7 +38,7 @@ from .cli_demo import cmd_demo
 from .cli_demo import register as register_demo
 from .cli_optimize import cmd_optimize
 from .cli_optimize import register as register_optimize
-from .evaluate import EvalReport, EvaluationAborted
+from .evaluate import EvalReport
 from .plan import plan_evaluation
 from .progress import ProgressBar
 
@@ -171,12 +172,24 @@ async def _run_evaluation(
 
 
 def _writable(path: Path) -> None:
-    """Fail before anything is spent if the report could not be written afterwards."""
+    """Fail before anything is spent if the report could not be written afterwards.
+
+    Permission bits do not tell (root ignores them; a directory, a read-only file system or
+    an over-long name do not show in them), so the file itself is opened for writing, without
+    truncating it, and removed again if this created it.
+    """
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write {path}: permission denied")
+    try:
+        if not parent.is_dir():
+            raise UsageError(f"cannot write {path}: directory {parent} does not exist")
+        if path.is_dir():
+            raise UsageError(f"cannot write {path}: it is a directory; give --out a file name")
+        existed = path.exists()
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o644))
+        if not existed:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -227,13 +240,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)
         return 130
-    except (UsageError, TaskError, CacheError, ProviderError, EvaluationAborted) as exc:
-        print(f"opro: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # invalid limit / retry values from the library's checks
-        print(f"opro: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        user_error = _user_error(exc)
+        if user_error is None:
+            traceback.print_exc()
+            print(BUG_REPORT, file=sys.stderr)
+            return 1
+        print(f"opro: error: {' '.join(str(user_error).splitlines())}", file=sys.stderr)
         return 2
     return 0
+
+
+BUG_REPORT = (
+    "opro: internal error: this is a bug in opro-engine, not a problem with your input; "
+    "please report it to the opro-engine maintainers with the traceback above and the command "
+    "you ran (remove any API keys)"
+)
+
+
+def _user_error(exc: BaseException) -> OproError | None:
+    """The error to show as one line, or None for a bug (anything that is not an OproError).
+
+    Concurrent code raises groups: a group whose every member is a user error is one too.
+    """
+    if isinstance(exc, OproError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_user_error(e) for e in exc.exceptions]
+        if found and all(e is not None for e in found):
+            return found[0]
+    return None
 
 
 if __name__ == "__main__":

@@ -11,6 +11,21 @@ from __future__ import annotations
 
 import argparse
 
+from ..checks import (
+    ATTEMPTS,
+    BUDGET_TOKENS,
+    BUDGET_USD,
+    CONCURRENCY,
+    COUNT,
+    FRACTION,
+    MAX_TOKENS,
+    REQUESTS_PER_MINUTE,
+    SECONDS,
+    TOKENS_PER_MINUTE,
+    FloatRange,
+    IntRange,
+)
+from ..errors import OproError
 from ..tasks.grading import GRADINGS
 from ..tasks.prompts import Position
 from .budget import Budget
@@ -18,7 +33,7 @@ from .engine import Engine
 from .evaluate import ErrorPolicy
 from .limits import DEFAULT_MAX_CONCURRENCY
 from .model import Model
-from .prices import parse_price
+from .prices import parse_price, price_option
 from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
 
 DEFAULT_MODEL = "local/smollm2-135m"
@@ -31,29 +46,16 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_POSITION: Position = "Q_begin"
 
 
-class UsageError(Exception):
+class UsageError(OproError):
     """Bad input on the command line; the message says what to change."""
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+# argparse `type=` callables for options with no named range in `opro.checks`: each checks
+# the type, finiteness and a range and names the option in a one-line error. Prefer a named
+# range (`checks.MAX_TOKENS`, `checks.FRACTION`, ...) or an `IntRange`/`FloatRange` of your own.
+positive_int = IntRange(1, 10**9)
+non_negative_int = IntRange(0, 10**9)
+positive_float = FloatRange(0.0, 1e12, low_open=True)
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -67,7 +69,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer-api", choices=["chat", "completions"], help="API flavour")
     g.add_argument(
         "--max-tokens",
-        type=positive_int,
+        type=MAX_TOKENS,
         help=f"scorer max tokens (default {DEFAULT_MAX_TOKENS}; "
         f"{EMBEDDED_SCORER_MAX_TOKENS} for the embedded model)",
     )
@@ -76,23 +78,25 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         action="append",
         help="scorer stop sequence, repeatable (default: none; a newline for the embedded model)",
     )
-    g.add_argument("--max-concurrency", type=positive_int, default=DEFAULT_MAX_CONCURRENCY)
-    g.add_argument("--rpm", type=positive_float, help="requests/minute (default: adapt to 429s)")
-    g.add_argument("--tpm", type=positive_float, help="tokens/minute")
-    g.add_argument("--max-attempts", type=positive_int, default=DEFAULT_MAX_ATTEMPTS)
+    g.add_argument("--max-concurrency", type=CONCURRENCY, default=DEFAULT_MAX_CONCURRENCY)
     g.add_argument(
-        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
+        "--rpm", type=REQUESTS_PER_MINUTE, help="requests/minute (default: adapt to 429s)"
     )
-    g.add_argument("--max-errors", type=int, help="abort after more failed pairs than this")
+    g.add_argument("--tpm", type=TOKENS_PER_MINUTE, help="tokens/minute")
+    g.add_argument("--max-attempts", type=ATTEMPTS, default=DEFAULT_MAX_ATTEMPTS)
+    g.add_argument("--timeout", type=SECONDS, default=DEFAULT_TIMEOUT_S, help="seconds per attempt")
+    g.add_argument("--max-errors", type=COUNT, help="abort after more failed pairs than this")
     g.add_argument(
         "--max-error-rate",
-        type=float,
+        type=FRACTION,
         default=0.2,
         help="abort when more than this fraction of pairs fail (default 0.2)",
     )
-    g.add_argument("--budget-usd", type=positive_float, help="hard cap on the run's cost")
-    g.add_argument("--budget-tokens", type=positive_int, help="hard cap on the run's tokens")
-    g.add_argument("--price", help="scorer price IN,OUT in USD per million tokens")
+    g.add_argument("--budget-usd", type=BUDGET_USD, help="hard cap on the run's cost")
+    g.add_argument("--budget-tokens", type=BUDGET_TOKENS, help="hard cap on the run's tokens")
+    g.add_argument(
+        "--price", type=price_option, help="scorer price IN,OUT in USD per million tokens"
+    )
     g.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; stop")
     cache = g.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")

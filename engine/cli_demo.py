@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,35 +25,55 @@ from typing import Any
 
 import orjson
 
+from ..checks import (
+    ATTEMPTS,
+    BUDGET_TOKENS,
+    BUDGET_USD,
+    CANDIDATES,
+    CONCURRENCY,
+    MAX_TOKENS,
+    REQUESTS_PER_MINUTE,
+    SECONDS,
+    SEED,
+    TEMPERATURE,
+    TOKENS_PER_MINUTE,
+    IntRange,
+)
+from ..checks import STEPS as STEP_COUNT
 from ..tasks import linreg, tsp
 from ..tasks.tsp_solvers import SolverError
 from .budget import BudgetExceeded
-from .cli_common import (
-    UsageError,
-    engine_from_args,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
+from .cli_common import UsageError, engine_from_args
+from .engine import Engine
 from .limits import DEFAULT_MAX_CONCURRENCY
-from .metaprompt import MetaPromptConfig
-from .model import ModelCallError
+from .metaprompt import SHOWN, MetaPromptConfig
+from .model import Model, ModelCallError
 from .optimizer import OptimizationResult, OptimizeConfig, optimize
-from .prices import parse_price
+from .prices import parse_price, price_option
 from .problems import Problem
 from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from .runlog import CONFIG, STEPS, RunDirError, read_steps
 
-_SETTING = re.compile(r"^\s*\(?\s*(-?\d+)\s*,\s*(-?\d+)\s*\)?\s*$")
+_SETTING = re.compile(r"^\s*\(?\s*(-?\d{1,7})\s*,\s*(-?\d{1,7})\s*\)?\s*$")
+SETTING_RANGE = IntRange(-1_000_000, 1_000_000)  # |w|, |b|: the paper's are below 40
+RUNS = IntRange(1, 10_000)
+POINTS = IntRange(2, 100_000)  # a line needs two points
+NODES = IntRange(tsp.MIN_NODES, 1_000)
+INSTANCES = IntRange(1, 10_000)
 
 
 def _setting(text: str) -> tuple[int, int]:
     match = _SETTING.match(text)
+    bad = argparse.ArgumentTypeError(
+        f"a setting is W,B with integers from {SETTING_RANGE.low} to {SETTING_RANGE.high}, "
+        f"e.g. 15,14; got {text[:40]!r}"
+    )
     if match is None:
-        raise argparse.ArgumentTypeError(
-            f"a setting is W,B with integers, e.g. 15,14; got {text!r}"
-        )
-    return int(match.group(1)), int(match.group(2))
+        raise bad
+    w, b = int(match.group(1)), int(match.group(2))
+    if not (SETTING_RANGE.low <= min(w, b) and max(w, b) <= SETTING_RANGE.high):
+        raise bad
+    return w, b
 
 
 def _add_common(p: argparse.ArgumentParser, *, max_shown: int) -> None:
@@ -61,24 +82,28 @@ def _add_common(p: argparse.ArgumentParser, *, max_shown: int) -> None:
     o.add_argument("--optimizer", help="provider/model that proposes solutions (required)")
     o.add_argument("--optimizer-base-url", help="OpenAI-compatible server for the optimizer")
     o.add_argument("--optimizer-api", choices=["chat", "completions"], help="API flavour")
-    o.add_argument("--optimizer-max-tokens", type=positive_int, default=1024)
-    o.add_argument("--optimizer-price", help="optimizer price IN,OUT in USD per million tokens")
-    o.add_argument("--candidates-per-step", type=positive_int, default=8)
-    o.add_argument("--temperature", type=float, default=1.0, help="optimizer temperature")
-    o.add_argument("--max-shown", type=positive_int, default=max_shown, help="best solutions shown")
-    o.add_argument("--seed", type=non_negative_int, default=0, help="seed of data and starts")
+    o.add_argument("--optimizer-max-tokens", type=MAX_TOKENS, default=1024)
+    o.add_argument(
+        "--optimizer-price",
+        type=price_option,
+        help="optimizer price IN,OUT in USD per million tokens",
+    )
+    o.add_argument("--candidates-per-step", type=CANDIDATES, default=8)
+    o.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="optimizer temperature")
+    o.add_argument("--max-shown", type=SHOWN, default=max_shown, help="best solutions shown")
+    o.add_argument("--seed", type=SEED, default=0, help="seed of data and starts")
     o.add_argument("--run-dir", help="parent of the run directories (default: opro-runs/...)")
     o.add_argument("--resume", action="store_true", help="continue the runs in --run-dir")
     g = p.add_argument_group("engine")
-    g.add_argument("--max-concurrency", type=positive_int, default=DEFAULT_MAX_CONCURRENCY)
-    g.add_argument("--rpm", type=positive_float, help="requests/minute (default: adapt to 429s)")
-    g.add_argument("--tpm", type=positive_float, help="tokens/minute")
-    g.add_argument("--max-attempts", type=positive_int, default=DEFAULT_MAX_ATTEMPTS)
+    g.add_argument("--max-concurrency", type=CONCURRENCY, default=DEFAULT_MAX_CONCURRENCY)
     g.add_argument(
-        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
+        "--rpm", type=REQUESTS_PER_MINUTE, help="requests/minute (default: adapt to 429s)"
     )
-    g.add_argument("--budget-usd", type=positive_float, help="hard cap on the cost of all runs")
-    g.add_argument("--budget-tokens", type=positive_int, help="hard cap on their tokens")
+    g.add_argument("--tpm", type=TOKENS_PER_MINUTE, help="tokens/minute")
+    g.add_argument("--max-attempts", type=ATTEMPTS, default=DEFAULT_MAX_ATTEMPTS)
+    g.add_argument("--timeout", type=SECONDS, default=DEFAULT_TIMEOUT_S, help="seconds per attempt")
+    g.add_argument("--budget-usd", type=BUDGET_USD, help="hard cap on the cost of all runs")
+    g.add_argument("--budget-tokens", type=BUDGET_TOKENS, help="hard cap on their tokens")
     cache = g.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -89,8 +114,8 @@ def register(subparsers: Any) -> None:
     demo = subparsers.add_parser("demo", help="the paper's math demos: linear regression, TSP")
     kinds = demo.add_subparsers(dest="demo", required=True)
     lr = kinds.add_parser("linreg", help="find integer (w, b) of least squared error (Table 2)")
-    lr.add_argument("--runs", type=positive_int, default=5, help="runs per setting")
-    lr.add_argument("--steps", type=non_negative_int, default=500, help="step cap per run")
+    lr.add_argument("--runs", type=RUNS, default=5, help="runs per setting")
+    lr.add_argument("--steps", type=STEP_COUNT, default=500, help="step cap per run")
     lr.add_argument(
         "--settings",
         nargs="+",
@@ -100,15 +125,15 @@ def register(subparsers: Any) -> None:
         help="true (w, b) settings (default: the paper's seven); quote a negative w with a "
         "leading space: ' -3,5'",
     )
-    lr.add_argument("--points", type=positive_int, default=linreg.N_POINTS)
+    lr.add_argument("--points", type=POINTS, default=linreg.N_POINTS)
     _add_common(lr, max_shown=20)
     ts = kinds.add_parser("tsp", help="find the shortest tour through n points (Table 3)")
-    ts.add_argument("--n", type=positive_int, nargs="+", default=[10, 15, 20, 50], help="nodes")
-    ts.add_argument("--instances", type=positive_int, default=5, help="instances per n")
-    ts.add_argument("--steps", type=non_negative_int, default=500, help="step cap per run")
+    ts.add_argument("--n", type=NODES, nargs="+", default=[10, 15, 20, 50], help="nodes")
+    ts.add_argument("--instances", type=INSTANCES, default=5, help="instances per n")
+    ts.add_argument("--steps", type=STEP_COUNT, default=500, help="step cap per run")
     ts.add_argument(
         "--solver-time-limit",
-        type=positive_float,
+        type=SECONDS,
         default=60.0,
         help="CP-SAT seconds per instance",
     )
@@ -155,17 +180,7 @@ async def _run_jobs(args: argparse.Namespace, jobs: Sequence[_Job]) -> None:
         meta=meta,
     )
     async with engine_from_args(args) as engine:
-        model = engine.model(
-            args.optimizer,
-            base_url=args.optimizer_base_url,
-            api=args.optimizer_api,
-            max_concurrency=args.max_concurrency,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            max_tokens=args.optimizer_max_tokens,
-            price=parse_price(args.optimizer_price) if args.optimizer_price else None,
-            priority=0,
-        )
+        model = _optimizer_model(engine, args)
 
         async def one(job: _Job) -> None:
             resume = args.resume and (job.run_dir / CONFIG).exists()
@@ -189,6 +204,72 @@ async def _run_jobs(args: argparse.Namespace, jobs: Sequence[_Job]) -> None:
             raise _first_error(errors) from None
 
 
+def _optimizer_model(engine: Engine, args: argparse.Namespace) -> Model:
+    return engine.model(
+        args.optimizer,
+        base_url=args.optimizer_base_url,
+        api=args.optimizer_api,
+        max_concurrency=args.max_concurrency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_tokens=args.optimizer_max_tokens,
+        price=parse_price(args.optimizer_price) if args.optimizer_price else None,
+        priority=0,
+    )
+
+
+def _run_dirs(args: argparse.Namespace, root: Path) -> list[Path]:
+    """Where each run is logged; a pure function of the options, known before any work."""
+    if args.demo == "linreg":
+        return [_linreg_dir(root, w, b, r) for w, b in args.settings for r in range(args.runs)]
+    if args.baselines_only:
+        return []
+    return [_tsp_dir(root, n, i) for n in args.n for i in range(args.instances)]
+
+
+def _linreg_dir(root: Path, w: int, b: int, run: int) -> Path:
+    return root / f"w{w}_b{b}" / f"run{run}"
+
+
+def _tsp_dir(root: Path, n: int, instance: int) -> Path:
+    return root / f"n{n}" / f"instance{instance}"
+
+
+def _check_writable_dir(path: Path) -> None:
+    """Fail now if `path` (or the directory that would hold it) cannot be written to."""
+    try:
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UsageError(f"cannot use {path} as --run-dir: {probe} is not a directory")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to --run-dir {path}: {exc.strerror}") from None
+
+
+def _preflight(args: argparse.Namespace, root: Path) -> None:
+    """Everything that can be checked before work that costs time or money.
+
+    The exact TSP solves take minutes, so a mistyped model name, a missing key or base URL,
+    an unusable price or budget, a taken or unwritable run directory must all be reported
+    before them. The optimizer model is built on a throwaway engine (the same code path as
+    the real run: the provider registry, key and URL checks, price and budget, limits, cache).
+    Numbers were checked by the parser already.
+    """
+    _check_writable_dir(root)
+    _check_fresh_dirs(_run_dirs(args, root), args.resume)
+    if args.demo == "tsp" and args.baselines_only:
+        return
+
+    async def build() -> None:
+        async with engine_from_args(args) as engine:
+            _optimizer_model(engine, args)
+
+    asyncio.run(build())
+
+
 def _solved(problem: Problem, solution: str) -> bool:
     hook = getattr(problem, "solved", None)
     return hook is not None and bool(hook(solution))
@@ -202,14 +283,14 @@ def _root(args: argparse.Namespace) -> Path:
     return Path("opro-runs") / f"demo-{args.demo}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _check_fresh(jobs: Sequence[_Job], resume: bool) -> None:
+def _check_fresh_dirs(dirs: Sequence[Path], resume: bool) -> None:
     """Refuse before any call, not after some runs started, if a run directory is taken."""
     if resume:
         return
-    for job in jobs:
-        if (job.run_dir / CONFIG).exists() or (job.run_dir / STEPS).exists():
+    for run_dir in dirs:
+        if (run_dir / CONFIG).exists() or (run_dir / STEPS).exists():
             raise UsageError(
-                f"{job.run_dir} already holds a run; pass --resume to continue the runs, "
+                f"{run_dir} already holds a run; pass --resume to continue the runs, "
                 "or choose another --run-dir"
             )
 
@@ -231,8 +312,7 @@ def _linreg(args: argparse.Namespace, root: Path) -> int:
             problem = linreg.LinearRegressionProblem(data, start_seed=(args.seed, r, 1))
             info = {"demo": "linreg", "w_true": w, "b_true": b, "run": r}
             label = f"linreg w={w} b={b} run {r}"
-            jobs.append(_Job(problem, root / f"w{w}_b{b}" / f"run{r}", info, label))
-    _check_fresh(jobs, args.resume)
+            jobs.append(_Job(problem, _linreg_dir(root, w, b, r), info, label))
     asyncio.run(_run_jobs(args, jobs))
     runs = []
     for job in jobs:
@@ -260,9 +340,6 @@ def _tsp_references(
     """Every instance with its exact optimum and heuristic tours, computed up front."""
     out = []
     for n in args.n:
-        if n < tsp.MIN_NODES:
-            raise UsageError(f"--n must be at least {tsp.MIN_NODES}, got {n}")
-    for n in args.n:
         for i in range(args.instances):
             instance = tsp.make_instance(n, seed=(args.seed, n, i))
             started = time.perf_counter()
@@ -288,9 +365,8 @@ def _tsp(args: argparse.Namespace, root: Path) -> int:
             continue
         problem = tsp.TspProblem(instance, ref, start_seed=(args.seed, n, i, 1))
         info = {"demo": "tsp", "n": n, "instance": i, "optimum_length": ref.optimum_length}
-        jobs.append(_Job(problem, root / f"n{n}" / f"instance{i}", info, f"tsp n={n} #{i}"))
+        jobs.append(_Job(problem, _tsp_dir(root, n, i), info, f"tsp n={n} #{i}"))
     if jobs:
-        _check_fresh(jobs, args.resume)
         asyncio.run(_run_jobs(args, jobs))
     for job in jobs:
         assert job.result is not None and isinstance(job.problem, tsp.TspProblem)
@@ -322,6 +398,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "(e.g. openai/gpt-4o)"
         )
     root = _root(args)
+    _preflight(args, root)
     try:
         return _linreg(args, root) if args.demo == "linreg" else _tsp(args, root)
     except (RunDirError, SolverError) as exc:

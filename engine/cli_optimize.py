@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..checks import (
+    CANDIDATES,
+    COUNT,
+    FRACTION,
+    MAX_TOKENS,
+    POSITIVE_COUNT,
+    SCORE,
+    SEED,
+    STEPS,
+    TEMPERATURE,
+)
 from ..tasks import load_task
 from ..tasks.prompts import POSITIONS
 from .budget import BudgetExceeded
@@ -31,15 +42,14 @@ from .cli_common import (
     default_position,
     engine_from_args,
     error_policy_from_args,
-    non_negative_int,
     positive_int,
     scorer_from_args,
 )
-from .metaprompt import ORDERS, STYLES, MetaPromptConfig
+from .metaprompt import BUCKETS, EXEMPLARS, ORDERS, SHOWN, STYLES, MetaPromptConfig
 from .model import ModelCallError
 from .optimizer import OptimizationResult, OptimizeConfig, StepInfo, optimize
 from .plan import plan_optimization
-from .prices import parse_price
+from .prices import parse_price, price_option
 from .problems import PromptProblem
 from .runlog import RunDirError, render_summary
 
@@ -49,22 +59,15 @@ _DEFAULTS_KEY = "_optimize_defaults"
 _NOT_FROM_TOML = {"config", "command", _DEFAULTS_KEY}
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
 def _buckets(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
-    value = int(text)
-    if value < 1:
+    try:
+        return BUCKETS(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"must be a positive number of buckets or none, got {text}"
-        )
-    return value
+            f"must be none or {BUCKETS.describe()}, got {text[:40]!r}"
+        ) from None
 
 
 def register(subparsers: Any) -> None:
@@ -80,16 +83,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--optimizer-api", choices=["chat", "completions"], help="API flavour")
     p.add_argument(
         "--optimizer-max-tokens",
-        type=positive_int,
+        type=MAX_TOKENS,
         help=f"default {OPTIMIZER_MAX_TOKENS}; {EMBEDDED_OPTIMIZER_MAX_TOKENS} for the "
         "embedded model, whose longer answers ramble past the 500-character limit",
     )
-    p.add_argument("--optimizer-price", help="optimizer price IN,OUT in USD per million tokens")
-    p.add_argument("--steps", type=non_negative_int, default=200)
-    p.add_argument("--candidates-per-step", type=positive_int, default=8)
-    p.add_argument("--temperature", type=float, default=1.0, help="optimizer temperature")
-    p.add_argument("--temperature-end", type=float, help="rise linearly to this by the last step")
-    p.add_argument("--seed", type=int, default=0, help="seed of the exemplar draws")
+    p.add_argument(
+        "--optimizer-price",
+        type=price_option,
+        help="optimizer price IN,OUT in USD per million tokens",
+    )
+    p.add_argument("--steps", type=STEPS, default=200)
+    p.add_argument("--candidates-per-step", type=CANDIDATES, default=8)
+    p.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="optimizer temperature")
+    p.add_argument(
+        "--temperature-end", type=TEMPERATURE, help="rise linearly to this by the last step"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the exemplar draws")
     p.add_argument(
         "--position",
         choices=POSITIONS,
@@ -97,19 +106,19 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
     p.add_argument("--meta-prompt", choices=STYLES, default="instruction-tuned")
-    p.add_argument("--max-shown", type=positive_int, default=20, help="earlier solutions shown")
+    p.add_argument("--max-shown", type=SHOWN, default=20, help="earlier solutions shown")
     p.add_argument("--order", choices=ORDERS, default="ascending")
     p.add_argument("--score-buckets", type=_buckets, default=100, help="100, 20 or none")
-    p.add_argument("--min-score", type=float, help="hide earlier solutions scoring below this")
-    p.add_argument("--exemplars", type=non_negative_int, default=3, help="task examples shown")
+    p.add_argument("--min-score", type=SCORE, help="hide earlier solutions scoring below this")
+    p.add_argument("--exemplars", type=EXEMPLARS, default=3, help="task examples shown")
     p.add_argument("--exemplars-first", action="store_true", help="examples before solutions")
     p.add_argument("--start", action="append", help="a starting instruction (repeatable)")
-    p.add_argument("--train-fraction", type=_fraction, help="default: the task's own")
-    p.add_argument("--validation-fraction", type=_fraction, default=0.0)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--eval-every", type=positive_int, default=3, help="validation interval")
-    p.add_argument("--patience", type=positive_int, help="stop after P validations w/o gain")
-    p.add_argument("--test-top", type=non_negative_int, default=3, help="0: no final table")
+    p.add_argument("--train-fraction", type=FRACTION, help="default: the task's own")
+    p.add_argument("--validation-fraction", type=FRACTION, default=0.0)
+    p.add_argument("--split-seed", type=SEED, default=0)
+    p.add_argument("--eval-every", type=POSITIVE_COUNT, default=3, help="validation interval")
+    p.add_argument("--patience", type=POSITIVE_COUNT, help="stop after P validations w/o gain")
+    p.add_argument("--test-top", type=COUNT, default=3, help="0: no final table")
     p.add_argument("--select-by", choices=["train", "validation"], default="train")
     p.add_argument("--test-limit", type=positive_int, help="use only the first N test examples")
     p.add_argument("--run-dir", help="where the run is logged (default: opro-runs/<task>-<time>)")

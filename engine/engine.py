@@ -115,7 +115,8 @@ class Engine:
         if price is None and self.budget.max_usd is not None:
             raise ConfigurationError(
                 f"no known price for {provider.spec}, so a USD budget cannot bound it: "
-                "give its price with --price IN,OUT (USD per million tokens)"
+                "give its price with --price IN,OUT (--optimizer-price for the optimizer; "
+                "USD per million tokens)"
             )
         limits = LimitConfig(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
         key = provider.connection_key()

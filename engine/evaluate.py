@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ..checks import COUNT, FRACTION
+from ..errors import OproError, SettingsError
 from ..providers.errors import BadRequestError, FatalError
 from ..tasks.grading import GRADINGS, Grading
 from ..tasks.prompts import Position, render_prompt
@@ -46,7 +48,7 @@ class Grader(Protocol):
     def __call__(self, prediction: str, example: Example) -> bool: ...
 
 
-class EvaluationAborted(Exception):
+class EvaluationAborted(OproError):
     """A failure that no retry or other example can get around (key, model, quota), or
     more failed pairs than the `ErrorPolicy` tolerates."""
 
@@ -64,10 +66,11 @@ class ErrorPolicy:
     min_pairs: int = 20
 
     def __post_init__(self) -> None:
-        if self.max_errors is not None and self.max_errors < 0:
-            raise ValueError(f"max errors must be >= 0, got {self.max_errors}")
-        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
-            raise ValueError(f"max error rate must be in [0, 1], got {self.max_error_rate}")
+        if self.max_errors is not None:
+            COUNT.check("max errors", self.max_errors)
+        if self.max_error_rate is not None:
+            FRACTION.check("max error rate", self.max_error_rate)
+        COUNT.check("min pairs", self.min_pairs)
 
     def violated(self, errors: int, done: int) -> str | None:
         if self.max_errors is not None and errors > self.max_errors:
@@ -238,9 +241,9 @@ async def evaluate(
         raise ValueError("grading by the reference rules needs a reference_grader")
     graders = _Graders(grader, reference_grader)
     if not instructions:
-        raise ValueError("no instructions to evaluate")
+        raise SettingsError("no instructions to evaluate")
     if not examples:
-        raise ValueError("no examples to evaluate on")
+        raise SettingsError("no examples to evaluate on")
     unique, index = dedupe(instructions)
     accs = [_Acc() for _ in unique]
     total = len(unique) * len(examples)

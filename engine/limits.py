@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
+from ..checks import CONCURRENCY, REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE
 from ..providers.types import RateLimitInfo
 
 DEFAULT_MAX_CONCURRENCY = 32
@@ -42,12 +43,11 @@ class LimitConfig:
     tpm: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_concurrency < 1:
-            raise ValueError(f"max concurrency must be >= 1, got {self.max_concurrency}")
-        if self.rpm is not None and self.rpm <= 0:
-            raise ValueError(f"requests/minute must be > 0, got {self.rpm}")
-        if self.tpm is not None and self.tpm <= 0:
-            raise ValueError(f"tokens/minute must be > 0, got {self.tpm}")
+        CONCURRENCY.check("max concurrency", self.max_concurrency)
+        if self.rpm is not None:
+            REQUESTS_PER_MINUTE.check("requests/minute", self.rpm)
+        if self.tpm is not None:
+            TOKENS_PER_MINUTE.check("tokens/minute", self.tpm)
 
 
 class AdjustableSemaphore:

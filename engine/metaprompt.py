@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from ..checks import SCORE, IntRange
+from ..errors import SettingsError
 from ..tasks.prompts import Position, render_prompt
 from ..tasks.types import Example
 
@@ -34,6 +36,9 @@ Style = Literal["instruction-tuned", "gpt", "pretrained"]
 Order = Literal["ascending", "descending", "random"]
 STYLES: tuple[str, ...] = get_args(Style)
 ORDERS: tuple[str, ...] = get_args(Order)
+SHOWN = IntRange(1, 10_000)  # earlier solutions shown
+BUCKETS = IntRange(1, 1_000_000)  # score granularity (100: percent)
+EXEMPLARS = IntRange(0, 1_000)  # task examples shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +59,17 @@ class MetaPromptConfig:
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
-            raise ValueError(f"unknown meta-prompt style {self.style!r}; use {', '.join(STYLES)}")
+            raise SettingsError(
+                f"unknown meta-prompt style {self.style!r}; use {', '.join(STYLES)}"
+            )
         if self.order not in ORDERS:
-            raise ValueError(f"unknown order {self.order!r}; use {', '.join(ORDERS)}")
-        if self.max_shown < 1:
-            raise ValueError(f"max_shown must be >= 1, got {self.max_shown}")
-        if self.score_buckets is not None and self.score_buckets < 1:
-            raise ValueError(f"score_buckets must be >= 1 or None, got {self.score_buckets}")
-        if self.exemplars < 0:
-            raise ValueError(f"exemplars must be >= 0, got {self.exemplars}")
+            raise SettingsError(f"unknown order {self.order!r}; use {', '.join(ORDERS)}")
+        SHOWN.check("max_shown", self.max_shown)
+        if self.score_buckets is not None:
+            BUCKETS.check("score_buckets", self.score_buckets)
+        if self.min_score is not None:
+            SCORE.check("min_score", self.min_score)
+        EXEMPLARS.check("exemplars", self.exemplars)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ from functools import partial
 
 from ..caches.base import ResultCache
 from ..caches.keys import request_key
+from ..checks import MAX_TOKENS, PRICE_PER_M, SEED, TEMPERATURE
+from ..errors import OproError
 from ..providers.base import Provider
 from ..providers.errors import ProviderError, RateLimitError, TransientError
 from ..providers.types import Completion, Request, Usage
@@ -35,6 +37,11 @@ class Price:
 
     input_per_m: float = 0.0
     output_per_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        # A NaN price makes every cost NaN, and NaN never exceeds a budget: the cap is gone.
+        PRICE_PER_M.check("price per million input tokens (USD)", self.input_per_m)
+        PRICE_PER_M.check("price per million output tokens (USD)", self.output_per_m)
 
     def cost(self, usage: Usage) -> float:
         return self.cost_of(usage.input_tokens, usage.output_tokens)
@@ -51,6 +58,12 @@ class Decoding:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        TEMPERATURE.check("temperature", self.temperature)
+        MAX_TOKENS.check("max tokens", self.max_tokens)
+        if self.seed is not None:
+            SEED.check("seed", self.seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +82,7 @@ class Generation:
     usage: Usage = field(default_factory=Usage)
 
 
-class ModelCallError(Exception):
+class ModelCallError(OproError):
     """A call that failed for good: fatal, or retryable but out of attempts."""
 
     def __init__(self, error: ProviderError, *, attempts: int, n429: int) -> None:

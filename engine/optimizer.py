@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..checks import CANDIDATES, COUNT, POSITIVE_COUNT, SEED, STEPS, TEMPERATURE
+from ..errors import SettingsError
 from ..tasks.grading import GRADINGS, Grading
 from .candidates import interleave
 from .gradings import chosen_score, final_gradings, grading_fields, gradings_of
@@ -62,22 +64,22 @@ class OptimizeConfig:
     grading: Grading = "strict"
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.candidates_per_step < 1:
-            raise ValueError(f"candidates per step must be >= 1, got {self.candidates_per_step}")
-        if self.temperature < 0 or (self.temperature_end is not None and self.temperature_end < 0):
-            raise ValueError("temperatures must be >= 0")
-        if self.eval_every < 1:
-            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
-        if self.test_top < 0:
-            raise ValueError(f"test_top must be >= 0, got {self.test_top}")
+        STEPS.check("steps", self.steps)
+        CANDIDATES.check("candidates per step", self.candidates_per_step)
+        TEMPERATURE.check("temperature", self.temperature)
+        if self.temperature_end is not None:
+            TEMPERATURE.check("temperature_end", self.temperature_end)
+        SEED.check("seed", self.seed)
+        POSITIVE_COUNT.check("eval_every", self.eval_every)
+        if self.patience is not None:
+            POSITIVE_COUNT.check("patience", self.patience)
+        COUNT.check("test_top", self.test_top)
         if self.select_by not in ("train", "validation"):
-            raise ValueError(f"select_by must be train or validation, got {self.select_by!r}")
+            raise SettingsError(f"select_by must be train or validation, got {self.select_by!r}")
         if self.grading not in GRADINGS:
-            raise ValueError(f"grading must be one of {', '.join(GRADINGS)}, got {self.grading!r}")
+            raise SettingsError(
+                f"grading must be one of {', '.join(GRADINGS)}, got {self.grading!r}"
+            )
 
     def temperature_at(self, step: int) -> float:
         if self.temperature_end is None or self.steps <= 1:
@@ -493,15 +495,15 @@ async def optimize(
     cfg = config or OptimizeConfig()
     splits = problem.splits
     if cfg.patience is not None and "validation" not in splits:
-        raise ValueError("early stopping needs validation examples (a validation fraction > 0)")
+        raise SettingsError("early stopping needs validation examples (a validation fraction > 0)")
     if cfg.select_by == "validation" and "validation" not in splits:
-        raise ValueError("selecting by validation score needs validation examples")
+        raise SettingsError("selecting by validation score needs validation examples")
     identity = run_identity(problem, optimizer, cfg)
     state = _State(problem.higher_is_better, cfg.patience)
     log: RunLog | None = None
     if run_dir is None:
         if resume:
-            raise ValueError("resume needs the run directory of the run to continue")
+            raise SettingsError("resume needs the run directory of the run to continue")
     elif resume:
         log, records = RunLog.resume(run_dir, identity, ignore=_resumable_changes(cfg))
         for record in records:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ..errors import SettingsError
 from ..tasks.datasets import Task
 from ..tasks.prompts import Position
 from ..tasks.splits import Split, split
@@ -161,16 +162,16 @@ class PromptProblem:
             seed=split_seed,
         )
         if not self.data.train:
-            raise ValueError(f"task {task.name} has no training examples to optimize on")
+            raise SettingsError(f"task {task.name} has no training examples to optimize on")
         if test_limit is not None and test_limit < 1:
-            raise ValueError(f"test_limit must be >= 1, got {test_limit}")
+            raise SettingsError(f"test_limit must be >= 1, got {test_limit}")
         self.test_examples = self.data.test[:test_limit] if test_limit else self.data.test
         self.position: Position = position
         self.qa_framing = qa_framing
         default_start = GSM8K_START if task.name == "gsm8k" else ""
         self.starting = list(starting) if starting is not None else [default_start]
         if not self.starting:
-            raise ValueError("give at least one starting instruction (it may be empty)")
+            raise SettingsError("give at least one starting instruction (it may be empty)")
         self.forbid_digits = task.name == "gsm8k" if forbid_digits is None else forbid_digits
         self.grader = grader
         self.errors = errors
@@ -237,7 +238,7 @@ class PromptProblem:
             return []
         examples = self.examples(split)
         if not examples:
-            raise ValueError(f"task {self.task.name} has no {split} examples")
+            raise SettingsError(f"task {self.task.name} has no {split} examples")
         report = await self.engine.evaluate(
             list(solutions),
             examples,

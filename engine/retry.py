@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..checks import ATTEMPTS, DELAY_SECONDS, SECONDS
 from ..providers.errors import ProviderError, RateLimitError
 
 DEFAULT_MAX_ATTEMPTS = 8
@@ -29,12 +30,11 @@ class RetryPolicy:
     max_retry_after: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max attempts must be >= 1, got {self.max_attempts}")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("retry delays must be >= 0")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0, got {self.timeout}")
+        ATTEMPTS.check("max attempts", self.max_attempts)
+        DELAY_SECONDS.check("the base retry delay", self.base_delay)
+        DELAY_SECONDS.check("the maximum retry delay", self.max_delay)
+        SECONDS.check("the timeout (seconds)", self.timeout)
+        DELAY_SECONDS.check("the longest Retry-After waited out", self.max_retry_after)
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Delay after the `attempt`-th failure (1-based): equal jitter over 2**attempt."""

@@ -18,12 +18,15 @@ temporary file, fsync, rename).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from ..errors import OproError
 
 FORMAT = 1
 CONFIG = "config.json"
@@ -32,7 +35,7 @@ RESULTS = "results.json"
 SUMMARY = "summary.txt"
 
 
-class RunDirError(Exception):
+class RunDirError(OproError):
     """The run directory cannot be used as asked; the message says what to do instead."""
 
 
@@ -69,6 +72,58 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+# The step totals resume adds up (optimizer.RunTotals); each must be a non-negative number.
+_TOTALS = ("calls", "cache_hits", "errors", "tokens_in", "tokens_out", "cost_usd")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def step_record_problem(record: Any) -> str | None:
+    """What makes `record` unusable as a step record (resume replays it), or None.
+
+    Checks what readers rely on: `step`, `candidates` (status; the canonical text, score and
+    error count of scored ones), `totals` and `validation`. Other keys are free, so records
+    may grow new fields.
+    """
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if not _count(record.get("step")):
+        return "no step number"
+    candidates = record.get("candidates")
+    if not isinstance(candidates, list):
+        return "no candidates list"
+    for entry in candidates:
+        if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
+            return "a candidate without a status"
+        if entry["status"] in ("start", "new") and not (
+            isinstance(entry.get("canonical"), str)
+            and (entry.get("score") is None or _number(entry.get("score")))
+            and _count(entry.get("errors"))
+        ):
+            return "a scored candidate without its text, score or error count"
+    totals = record.get("totals")
+    if not isinstance(totals, dict) or not all(
+        _number(totals.get(name, 0)) and totals.get(name, 0) >= 0 for name in _TOTALS
+    ):
+        return "no totals, or totals that are not non-negative numbers"
+    check = record.get("validation")
+    if check is not None and not (
+        isinstance(check, dict)
+        and (
+            check.get("score") is None
+            or (_number(check.get("score")) and isinstance(check.get("solution"), str))
+        )
+    ):
+        return "a validation check without its solution or score"
+    return None
+
+
 def read_steps(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The complete step records and the byte length they occupy (a torn tail excluded).
 
@@ -94,8 +149,12 @@ def read_steps(path: Path) -> tuple[list[dict[str, Any]], int]:
             raise RunDirError(
                 f"{path} line {number} is not valid JSON; the run log is damaged"
             ) from None
-        if not isinstance(record, dict):
-            raise RunDirError(f"{path} line {number} is not a step record")
+        problem = step_record_problem(record)
+        if problem is not None:
+            raise RunDirError(
+                f"{path} line {number} is not a step record ({problem}); the run log is "
+                "damaged: restore it from a backup, or start again in a new --run-dir"
+            )
         records.append(record)
         good += len(line) + 1
     return records, good
@@ -154,7 +213,10 @@ class RunLog:
         records, good = read_steps(log.steps_path)
         for expected, record in enumerate(records):
             if record.get("step") != expected:
-                raise RunDirError(f"{log.steps_path}: step {expected} missing or out of order")
+                raise RunDirError(
+                    f"{log.steps_path} line {expected + 1}: step {expected} missing or out of "
+                    "order; the run log is damaged: restore it, or start again in a new --run-dir"
+                )
         if log.steps_path.exists() and log.steps_path.stat().st_size != good:
             with open(log.steps_path, "r+b") as fh:  # drop the torn tail before appending
                 fh.truncate(good)

@@ -16,8 +16,10 @@ must never contain credentials.
 
 from __future__ import annotations
 
+from ..errors import OproError
 
-class ProviderError(Exception):
+
+class ProviderError(OproError):
     """Base class; `retryable` tells the engine whether another attempt can help."""
 
     retryable = False

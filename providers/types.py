@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..checks import TEMPERATURE
+from ..errors import SettingsError
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -36,11 +39,12 @@ class Request:
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
-            raise ValueError("a Request needs exactly one of prompt= or messages=")
+            raise SettingsError("a Request needs exactly one of prompt= or messages=")
         if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
+            raise SettingsError(f"n must be >= 1, got {self.n}")
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+            raise SettingsError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        TEMPERATURE.check("temperature", self.temperature)  # NaN would be sent as null
 
     def as_messages(self) -> tuple[Message, ...]:
         if self.messages is not None:

@@ -31,6 +31,7 @@ import string
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from ..errors import SettingsError
 from .grading_reference import REFERENCE_GRADING_VERSION, grade_reference
 
 GRADING_VERSION: Final = "2"
@@ -371,7 +372,7 @@ def grade(prediction: str, target: str, *, question: str = "", rules: Grading = 
     if rules == "reference":
         return grade_reference(prediction, target, question=question)
     if rules != "strict":
-        raise ValueError(f"grading rules must be one of {', '.join(GRADINGS)}, got {rules!r}")
+        raise SettingsError(f"grading rules must be one of {', '.join(GRADINGS)}, got {rules!r}")
     wanted = _normalise_target(target)
     kind = answer_type(wanted, question)
     if kind == "number":

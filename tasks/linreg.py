@@ -29,6 +29,7 @@ import numpy as np
 
 from ..engine.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
 from ..engine.problems import SolutionScore, SplitName
+from ..errors import SettingsError
 
 N_POINTS = 50
 N_STARTS = 5
@@ -71,7 +72,7 @@ def make_data(
     the same noise (the paper seeds by repetition the same way).
     """
     if n < 2:
-        raise ValueError(f"linear regression needs at least 2 points, got {n}")
+        raise SettingsError(f"linear regression needs at least 2 points, got {n}")
     noise = np.random.default_rng(list(seed)).standard_normal(n)
     x = np.arange(1, n + 1, dtype=float)
     y = w_true * x + b_true + noise

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from ..errors import SettingsError
+
 Position = Literal["Q_begin", "Q_end", "A_begin", "before_Q"]
 POSITIONS: tuple[str, ...] = get_args(Position)
 
@@ -25,10 +27,10 @@ def render_prompt(
 ) -> str:
     """Place `instruction` relative to `question` as the paper does."""
     if position not in POSITIONS:
-        raise ValueError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
+        raise SettingsError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
     ins = instruction.strip()
     if position in ("A_begin", "before_Q") and not qa_framing:
-        raise ValueError(f"position {position} needs the Q:/A: framing")
+        raise SettingsError(f"position {position} needs the Q:/A: framing")
     if position == "Q_begin":
         body = f"{ins}\n{question}" if ins else question
     elif position == "Q_end":

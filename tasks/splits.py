@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import FRACTION
+from ..errors import SettingsError
 from .datasets import Task
 from .types import Example
 
@@ -43,10 +45,10 @@ def split(
     that are not in an official test set. The same arguments always give the same split.
     """
     fraction = task.default_train_fraction if train_fraction is None else train_fraction
-    if not 0.0 <= fraction <= 1.0 or not 0.0 <= validation_fraction <= 1.0:
-        raise ValueError("train_fraction and validation_fraction must be between 0 and 1")
+    FRACTION.check("train_fraction", fraction)
+    FRACTION.check("validation_fraction", validation_fraction)
     if fraction + validation_fraction > 1.0 + 1e-12:
-        raise ValueError("train_fraction + validation_fraction must not exceed 1")
+        raise SettingsError("train_fraction + validation_fraction must not exceed 1")
     pool = task.pool
     n = len(pool)
     rng = np.random.RandomState(seed)

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..engine.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
 from ..engine.problems import SolutionScore, SplitName
+from ..errors import SettingsError
 from .linreg import fmt_mean_std, mean_std
 from .tsp_solvers import (
     HELD_KARP_MAX,
@@ -72,7 +73,7 @@ class TspInstance:
 def make_instance(n: int, *, seed: Sequence[int] = (0,)) -> TspInstance:
     """n points with integer coordinates drawn uniformly from COORD_RANGE (both ends included)."""
     if n < MIN_NODES:
-        raise ValueError(f"a TSP instance needs at least {MIN_NODES} nodes, got {n}")
+        raise SettingsError(f"a TSP instance needs at least {MIN_NODES} nodes, got {n}")
     low, high = COORD_RANGE
     raw = np.random.default_rng(list(seed)).integers(low, high + 1, size=(n, 2))
     return TspInstance(tuple((int(x), int(y)) for x, y in raw), tuple(seed))

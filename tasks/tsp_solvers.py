@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import OproError
+
 Point = tuple[int, int]
 Matrix = Sequence[Sequence[float]]
 
@@ -29,7 +31,7 @@ HELD_KARP_MAX = 12
 BRUTE_FORCE_MAX = 8
 
 
-class SolverError(RuntimeError):
+class SolverError(OproError, RuntimeError):
     """The exact solver cannot answer: OR-Tools is missing, or no tour within the time limit."""
 
 

@@ -159,16 +159,22 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         (["--task", "bbh/nope", "--scorer", "simulated/x"], "unknown task"),
         (["--task", "JSONL", "--scorer", "nobody/x"], "unknown provider 'nobody'"),
         (["--task", "JSONL", "--scorer", "no-slash"], "provider/model"),
-        (["--task", "JSONL", "--scorer", "simulated/x", "--rpm", "0"], "must be > 0"),
+        (
+            ["--task", "JSONL", "--scorer", "simulated/x", "--rpm", "0"],
+            "--rpm: must be a number > 0",
+        ),
         (["--task", "JSONL", "--scorer", "openai-compatible/x"], "needs a base URL"),
         (
             ["--task", "JSONL", "--scorer", "simulated/x", "--out", "/nonexistent/dir/r.json"],
             "does not exist",
         ),
         (["--task", "missing.jsonl", "--scorer", "simulated/x"], "missing.jsonl"),
-        (["--task", "JSONL", "--scorer", "simulated/x", "--budget-usd", "0"], "must be > 0"),
+        (
+            ["--task", "JSONL", "--scorer", "simulated/x", "--budget-usd", "0"],
+            "--budget-usd: must be a number > 0",
+        ),
         (["--task", "JSONL", "--scorer", "simulated/x", "--price", "cheap"], "IN,OUT"),
-        (["--task", "JSONL", "--scorer", "simulated/x", "--max-error-rate", "2"], "error rate"),
+        (["--task", "JSONL", "--scorer", "simulated/x", "--max-error-rate", "2"], "from 0 to 1"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(

@@ -221,8 +221,14 @@ def test_tsp_baselines_need_no_model(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["demo", "linreg"], "give an optimizer model"),
         (["demo", "tsp", "--n", "10"], "give an optimizer model"),
         (["demo", "linreg", "--optimizer", "x/y", "--settings", "15"], "a setting is W,B"),
-        (["demo", "linreg", "--optimizer", "x/y", "--runs", "0"], "must be >= 1"),
-        (["demo", "tsp", "--optimizer", "simulated/x", "--n", "3"], "at least 5"),
+        (
+            ["demo", "linreg", "--optimizer", "x/y", "--runs", "0"],
+            "--runs: must be an integer from 1",
+        ),
+        (
+            ["demo", "tsp", "--optimizer", "simulated/x", "--n", "3"],
+            "--n: must be an integer from 5",
+        ),
         (
             ["demo", "tsp", "--optimizer", "nope/x", "--n", "5", "--instances", "1"],
             "unknown provider",

@@ -60,7 +60,7 @@ def test_worst_case_bounds_bytes_and_answers() -> None:
 def test_budget_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="> 0"):
         Budget(max_usd=0)
-    with pytest.raises(ValueError, match="> 0"):
+    with pytest.raises(ValueError, match="token budget must be an integer from 1"):
         Budget(max_tokens=-1)
 
 

@@ -226,7 +226,7 @@ def test_a_toml_config_with_flags_on_top(
         (["--task", "synthetic/arithmetic", "--scorer", "nobody/b"], "unknown provider 'nobody'"),
         (["--config", "/nonexistent/run.toml"], "cannot read config file"),
         (["--resume", "--task", "t", "--scorer", "s/a", "--optimizer", "s/b"], "--resume needs"),
-        (["--steps", "-1"], "argument --steps: must be >= 0"),
+        (["--steps", "-1"], "argument --steps: must be an integer from 0"),
         (["--meta-prompt", "chatty"], "invalid choice: 'chatty'"),
     ],
 )
@@ -248,7 +248,7 @@ def test_user_errors_are_one_line(
     [
         ("steps = [", "is not valid TOML"),
         ("stepz = 3", "unknown setting 'stepz'"),
-        ("steps = 'many'", "steps: invalid literal"),
+        ("steps = 'many'", "steps: must be an integer from 0"),
         ("order = 'sideways'", "order must be one of ascending, descending, random"),
         ("no-qa = 1", "no-qa must be true or false"),
         ("[steps]\nx = 1", "steps must be a value, not a table"),
