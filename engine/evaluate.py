@@ -1,8 +1,9 @@
 """Fan-out of (instruction, example) pairs to the scorer and aggregation per instruction.
 
-Data enters as instructions (any spellings), examples and a scorer `Model`; it leaves as
-an `EvalReport` with one score per instruction as given. On the way: spellings are
-canonicalised and each canonical instruction is scored once; every pair's prompt is
+Data enters as instructions, examples and a scorer `Model`; it leaves as an `EvalReport`
+with one score per instruction as given. On the way: each instruction is sent exactly as
+given, and instructions whose prompts would be identical are scored once (`dedup.dedupe`
+only recognises duplicates, it never rewrites what is sent); every pair's prompt is
 rendered and looked up in the cache synchronously (a warm rerun creates no tasks at all);
 the misses are drained by a pool of workers through `Model.generate`, which owns
 single-flight, limits, budget and retries. A pair whose call finally fails counts as an
