@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ..caches.base import CacheStats
 from ..providers.errors import BadRequestError, FatalError
 from ..tasks.prompts import Position, render_prompt
 from ..tasks.types import Example
@@ -104,6 +105,8 @@ class Totals:
     pairs: int = 0
     calls: int = 0
     cache_hits: int = 0
+    cache_unreadable: int = 0  # damaged cache entries met (misses, so paid again)
+    cache_write_errors: int = 0  # results the cache could not store (kept in memory)
     errors: int = 0
     n429: int = 0
     tokens_in: int = 0
@@ -200,6 +203,7 @@ async def evaluate(
     if not examples:
         raise ValueError("no examples to evaluate on")
     unique, index = dedupe(instructions)
+    damage_before = _cache_damage(scorer)
     accs = [_Acc() for _ in unique]
     total = len(unique) * len(examples)
     pending: list[_Pair] = []
@@ -239,7 +243,18 @@ async def evaluate(
         instructions, unique, index, accs, scorer, grader, position, started, len(examples)
     )
     report.stopped = stopped
+    unreadable, write_errors = _cache_damage(scorer)
+    report.totals.cache_unreadable = unreadable - damage_before[0]
+    report.totals.cache_write_errors = write_errors - damage_before[1]
     return report
+
+
+def _cache_damage(scorer: Model) -> tuple[int, int]:
+    """(unreadable entries, failed writes) the scorer's cache has met so far."""
+    stats = getattr(scorer.cache, "stats", None)  # a user's own cache may keep none
+    if not isinstance(stats, CacheStats):
+        return 0, 0
+    return stats.unreadable, stats.write_errors
 
 
 async def _drain(
