@@ -15,7 +15,9 @@ Damage is survived where it can be and reported where it cannot:
   is the price of the damage, and the fresh answer is written back;
 * a write that fails mid-run (disk full, a damaged page, a lock held too long) keeps the
   result in memory for the rest of the process, so nothing this run paid for is lost or
-  re-paid; it is logged and counted in `stats.write_errors`.
+  re-paid; it is logged and counted in `stats.write_errors`. After the first SQLite error
+  every result is kept in memory too, since a damaged database may accept a write that it
+  cannot read back.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class DiskCache:
         self._kept: dict[str, Completion] = {}
         # Keys found unreadable: misses until rewritten, counted and logged once each.
         self._unreadable: set[str] = set()
+        # Set by the first SQLite error: a damaged database may accept a write it cannot
+        # read back, so from then on every result is also kept in memory.
+        self._degraded = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = diskcache.Cache(
@@ -112,6 +117,7 @@ class DiskCache:
             blob = self._cache.get(key)
             return None if blob is None else decode(blob)
         except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
+            self._degraded |= isinstance(exc, sqlite3.DatabaseError)
             self._unreadable.add(key)
             self.stats.unreadable += 1
             level = logging.WARNING if self.stats.unreadable == 1 else logging.DEBUG
@@ -130,7 +136,12 @@ class DiskCache:
         blob = encode(completion)
         try:
             self._cache.set(key, blob)
-        except _STORAGE_ERRORS as exc:
+            # A damaged index can take a row and lose it without an error; a read costs
+            # microseconds beside the paid call that produced the result.
+            if self._cache.get(key) is None:
+                raise sqlite3.DatabaseError("the stored result cannot be read back")
+        except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
+            self._degraded |= isinstance(exc, sqlite3.DatabaseError)
             self._kept[key] = completion
             self.stats.write_errors += 1
             level = logging.WARNING if self.stats.write_errors == 1 else logging.DEBUG
@@ -143,8 +154,11 @@ class DiskCache:
                 _advice(self.directory),
             )
         else:
-            self._kept.pop(key, None)
             self._unreadable.discard(key)
+            if self._degraded:
+                self._kept[key] = completion
+            else:
+                self._kept.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._cache)

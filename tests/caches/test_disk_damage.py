@@ -266,3 +266,17 @@ def test_cli_names_a_damaged_database_in_one_line(cli_setup: Any) -> None:
     [line] = result.stderr.strip().splitlines()
     assert str(cache_dir) in line and "move it aside" in line and "--no-cache" in line
     assert srv.stats()["requests_total"] == 0  # refused before anything was paid for
+
+
+def test_a_write_that_silently_vanishes_is_kept_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A damaged index can accept a row and lose it without an error (seen when fuzzing
+    # byte flips); simulated here by a store that drops the value.
+    cache = DiskCache(tmp_path)
+    monkeypatch.setattr(cache._cache, "set", lambda key, value: True)
+    completion = Completion(("True",), Usage(1, 1))
+    cache.set("k", completion)
+    assert cache.get("k") == completion
+    assert cache.stats.write_errors == 1
+    cache.close()
