@@ -4,10 +4,15 @@ A cache maps a request key to the raw `Completion` (texts, usage, finish reasons
 grade: grades are recomputed from the stored text on every read, so a grading fix takes
 effect on all stored outputs at once and nothing has to be invalidated. Failures are never
 stored, because only a `Completion` can be.
+
+A stored record is data from disk, so `decode` checks its whole shape and raises
+`UnreadableEntry` for anything that is not a record this code wrote; the caches turn that
+into a miss (counted in `CacheStats`), never into a crash or a wrong answer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -15,7 +20,22 @@ import orjson
 from ..providers.types import Completion, Usage
 
 
+class UnreadableEntry(ValueError):
+    """A stored value that is not a completion record (damaged, truncated or foreign)."""
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Damage a cache met and survived: each unreadable entry was a miss, each failed
+    write a result kept in memory for the rest of the process."""
+
+    unreadable: int = 0
+    write_errors: int = 0
+
+
 class ResultCache(Protocol):
+    stats: CacheStats
+
     def get(self, key: str) -> Completion | None: ...
 
     def set(self, key: str, completion: Completion) -> None: ...
@@ -34,10 +54,31 @@ def encode(completion: Completion) -> bytes:
     return orjson.dumps(record)
 
 
-def decode(blob: bytes | str) -> Completion:
-    record = orjson.loads(blob)
+def _count(record: dict[str, Any], name: str) -> int:
+    value = record.get(name)
+    if type(value) is not int or not 0 <= value < 2**53:  # bool and float are refused
+        raise UnreadableEntry(f"{name!r} is not a token count: {value!r:.40}")
+    return value
+
+
+def decode(blob: object) -> Completion:
+    """The completion in a stored record; `UnreadableEntry` for anything else."""
+    if not isinstance(blob, bytes | str):
+        raise UnreadableEntry(f"a {type(blob).__name__} value, not JSON bytes")
+    try:
+        record = orjson.loads(blob)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableEntry(f"not valid JSON ({len(blob)} bytes, truncated?)") from exc
+    if not isinstance(record, dict):
+        raise UnreadableEntry(f"a JSON {type(record).__name__}, not a record")
+    texts = record.get("texts")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise UnreadableEntry("'texts' is not a non-empty list of strings")
+    finish = record.get("finish", [])
+    if not isinstance(finish, list) or not all(f is None or isinstance(f, str) for f in finish):
+        raise UnreadableEntry("'finish' is not a list of strings")
     return Completion(
-        texts=tuple(record["texts"]),
-        usage=Usage(record["in"], record["out"]),
-        finish_reasons=tuple(record.get("finish", ())),
+        texts=tuple(texts),
+        usage=Usage(_count(record, "in"), _count(record, "out")),
+        finish_reasons=tuple(finish),
     )

@@ -3,20 +3,42 @@
 diskcache is process-safe (SQLite in WAL mode), so two runs can share one directory, and a
 killed process loses at most the write it was making. Records are orjson bytes, never
 pickles, so a cache written by one version of the code can be read, inspected or migrated
-by another. Eviction is off: evicting paid-for answers would silently re-pay them.
+by another; a pickled value found in the directory is refused unread (unpickling runs code).
+Eviction is off: evicting paid-for answers would silently re-pay them.
+
+Damage is survived where it can be and reported where it cannot:
+
+* a database that cannot be opened (a flipped header, a file that is not SQLite) is a
+  `CacheError` naming the directory and what to do; nothing has been paid for yet;
+* an entry that cannot be read (a damaged page, a truncated or foreign value) is a miss,
+  logged on the `opro.cache` logger and counted in `stats.unreadable`; paying for it again
+  is the price of the damage, and the fresh answer is written back;
+* a write that fails mid-run (disk full, a damaged page, a lock held too long) keeps the
+  result in memory for the rest of the process, so nothing this run paid for is lost or
+  re-paid; it is logged and counted in `stats.write_errors`. After the first SQLite error
+  every result is kept in memory too, since a damaged database may accept a write that it
+  cannot read back.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import diskcache
 import platformdirs
 
 from ..errors import OproError
 from ..providers.types import Completion
-from .base import decode, encode
+from .base import CacheStats, UnreadableEntry, decode, encode
+
+log = logging.getLogger("opro.cache")
+
+# Failures of the storage layer that damage, a full disk or a lock can cause.
+_STORAGE_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
 
 
 def default_cache_dir() -> Path:
@@ -28,7 +50,23 @@ def default_cache_dir() -> Path:
 
 
 class CacheError(OproError, OSError):
-    """The cache directory cannot be opened or written."""
+    """The cache directory cannot be opened or its database cannot be read."""
+
+
+class _JsonDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache is untyped
+    """diskcache's storage, minus unpickling: this cache only ever stores JSON bytes."""
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            raise UnreadableEntry("a pickled value, which this cache never writes")
+        return super().fetch(mode, filename, value, read)
+
+
+def _advice(directory: Path) -> str:
+    return (
+        f"move it aside (mv {directory} {directory}.broken) to start a fresh cache, "
+        "or run with --no-cache"
+    )
 
 
 class DiskCache:
@@ -36,6 +74,14 @@ class DiskCache:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.stats = CacheStats()
+        # Results whose write failed: served from here for the rest of the process.
+        self._kept: dict[str, Completion] = {}
+        # Keys found unreadable: misses until rewritten, counted and logged once each.
+        self._unreadable: set[str] = set()
+        # Set by the first SQLite error: a damaged database may accept a write it cannot
+        # read back, so from then on every result is also kept in memory.
+        self._degraded = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = diskcache.Cache(
@@ -43,23 +89,86 @@ class DiskCache:
                 size_limit=2**62,
                 eviction_policy="none",
                 cull_limit=0,
+                disk=_JsonDisk,
             )
-        except (OSError, diskcache.Timeout) as exc:  # sqlite3 errors subclass neither
+        except (sqlite3.OperationalError, OSError, diskcache.Timeout) as exc:
             raise CacheError(f"cannot open cache directory {self.directory}: {exc}") from exc
-        except Exception as exc:  # sqlite3.OperationalError on an unwritable directory
-            raise CacheError(f"cannot open cache directory {self.directory}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            raise CacheError(self._damaged(exc)) from exc
+        try:
+            self._cache.get("opro-probe")  # walks the key index: a broken root shows here
+        except sqlite3.DatabaseError as exc:
+            self._cache.close()
+            raise CacheError(self._damaged(exc)) from exc
+
+    def _damaged(self, exc: BaseException) -> str:
+        return (
+            f"the result cache in {self.directory} is damaged and cannot be read ({exc}): "
+            + _advice(self.directory)
+        )
 
     def get(self, key: str) -> Completion | None:
-        blob = self._cache.get(key)
-        if blob is None:
+        kept = self._kept.get(key)
+        if kept is not None:
+            return kept
+        if key in self._unreadable:
             return None
-        return decode(blob)
+        try:
+            blob = self._cache.get(key)
+            return None if blob is None else decode(blob)
+        except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
+            self._degraded |= isinstance(exc, sqlite3.DatabaseError)
+            self._unreadable.add(key)
+            self.stats.unreadable += 1
+            level = logging.WARNING if self.stats.unreadable == 1 else logging.DEBUG
+            log.log(
+                level,
+                "cache %s: entry %s... is unreadable (%s), so it counts as a miss; "
+                "if this repeats, %s",
+                self.directory,
+                key[:12],
+                exc,
+                _advice(self.directory),
+            )
+            return None
 
     def set(self, key: str, completion: Completion) -> None:
-        self._cache.set(key, encode(completion))
+        blob = encode(completion)
+        try:
+            self._cache.set(key, blob)
+            # A damaged index can take a row and lose it without an error; a read costs
+            # microseconds beside the paid call that produced the result.
+            if self._cache.get(key) is None:
+                raise sqlite3.DatabaseError("the stored result cannot be read back")
+        except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
+            self._degraded |= isinstance(exc, sqlite3.DatabaseError)
+            self._kept[key] = completion
+            self.stats.write_errors += 1
+            level = logging.WARNING if self.stats.write_errors == 1 else logging.DEBUG
+            log.log(
+                level,
+                "cache %s: cannot store a result (%s); it is kept in memory for this run, "
+                "but a later run will pay for it again: free disk space or %s",
+                self.directory,
+                exc,
+                _advice(self.directory),
+            )
+        else:
+            self._unreadable.discard(key)
+            if self._degraded:
+                self._kept[key] = completion
+            else:
+                self._kept.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._cache)
 
     def close(self) -> None:
+        if self.stats.unreadable or self.stats.write_errors:
+            log.warning(
+                "cache %s: %d unreadable entries counted as misses, %d results not stored",
+                self.directory,
+                self.stats.unreadable,
+                self.stats.write_errors,
+            )
         self._cache.close()

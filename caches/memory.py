@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ..providers.types import Completion
+from .base import CacheStats
 
 
 class MemoryCache:
@@ -13,6 +14,7 @@ class MemoryCache:
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self._data: OrderedDict[str, Completion] = OrderedDict()
         self._max = max_entries
+        self.stats = CacheStats()  # nothing in memory is ever unreadable
 
     def get(self, key: str) -> Completion | None:
         value = self._data.get(key)

@@ -1,8 +1,14 @@
-"""Canonical forms of instructions, so equivalent spellings are scored once.
+"""When two instructions are the same: polishing for proposals, identity for what is sent.
 
-The paper cleans every optimizer proposal (trim, drop `**`, capitalise the first letter)
-and deduplicates by the cleaned text; we also fold runs of whitespace, which change the
-prompt's bytes but not what any reader takes the instruction to say.
+Two notions, kept apart on purpose:
+
+* `canonicalize` is the paper's polishing of optimizer proposals (trim, drop `**`, capitalise
+  the first letter; we also fold runs of whitespace). `engine.candidates` applies it before a
+  proposal is recorded and scored, and the optimizer deduplicates proposals by the polished
+  text, as the paper's code does by hash.
+* `dedupe` is for instructions a caller hands to `evaluate`: they are sent exactly as given,
+  so two are duplicates only when the prompts sent would be identical (`tasks.prompts.placed`).
+  `Note: 2**3` and `Note: 23` differ in meaning, and so do `a` and `A` to a scorer.
 """
 
 from __future__ import annotations
@@ -10,22 +16,28 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from ..tasks.prompts import placed
+
 _WS = re.compile(r"\s+")
 
 
 def canonicalize(instruction: str) -> str:
-    """The form that is scored: no `**`, whitespace folded, first letter capitalised."""
+    """A proposal as the paper polishes it: no `**`, whitespace folded, first letter capitalised."""
     text = _WS.sub(" ", instruction.replace("**", "")).strip()
     return text[:1].upper() + text[1:]
 
 
 def dedupe(instructions: Sequence[str]) -> tuple[list[str], list[int]]:
-    """Unique canonical forms in first-seen order, and for each input its index there."""
+    """Distinct instructions as sent, in first-seen order, and each input's index there.
+
+    The key is the text the prompt would hold (`placed`): the instruction verbatim, or ""
+    for a blank one, so no two instructions that would send different prompts are merged.
+    """
     unique: list[str] = []
     position: dict[str, int] = {}
     index: list[int] = []
     for ins in instructions:
-        canon = canonicalize(ins)
+        canon = placed(ins)
         slot = position.get(canon)
         if slot is None:
             slot = position[canon] = len(unique)
@@ -35,7 +47,7 @@ def dedupe(instructions: Sequence[str]) -> tuple[list[str], list[int]]:
 
 
 def seen_filter(candidates: Iterable[str], seen: set[str]) -> list[str]:
-    """Canonical candidates not in `seen` (which is updated), for the optimizer's history."""
+    """Polished candidates not in `seen` (which is updated), for the optimizer's history."""
     fresh: list[str] = []
     for cand in candidates:
         canon = canonicalize(cand)

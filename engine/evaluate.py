@@ -1,8 +1,9 @@
 """Fan-out of (instruction, example) pairs to the scorer and aggregation per instruction.
 
-Data enters as instructions (any spellings), examples and a scorer `Model`; it leaves as
-an `EvalReport` with one score per instruction as given. On the way: spellings are
-canonicalised and each canonical instruction is scored once; every pair's prompt is
+Data enters as instructions, examples and a scorer `Model`; it leaves as an `EvalReport`
+with one score per instruction as given. On the way: each instruction is sent exactly as
+given, and instructions whose prompts would be identical are scored once (`dedup.dedupe`
+only recognises duplicates, it never rewrites what is sent); every pair's prompt is
 rendered and looked up in the cache synchronously (a warm rerun creates no tasks at all);
 the misses are drained by a pool of workers through `Model.generate`, which owns
 single-flight, limits, budget and retries. A pair whose call finally fails counts as an
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ..caches.base import CacheStats
 from ..checks import COUNT, FRACTION
 from ..errors import OproError, SettingsError
 from ..providers.errors import BadRequestError, FatalError
@@ -122,6 +124,8 @@ class Totals:
     pairs: int = 0
     calls: int = 0
     cache_hits: int = 0
+    cache_unreadable: int = 0  # damaged cache entries met (misses, so paid again)
+    cache_write_errors: int = 0  # results the cache could not store (kept in memory)
     errors: int = 0
     n429: int = 0
     tokens_in: int = 0
@@ -236,15 +240,16 @@ async def evaluate(
     """Score every instruction on every example; see the module docstring."""
     started = time.perf_counter()
     if grading not in GRADINGS:
-        raise ValueError(f"grading must be one of {', '.join(GRADINGS)}, got {grading!r}")
+        raise SettingsError(f"grading must be one of {', '.join(GRADINGS)}, got {grading!r}")
     if grading == "reference" and reference_grader is None:
-        raise ValueError("grading by the reference rules needs a reference_grader")
+        raise SettingsError("grading by the reference rules needs a reference_grader")
     graders = _Graders(grader, reference_grader)
     if not instructions:
         raise SettingsError("no instructions to evaluate")
     if not examples:
         raise SettingsError("no examples to evaluate on")
     unique, index = dedupe(instructions)
+    damage_before = _cache_damage(scorer)
     accs = [_Acc() for _ in unique]
     total = len(unique) * len(examples)
     pending: list[_Pair] = []
@@ -285,7 +290,18 @@ async def evaluate(
     )
     report.stopped = stopped
     report.grading = grading
+    unreadable, write_errors = _cache_damage(scorer)
+    report.totals.cache_unreadable = unreadable - damage_before[0]
+    report.totals.cache_write_errors = write_errors - damage_before[1]
     return report
+
+
+def _cache_damage(scorer: Model) -> tuple[int, int]:
+    """(unreadable entries, failed writes) the scorer's cache has met so far."""
+    stats = getattr(scorer.cache, "stats", None)  # a user's own cache may keep none
+    if not isinstance(stats, CacheStats):
+        return 0, 0
+    return stats.unreadable, stats.write_errors
 
 
 async def _drain(

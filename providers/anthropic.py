@@ -24,6 +24,7 @@ from .base import HttpPool, Provider, fingerprint
 from .errors import ConfigurationError, FatalError, ProviderError, TransientError
 from .http import classify_status, post_json, scrubbed
 from .types import Completion, RateLimitInfo, Request, Usage
+from .urls import parse_base_url
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -128,15 +129,13 @@ class AnthropicProvider(Provider):
     ) -> None:
         super().__init__(model)
         self._http = http
-        base = (
-            base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT_BASE_URL
-        ).rstrip("/")
         # The SDKs' base URL has no /v1; accept one anyway instead of posting to /v1/v1.
-        self.base_url = base.removesuffix("/v1")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base URL {self.base_url!r} must start with http:// or https://"
-            )
+        self._base = parse_base_url(
+            base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT_BASE_URL,
+            key_env="the ANTHROPIC_API_KEY environment variable",
+            strip_suffix="/v1",
+        )
+        self.base_url = self._base.url
         self._api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if not self._api_key and self.base_url == ANTHROPIC_DEFAULT_BASE_URL:
             raise ConfigurationError(
@@ -149,12 +148,12 @@ class AnthropicProvider(Provider):
             self._headers["x-api-key"] = self._api_key
 
     def connection_key(self) -> str:
-        return f"{self.name}|{self.base_url}|{fingerprint(self._api_key)}"
+        return f"{self.name}|{self._base.identity()}|{fingerprint(self._api_key)}"
 
     def cache_identity(self) -> dict[str, Any]:
         identity: dict[str, Any] = {"model": self.spec}
         if self.base_url != ANTHROPIC_DEFAULT_BASE_URL:
-            identity["base_url"] = self.base_url  # a proxy may serve other weights
+            identity["base_url"] = self._base.safe  # a proxy may serve other weights
         return identity
 
     @property
@@ -180,10 +179,10 @@ class AnthropicProvider(Provider):
         return body
 
     async def complete(self, request: Request) -> Completion:
-        where = f"{self.spec} at {self.base_url}"
+        where = f"{self.spec} at {self._base.safe}"
         resp = await post_json(
             self._http.session(),
-            self.base_url + "/v1/messages",
+            self._base.join("/v1/messages"),
             self.body(request),
             headers=self._headers,
             timeout=self.timeout,
@@ -191,7 +190,7 @@ class AnthropicProvider(Provider):
         )
         if resp.status >= 300:
             err = classify_anthropic_error(resp.status, resp.body, resp.headers, where=where)
-            raise scrubbed(err, self._api_key)
+            raise scrubbed(err, self._api_key, *self._base.secrets)
         text, finish, usage = self._parse(resp.body, where)
         return Completion(
             texts=(text,),

@@ -41,6 +41,7 @@ from .http import (
     scrubbed,
 )
 from .types import Completion, Request, Usage
+from .urls import parse_base_url
 
 GEMINI_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
@@ -144,14 +145,12 @@ class GeminiProvider(Provider):
     ) -> None:
         super().__init__(model.removeprefix("models/"))
         self._http = http
-        base = (base_url or os.environ.get("GEMINI_BASE_URL") or GEMINI_DEFAULT_BASE_URL).rstrip(
-            "/"
+        self._base = parse_base_url(
+            base_url or os.environ.get("GEMINI_BASE_URL") or GEMINI_DEFAULT_BASE_URL,
+            key_env="the GEMINI_API_KEY environment variable",
+            strip_suffix="/v1beta",
         )
-        self.base_url = base.removesuffix("/v1beta")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base URL {self.base_url!r} must start with http:// or https://"
-            )
+        self.base_url = self._base.url
         key = api_key
         if key is None:
             key = os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
@@ -167,17 +166,17 @@ class GeminiProvider(Provider):
         self._headers = {"content-type": "application/json"}
         if key:
             self._headers["x-goog-api-key"] = key
-        self._url = (
-            f"{self.base_url}/v1beta/models/{quote(self.model, safe='-._~')}:generateContent"
+        self._url = self._base.join(
+            f"/v1beta/models/{quote(self.model, safe='-._~')}:generateContent"
         )
 
     def connection_key(self) -> str:
-        return f"{self.name}|{self.base_url}|{fingerprint(self._api_key)}"
+        return f"{self.name}|{self._base.identity()}|{fingerprint(self._api_key)}"
 
     def cache_identity(self) -> dict[str, Any]:
         identity: dict[str, Any] = {"model": self.spec}
         if self.base_url != GEMINI_DEFAULT_BASE_URL:
-            identity["base_url"] = self.base_url
+            identity["base_url"] = self._base.safe
         return identity
 
     @property
@@ -214,7 +213,7 @@ class GeminiProvider(Provider):
         return body
 
     async def complete(self, request: Request) -> Completion:
-        where = f"{self.spec} at {self.base_url}"
+        where = f"{self.spec} at {self._base.safe}"
         body = self.body(request)
         resp = await post_json(
             self._http.session(),
@@ -236,7 +235,7 @@ class GeminiProvider(Provider):
                 # Decided on what this call sent, since concurrent calls race here.
                 self.n_supported = False
                 return await self.complete(replace(request, n=1))
-            raise scrubbed(err, self._api_key)
+            raise scrubbed(err, self._api_key, *self._base.secrets)
         completion = self._parse(resp.body, where, request.n)
         if len(completion.texts) < request.n:
             self.n_supported = False

@@ -27,6 +27,7 @@ from .errors import (
     TransientError,
 )
 from .types import RateLimitInfo
+from .urls import scrub
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -189,12 +190,29 @@ async def post_json(
         mapped = classify_exception(exc, where=where, timeout=timeout)
         if mapped is None:
             raise
-        raise mapped from exc
+        # aiohttp's texts may quote the URL; the caller's `where` is already safe.
+        raise scrubbed(mapped, *header_secrets(headers)) from exc
 
 
-def scrubbed(error: ProviderError, secret: str | None) -> ProviderError:
-    """`error` with any occurrence of `secret` in its message masked (servers may echo keys)."""
-    if secret and secret in error.message:
-        error.message = error.message.replace(secret, "***")
-        error.args = (error.message,)
+def scrubbed(error: ProviderError, *secrets: str | None) -> ProviderError:
+    """`error` with its message fit to show: `secrets` masked in whatever form a server
+    echoed them (any case, partly masked), URLs without userinfo or key-like parameters."""
+    message = scrub(error.message, secrets)
+    if message != error.message:
+        error.message = message
+        error.args = (message,)
     return error
+
+
+# Headers that carry credentials, for every vendor we speak to.
+_SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The credentials in request headers (a bearer token without its scheme word)."""
+    found: list[str] = []
+    for name, value in headers.items():
+        if name.lower() in _SECRET_HEADERS and value:
+            found.append(value)
+            found.append(value.rpartition(" ")[2])
+    return found

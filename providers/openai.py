@@ -19,6 +19,7 @@ from .base import HttpPool, Provider, fingerprint
 from .errors import ConfigurationError, TransientError
 from .http import classify_status, parse_rate_limit_headers, post_json, scrubbed
 from .types import Completion, Request, Usage
+from .urls import parse_base_url
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Api = Literal["chat", "completions"]
@@ -46,13 +47,14 @@ class OpenAIProvider(Provider):
         super().__init__(model)
         self.name = name
         self._http = http
-        self.base_url = (
-            base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL
-        ).rstrip("/")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base URL {self.base_url!r} must start with http:// or https://"
-            )
+        key_env = "the OPENAI_API_KEY environment variable"
+        if name != "openai":  # openai-compatible/ sends no key from the environment
+            key_env += f" and use openai/{model}, which sends it"
+        self._base = parse_base_url(
+            base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL,
+            key_env=key_env,
+        )
+        self.base_url = self._base.url
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         if not self._api_key and self.base_url == OPENAI_DEFAULT_BASE_URL:
             raise ConfigurationError(
@@ -68,13 +70,13 @@ class OpenAIProvider(Provider):
             self._headers["Authorization"] = f"Bearer {self._api_key}"
 
     def connection_key(self) -> str:
-        return f"{self.name}|{self.base_url}|{fingerprint(self._api_key)}"
+        return f"{self.name}|{self._base.identity()}|{fingerprint(self._api_key)}"
 
     def cache_identity(self) -> dict[str, Any]:
         identity: dict[str, Any] = {"model": self.spec, "api": self.api}
         if self.base_url != OPENAI_DEFAULT_BASE_URL:
             # Two local servers can answer to the same model name with different weights.
-            identity["base_url"] = self.base_url
+            identity["base_url"] = self._base.safe  # a key in the query stays out of keys
         return identity
 
     @property
@@ -103,8 +105,8 @@ class OpenAIProvider(Provider):
 
     async def complete(self, request: Request) -> Completion:
         path = "/chat/completions" if self.api == "chat" else "/completions"
-        url = self.base_url + path
-        where = f"{self.spec} at {self.base_url}"
+        url = self._base.join(path)
+        where = f"{self.spec} at {self._base.safe}"
         resp = await post_json(
             self._http.session(),
             url,
@@ -115,7 +117,7 @@ class OpenAIProvider(Provider):
         )
         if resp.status >= 300:
             err = classify_status(resp.status, resp.body, resp.headers, where=where)
-            raise scrubbed(err, self._api_key)
+            raise scrubbed(err, self._api_key, *self._base.secrets)
         completion = self._parse(resp.body, where)
         info = parse_rate_limit_headers(resp.headers)
         if len(completion.texts) < request.n:

@@ -9,7 +9,8 @@ without its Q:/A: framing:
 
 As in the paper's code, an empty instruction leaves no separator behind: every position then
 gives ``Q: {q}\\n\\nA:`` (or the bare question without framing), which is the paper's
-no-instruction baseline. A whitespace-only instruction counts as empty here.
+no-instruction baseline. A whitespace-only instruction counts as empty here; any other is
+placed exactly as given (no trimming), because the text a user typed is the text scored.
 """
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ Position = Literal["Q_begin", "Q_end", "A_begin", "before_Q"]
 POSITIONS: tuple[str, ...] = get_args(Position)
 
 
+def placed(instruction: str) -> str:
+    """The text `render_prompt` puts in the prompt: the instruction as given, "" if blank.
+
+    Two instructions give identical prompts exactly when their placed texts are equal, so
+    this is also the key under which `engine.dedup` recognises duplicates.
+    """
+    return instruction if instruction.strip() else ""
+
+
 def render_prompt(
     instruction: str, question: str, position: Position = "Q_begin", *, qa_framing: bool = True
 ) -> str:
     """Place `instruction` relative to `question` as the paper does."""
     if position not in POSITIONS:
         raise SettingsError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
-    ins = instruction.strip()
+    ins = placed(instruction)
     if position in ("A_begin", "before_Q") and not qa_framing:
         raise SettingsError(f"position {position} needs the Q:/A: framing")
     if position == "Q_begin":

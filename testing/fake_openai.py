@@ -28,7 +28,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["FAULT_KINDS", "FakeOpenAIServer", "FakeServerConfig", "default_responder"]
+__all__ = [
+    "ECHO_FORMS",
+    "FAULT_KINDS",
+    "FakeOpenAIServer",
+    "FakeServerConfig",
+    "default_responder",
+]
 
 # Faults a real server would only produce after doing the work, so they pay the latency.
 _SLOW_FAULTS = {"500", "502", "503", "truncated", "drop", "empty_choices", "missing_fields"}
@@ -38,6 +44,17 @@ _STATUS_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "502": (502, "server_error", None, "Bad gateway."),
     "503": (503, "server_error", None, "The engine is currently overloaded."),
     "400": (400, "invalid_request_error", None, "Injected invalid request."),
+}
+
+
+# How a server may quote a rejected key back (`FakeServerConfig.echo_key`); real ones do.
+ECHO_FORMS: dict[str, Callable[[str], str]] = {
+    "exact": lambda k: k,
+    "upper": str.upper,
+    "lower": str.lower,
+    "dots": lambda k: f"{k[:6]}...{k[-4:]}",
+    "stars": lambda k: k[:3] + "*" * max(1, len(k) - 7) + k[-4:],
+    "ellipsis": lambda k: f"{k[:8]}\u2026",
 }
 
 
@@ -60,6 +77,9 @@ class FakeServerConfig:
     fault_rates: dict[str, float] = field(default_factory=dict)
     retry_after_s: float = 1.0
     models: tuple[str, ...] = ("fake-model",)
+    echo_key: str | None = None  # a 401 quotes the key it got, in this ECHO_FORMS form
+    # Query parameters every completion request must carry (Azure's api-version), else 404.
+    required_query: dict[str, str] = field(default_factory=dict)
 
 
 def format_reset(seconds: float) -> str:
@@ -315,6 +335,10 @@ class FakeOpenAIServer:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            for name, value in self.config.required_query.items():
+                if request.query.get(name) != value:
+                    msg = f"Resource not found: query parameter {name}={value} is required."
+                    return self._fail("query", _error(404, msg, "invalid_request_error", "404"))
             return await self._complete(request, chat)
         finally:
             self.in_flight -= 1
@@ -325,6 +349,15 @@ class FakeOpenAIServer:
 
     def _unauthorized(self) -> web.Response:
         msg = "Incorrect API key provided."  # never echo the key, unlike the real API
+        return _error(401, msg, "invalid_request_error", "invalid_api_key")
+
+    def _echo_key(self, request: web.Request) -> web.Response | None:
+        """OpenAI's real 401, which quotes (part of) the key it was given."""
+        form = self.config.echo_key
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if form is None or not presented:
+            return None
+        msg = f"Incorrect API key provided: {ECHO_FORMS[form](presented)}."
         return _error(401, msg, "invalid_request_error", "invalid_api_key")
 
     def _fail(self, kind: str, response: web.Response) -> web.Response:
@@ -344,7 +377,7 @@ class FakeOpenAIServer:
         if isinstance(req, ParsedRequest):
             self.attempt_counts[req.prompt] += 1
         if not self._authorized(request):
-            return self._fail("auth", self._unauthorized())
+            return self._fail("auth", self._echo_key(request) or self._unauthorized())
         if not isinstance(req, ParsedRequest):
             message, param = req
             return self._fail(
@@ -496,6 +529,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="require this bearer key")
     parser.add_argument("--ignore-n", action="store_true", help="always return one choice")
+    parser.add_argument("--echo-key", choices=sorted(ECHO_FORMS), help="401s quote the key")
+    parser.add_argument(
+        "--require-query", action="append", default=[], metavar="NAME=VALUE", help="else 404"
+    )
     parser.add_argument(
         "--fault", action="append", default=[], metavar="KIND=RATE", help="probabilistic fault"
     )
@@ -518,6 +555,8 @@ async def _serve(args: argparse.Namespace) -> int:
         require_api_key=args.api_key,
         ignore_n=args.ignore_n,
         fault_rates=rates,
+        echo_key=args.echo_key,
+        required_query=dict(q.partition("=")[::2] for q in args.require_query),
     )
     server = FakeOpenAIServer(config, host=args.host, port=args.port)
     done = asyncio.Event()

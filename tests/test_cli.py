@@ -82,7 +82,7 @@ def test_evaluate_writes_the_documented_report_and_reruns_for_free(
         "--instruction",
         "Answer briefly.",
         "--instruction",
-        "answer  briefly.",
+        "Answer briefly.",
         "--scorer",
         "openai/fake-model",
         "--scorer-base-url",

@@ -20,10 +20,12 @@ def test_canonicalize(raw: str, canon: str) -> None:
     assert canonicalize(raw) == canon
 
 
-def test_dedupe_keeps_first_seen_order_and_maps_every_spelling() -> None:
-    unique, index = dedupe(["b thing", "A", "B thing ", "a", "**B** thing"])
-    assert unique == ["B thing", "A"]
-    assert index == [0, 1, 0, 1, 0]
+def test_dedupe_keeps_first_seen_order_and_merges_only_identical_prompts() -> None:
+    unique, index = dedupe(["b thing", "A", "b thing", "", "  ", "a", "**b** thing", "A"])
+    # Case, `**` and whitespace change the prompt sent, so they are different instructions;
+    # every blank instruction places nothing and is the one empty instruction.
+    assert unique == ["b thing", "A", "", "a", "**b** thing"]
+    assert index == [0, 1, 0, 2, 2, 3, 4, 1]
 
 
 def test_seen_filter_drops_what_history_already_holds() -> None:

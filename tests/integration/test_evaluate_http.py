@@ -50,18 +50,16 @@ async def run_eval(
     return await engine.evaluate(instructions, EXAMPLES, scorer, grader=ExactGrader())
 
 
-async def test_scores_every_instruction_and_each_spelling(
+async def test_scores_every_instruction_and_each_repeat(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     async with engine_for(tmp_path) as engine:
-        report = await run_eval(
-            engine, server, [GOOD, "", " answer with  care.", "**Answer** with care."]
-        )
+        report = await run_eval(engine, server, [GOOD, "", GOOD, "  "])
     accs = [s.accuracy for s in report.instructions]
-    assert accs == [1.0, 0.5, 1.0, 1.0]
-    assert [s.duplicate_of for s in report.instructions] == [None, None, 0, 0]
-    assert report.instructions[2].canonical == GOOD
-    # Two canonical instructions x 20 examples: 40 pairs, each sent exactly once.
+    assert accs == [1.0, 0.5, 1.0, 0.5]
+    assert [s.duplicate_of for s in report.instructions] == [None, None, 0, 1]
+    assert report.instructions[3].canonical == ""
+    # Two distinct prompts per example x 20 examples: 40 pairs, each sent exactly once.
     assert report.totals.pairs == 40 and report.totals.calls == 40
     assert server.requests_total == 40
     assert max(server.prompt_counts.values()) == 1
