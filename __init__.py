@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .engine.engine import Engine, TaskGrader
-from .engine.evaluate import (
+from opro.engine.engine import Engine, TaskGrader
+from opro.engine.evaluate import (
     EvalReport,
     EvaluationAborted,
     Grader,
@@ -20,14 +20,14 @@ from .engine.evaluate import (
     Progress,
     Totals,
 )
-from .engine.limits import LimitConfig
-from .engine.metaprompt import MetaPromptConfig
-from .engine.model import Decoding, Generation, Model, ModelCallError, Price
-from .engine.optimizer import OptimizationResult, OptimizeConfig, optimize
-from .engine.problems import Problem, PromptProblem, SolutionScore
-from .engine.retry import RetryPolicy
-from .errors import OproError, SettingsError
-from .providers.errors import (
+from opro.engine.limits import LimitConfig
+from opro.engine.model import Decoding, Generation, Model, ModelCallError, Price
+from opro.engine.retry import RetryPolicy
+from opro.errors import OproError, SettingsError
+from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
+from opro.optimize.metaprompt import MetaPromptConfig
+from opro.optimize.problem import Problem, PromptProblem, SolutionScore
+from opro.providers.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -36,8 +36,8 @@ from .providers.errors import (
     RateLimitError,
     TransientError,
 )
-from .providers.types import Completion, Message, Request, Usage
-from .tasks.types import Example
+from opro.providers.types import Completion, Message, Request, Usage
+from opro.tasks.types import Example
 
 __all__ = [
     "AuthenticationError",

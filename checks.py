@@ -24,7 +24,7 @@ import argparse
 import math
 from dataclasses import dataclass
 
-from .errors import SettingsError
+from opro.errors import SettingsError
 
 
 def _fmt(x: float) -> str:

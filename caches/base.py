@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..providers.types import Completion, Usage
+from opro.providers.types import Completion, Usage
 
 
 class UnreadableEntry(ValueError):

@@ -31,9 +31,9 @@ from typing import Any
 import diskcache
 import platformdirs
 
-from ..errors import OproError
-from ..providers.types import Completion
-from .base import CacheStats, UnreadableEntry, decode, encode
+from opro.caches.base import CacheStats, UnreadableEntry, decode, encode
+from opro.errors import OproError
+from opro.providers.types import Completion
 
 log = logging.getLogger("opro.cache")
 

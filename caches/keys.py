@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ..providers.types import Request
+from opro.providers.types import Request
 
 # Bump when the layout of the keyed payload changes; old entries are then simply missed.
 KEY_SCHEMA = 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..providers.types import Completion
-from .base import CacheStats
+from opro.caches.base import CacheStats
+from opro.providers.types import Completion
 
 
 class MemoryCache:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ..checks import BUDGET_TOKENS, BUDGET_USD
-from ..errors import OproError
-from ..providers.types import Request, Usage
+from opro.checks import BUDGET_TOKENS, BUDGET_USD
+from opro.errors import OproError
+from opro.providers.types import Request, Usage
 
 # Tokens a chat template may add around each message (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 16

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from ..tasks.prompts import placed
+from opro.tasks.prompts import placed
 
 _WS = re.compile(r"\s+")
 

@@ -15,20 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ..caches.base import ResultCache
-from ..caches.disk import DiskCache
-from ..providers.base import HttpPool
-from ..providers.errors import ConfigurationError
-from ..providers.registry import ProviderOptions, create_provider
-from ..tasks.grading import Grading, grade, grading_version
-from ..tasks.prompts import Position
-from ..tasks.types import Example
-from .budget import Budget
-from .evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
-from .limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
-from .model import Decoding, Model, Price, _Flight
-from .prices import known_price
-from .retry import RetryPolicy
+from opro.caches.base import ResultCache
+from opro.caches.disk import DiskCache
+from opro.engine.budget import Budget
+from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
+from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
+from opro.engine.model import Decoding, Model, Price, _Flight
+from opro.engine.prices import known_price
+from opro.engine.retry import RetryPolicy
+from opro.providers.base import HttpPool
+from opro.providers.errors import ConfigurationError
+from opro.providers.registry import ProviderOptions, create_provider
+from opro.tasks.grading import Grading, grade, grading_version
+from opro.tasks.prompts import Position
+from opro.tasks.types import Example
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,16 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from ..caches.base import CacheStats
-from ..checks import COUNT, FRACTION
-from ..errors import OproError, SettingsError
-from ..providers.errors import BadRequestError, FatalError
-from ..tasks.grading import GRADINGS, Grading
-from ..tasks.prompts import Position, render_prompt
-from ..tasks.types import Example
-from .budget import BudgetExceeded
-from .dedup import dedupe
-from .model import Generation, Model, ModelCallError
+from opro.caches.base import CacheStats
+from opro.checks import COUNT, FRACTION
+from opro.engine.budget import BudgetExceeded
+from opro.engine.dedup import dedupe
+from opro.engine.model import Generation, Model, ModelCallError
+from opro.errors import OproError, SettingsError
+from opro.providers.errors import BadRequestError, FatalError
+from opro.tasks.grading import GRADINGS, Grading
+from opro.tasks.prompts import Position, render_prompt
+from opro.tasks.types import Example
 
 # Finish reasons that mean the answer hit the max-token limit ("max_tokens": Gemini, lower-cased).
 TRUNCATED_REASONS = frozenset({"length", "max_tokens"})

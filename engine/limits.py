@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
-from ..checks import CONCURRENCY, REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE
-from ..providers.types import RateLimitInfo
+from opro.checks import CONCURRENCY, REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE
+from opro.providers.types import RateLimitInfo
 
 DEFAULT_MAX_CONCURRENCY = 32
 

@@ -19,16 +19,16 @@ import random
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from ..caches.base import ResultCache
-from ..caches.keys import request_key
-from ..checks import MAX_TOKENS, PRICE_PER_M, SEED, TEMPERATURE
-from ..errors import OproError
-from ..providers.base import Provider
-from ..providers.errors import ProviderError, RateLimitError, TransientError
-from ..providers.types import Completion, Request, Usage
-from .budget import Budget, Reservation, worst_case_usage
-from .limits import ConnectionLimiter
-from .retry import RetryPolicy
+from opro.caches.base import ResultCache
+from opro.caches.keys import request_key
+from opro.checks import MAX_TOKENS, PRICE_PER_M, SEED, TEMPERATURE
+from opro.engine.budget import Budget, Reservation, worst_case_usage
+from opro.engine.limits import ConnectionLimiter
+from opro.engine.retry import RetryPolicy
+from opro.errors import OproError
+from opro.providers.base import Provider
+from opro.providers.errors import ProviderError, RateLimitError, TransientError
+from opro.providers.types import Completion, Request, Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,22 +8,15 @@ shown both as that estimate and as the budget's worst case.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from ..providers.types import Request, Usage
-from ..tasks.prompts import Position, render_prompt
-from ..tasks.types import Example
-from .budget import worst_case_usage
-from .dedup import dedupe
-from .metaprompt import Scored
-from .model import Model, estimate_tokens
-
-if TYPE_CHECKING:
-    from .optimizer import OptimizeConfig
-    from .problems import PromptProblem
+from opro.engine.budget import worst_case_usage
+from opro.engine.dedup import dedupe
+from opro.engine.model import Model, estimate_tokens
+from opro.providers.types import Usage
+from opro.tasks.prompts import Position, render_prompt
+from opro.tasks.types import Example
 
 
 @dataclass(slots=True)
@@ -79,64 +72,8 @@ def plan_evaluation(
     return plan
 
 
-# A candidate may be at most 500 characters (the paper's filter): at most this many tokens.
-CANDIDATE_TOKENS = 500 // 4 + 1
-
-
-def plan_optimization(
-    problem: PromptProblem, optimizer: Model, cfg: OptimizeConfig
-) -> tuple[Plan, Plan]:
-    """Upper-bound plans for an OPRO run: (scorer calls, optimizer calls).
-
-    The starting instructions are planned exactly (rendered and looked up in the cache);
-    every later candidate is assumed new, as long as the longest allowed instruction, and
-    scored on the whole training split; the final table scores `test_top` solutions plus the
-    baselines on every split; the meta-prompt is taken at its fullest (`max_shown` earlier
-    solutions of the longest allowed length) for every step.
-    """
-    scorer = problem.scorer
-    scorer_plan = plan_evaluation(
-        problem.initial_solutions(),
-        problem.data.train,
-        scorer,
-        position=problem.position,
-        qa_framing=problem.qa_framing,
-    )
-    filler = "x" * (4 * CANDIDATE_TOKENS)
-    per_candidate = plan_evaluation(
-        [filler],
-        problem.data.train,
-        scorer,
-        position=problem.position,
-        qa_framing=problem.qa_framing,
-    )
-    final_pairs = 0
-    for split_name in problem.splits:
-        final_pairs += (cfg.test_top + len(problem.baselines())) * len(problem.examples(split_name))
-    validations = cfg.steps // cfg.eval_every if "validation" in problem.splits else 0
-    final_pairs += validations * len(problem.examples("validation"))
-    per_pair_in = per_candidate.est_tokens_in / max(1, per_candidate.calls)
-    extra_pairs = cfg.steps * cfg.candidates_per_step * per_candidate.pairs + final_pairs
-    scorer_plan.pairs += extra_pairs
-    scorer_plan.calls += extra_pairs
-    scorer_plan.est_tokens_in += int(per_pair_in * extra_pairs)
-    scorer_plan.max_tokens_out += scorer.decoding.max_tokens * extra_pairs
-    _price(scorer_plan, scorer)
-
-    opt_plan = Plan()
-    history = [Scored(filler, 1.0, 0)] * cfg.meta.max_shown
-    text = problem.meta_prompt(history, cfg.meta, random.Random(0)).text
-    request = Request(
-        prompt=text, max_tokens=optimizer.decoding.max_tokens, n=cfg.candidates_per_step
-    )
-    opt_plan.pairs = opt_plan.calls = cfg.steps * cfg.candidates_per_step
-    opt_plan.est_tokens_in = cfg.steps * cfg.candidates_per_step * (len(text) // 4 + 1)
-    opt_plan.max_tokens_out = cfg.steps * request.max_tokens * request.n
-    _price(opt_plan, optimizer)
-    return scorer_plan, opt_plan
-
-
-def _price(plan: Plan, model: Model) -> None:
+def price_plan(plan: Plan, model: Model) -> None:
+    """Fill in a plan's estimated and worst-case cost from the model's price."""
     if model.price is None:
         plan.est_cost_usd = plan.worst_cost_usd = None
         return

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..checks import PRICE_PER_M
-from ..errors import SettingsError
-from .model import Price
+from opro.checks import PRICE_PER_M
+from opro.engine.model import Price
+from opro.errors import SettingsError
 
 PRICES_AS_OF = "2026-03"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..checks import ATTEMPTS, DELAY_SECONDS, SECONDS
-from ..providers.errors import ProviderError, RateLimitError
+from opro.checks import ATTEMPTS, DELAY_SECONDS, SECONDS
+from opro.providers.errors import ProviderError, RateLimitError
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_TIMEOUT_S = 120.0

@@ -20,11 +20,11 @@ from typing import Any
 
 import orjson
 
-from .base import HttpPool, Provider, fingerprint
-from .errors import ConfigurationError, FatalError, ProviderError, TransientError
-from .http import classify_status, post_json, scrubbed
-from .types import Completion, RateLimitInfo, Request, Usage
-from .urls import parse_base_url
+from opro.providers.base import HttpPool, Provider, fingerprint
+from opro.providers.errors import ConfigurationError, FatalError, ProviderError, TransientError
+from opro.providers.http import classify_status, post_json, scrubbed
+from opro.providers.types import Completion, RateLimitInfo, Request, Usage
+from opro.providers.urls import parse_base_url
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"

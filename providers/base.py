@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from .types import Completion, Request
+from opro.providers.types import Completion, Request
 
 
 class HttpPool:

@@ -16,7 +16,7 @@ must never contain credentials.
 
 from __future__ import annotations
 
-from ..errors import OproError
+from opro.errors import OproError
 
 
 class ProviderError(OproError):

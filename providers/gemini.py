@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import orjson
 
-from .base import HttpPool, Provider, fingerprint
-from .errors import (
+from opro.providers.base import HttpPool, Provider, fingerprint
+from opro.providers.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -33,15 +33,15 @@ from .errors import (
     RateLimitError,
     TransientError,
 )
-from .http import (
+from opro.providers.http import (
     classify_status,
     parse_duration,
     post_json,
     retry_after_seconds,
     scrubbed,
 )
-from .types import Completion, Request, Usage
-from .urls import parse_base_url
+from opro.providers.types import Completion, Request, Usage
+from opro.providers.urls import parse_base_url
 
 GEMINI_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .errors import (
+from opro.providers.errors import (
     AuthenticationError,
     BadRequestError,
     FatalError,
@@ -26,8 +26,8 @@ from .errors import (
     RateLimitError,
     TransientError,
 )
-from .types import RateLimitInfo
-from .urls import scrub
+from opro.providers.types import RateLimitInfo
+from opro.providers.urls import scrub
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}

@@ -26,9 +26,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .base import Provider
-from .errors import BadRequestError, ConfigurationError
-from .types import Completion, Request, Usage
+from opro.providers.base import Provider
+from opro.providers.errors import BadRequestError, ConfigurationError
+from opro.providers.types import Completion, Request, Usage
 
 Api = Literal["chat", "completions"]
 T = TypeVar("T")

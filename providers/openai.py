@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import orjson
 
-from .base import HttpPool, Provider, fingerprint
-from .errors import ConfigurationError, TransientError
-from .http import classify_status, parse_rate_limit_headers, post_json, scrubbed
-from .types import Completion, Request, Usage
-from .urls import parse_base_url
+from opro.providers.base import HttpPool, Provider, fingerprint
+from opro.providers.errors import ConfigurationError, TransientError
+from opro.providers.http import classify_status, parse_rate_limit_headers, post_json, scrubbed
+from opro.providers.types import Completion, Request, Usage
+from opro.providers.urls import parse_base_url
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Api = Literal["chat", "completions"]

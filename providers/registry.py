@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .base import HttpPool, Provider
-from .errors import ConfigurationError
+from opro.providers.base import HttpPool, Provider
+from opro.providers.errors import ConfigurationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class ProviderOptions:
 
 
 def _openai(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
-    from .openai import OpenAIProvider
+    from opro.providers.openai import OpenAIProvider
 
     api: Any = opts.api
     if api not in (None, "chat", "completions"):
@@ -55,7 +55,7 @@ def _openai_compatible(model: str, opts: ProviderOptions, http: HttpPool, name: 
 
 
 def _anthropic(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
-    from .anthropic import AnthropicProvider
+    from opro.providers.anthropic import AnthropicProvider
 
     return AnthropicProvider(
         model, http=http, base_url=opts.base_url, api_key=opts.api_key, timeout=opts.timeout
@@ -65,7 +65,7 @@ def _anthropic(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> 
 def _google(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
     # "gemini/" is an alias: the provider always names itself "google", so both spellings
     # share one cache identity and one connection key.
-    from .gemini import GeminiProvider
+    from opro.providers.gemini import GeminiProvider
 
     return GeminiProvider(
         model, http=http, base_url=opts.base_url, api_key=opts.api_key, timeout=opts.timeout
@@ -73,7 +73,7 @@ def _google(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Pro
 
 
 def _local(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
-    from .local import DEFAULT_N_CTX, DEFAULT_N_THREADS, LocalProvider
+    from opro.providers.local import DEFAULT_N_CTX, DEFAULT_N_THREADS, LocalProvider
 
     api: Any = opts.api
     if api not in (None, "chat", "completions"):
@@ -87,7 +87,7 @@ def _local(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Prov
 
 
 def _simulated(model: str, opts: ProviderOptions, http: HttpPool, name: str) -> Provider:
-    from .simulated import SimulatedProvider
+    from opro.providers.simulated import SimulatedProvider
 
     return SimulatedProvider(model, latency_s=opts.latency_s)
 

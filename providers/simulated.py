@@ -13,8 +13,8 @@ import hashlib
 import re
 from typing import Any
 
-from .base import Provider
-from .types import Completion, Request, Usage
+from opro.providers.base import Provider
+from opro.providers.types import Completion, Request, Usage
 
 _OPTION = re.compile(r"^\(?([A-R])\)", re.MULTILINE)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

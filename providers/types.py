@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..checks import TEMPERATURE
-from ..errors import SettingsError
+from opro.checks import TEMPERATURE
+from opro.errors import SettingsError
 
 Role = Literal["system", "user", "assistant"]
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .errors import ConfigurationError
+from opro.providers.errors import ConfigurationError
 
 MASK = "***"
 

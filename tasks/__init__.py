@@ -9,12 +9,19 @@ whether a scorer's output is right, by our strict rules or the paper's (`rules="
 
 from __future__ import annotations
 
-from .datasets import Task, TaskInfo, list_tasks, load_task
-from .errors import TaskError
-from .grading import GRADING_VERSION, GRADINGS, Grading, answer_type, grade, grading_version
-from .prompts import render_prompt
-from .splits import Split, split
-from .types import Example
+from opro.tasks.datasets import Task, TaskInfo, list_tasks, load_task
+from opro.tasks.errors import TaskError
+from opro.tasks.grading import (
+    GRADING_VERSION,
+    GRADINGS,
+    Grading,
+    answer_type,
+    grade,
+    grading_version,
+)
+from opro.tasks.prompts import render_prompt
+from opro.tasks.splits import Split, split
+from opro.tasks.types import Example
 
 __all__ = [
     "GRADINGS",

@@ -31,11 +31,11 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import TaskError
-from .grading import AnswerType, answer_type
-from .synthetic import DEFAULT_SIZE, arithmetic_examples, boolean_expression_examples
-from .types import Example
-from .userdata import load_hf, load_user_file
+from opro.tasks.errors import TaskError
+from opro.tasks.grading import AnswerType, answer_type
+from opro.tasks.synthetic import DEFAULT_SIZE, arithmetic_examples, boolean_expression_examples
+from opro.tasks.types import Example
+from opro.tasks.userdata import load_hf, load_user_file
 
 DATA_DIR_ENV = "OPRO_DATA_DIR"
 BBH_DIR = "BIG-Bench-Hard-data"

@@ -6,7 +6,7 @@ JSONL and CSV) and what to do about it, so the CLI can print it as is instead of
 
 from __future__ import annotations
 
-from ..errors import OproError
+from opro.errors import OproError
 
 
 class TaskError(OproError):

@@ -31,8 +31,8 @@ import string
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from ..errors import SettingsError
-from .grading_reference import REFERENCE_GRADING_VERSION, grade_reference
+from opro.errors import SettingsError
+from opro.tasks.grading_reference import REFERENCE_GRADING_VERSION, grade_reference
 
 GRADING_VERSION: Final = "2"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from ..errors import SettingsError
+from opro.errors import SettingsError
 
 Position = Literal["Q_begin", "Q_end", "A_begin", "before_Q"]
 POSITIONS: tuple[str, ...] = get_args(Position)

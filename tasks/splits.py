@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import FRACTION
-from ..errors import SettingsError
-from .datasets import Task
-from .types import Example
+from opro.checks import FRACTION
+from opro.errors import SettingsError
+from opro.tasks.datasets import Task
+from opro.tasks.types import Example
 
 
 @dataclass(frozen=True, slots=True)

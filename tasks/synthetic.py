@@ -12,7 +12,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from .types import Example
+from opro.tasks.types import Example
 
 DEFAULT_SIZE = 200
 

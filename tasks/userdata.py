@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import TaskError
-from .types import Example
+from opro.tasks.errors import TaskError
+from opro.tasks.types import Example
 
 INPUT_COLUMNS = ("input", "question", "problem", "prompt")
 TARGET_COLUMNS = ("target", "answer", "label", "output")

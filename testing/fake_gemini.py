@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .fake_openai import (
+from opro.testing.fake_openai import (
     FakeOpenAIServer,
     FakeServerConfig,
     ParsedRequest,

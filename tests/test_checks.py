@@ -20,11 +20,11 @@ from opro.engine.budget import Budget
 from opro.engine.engine import Engine
 from opro.engine.evaluate import ErrorPolicy
 from opro.engine.limits import LimitConfig
-from opro.engine.metaprompt import MetaPromptConfig
 from opro.engine.model import Decoding, Price
-from opro.engine.optimizer import OptimizeConfig
 from opro.engine.retry import RetryPolicy
 from opro.errors import OproError, SettingsError
+from opro.optimize.loop import OptimizeConfig
+from opro.optimize.metaprompt import MetaPromptConfig
 from opro.providers.types import Request
 from opro.tasks.datasets import Task
 from opro.tasks.splits import split

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opro.engine.cli import main
+from opro.cli.main import main
 from opro.testing.process import ServerProcess
 
 REPORT_FIELDS = {
@@ -61,7 +61,7 @@ def jsonl(tmp_path: Path) -> Path:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "opro.engine.cli", *args],
+        [sys.executable, "-m", "opro.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -245,7 +245,7 @@ def test_missing_openai_key_is_one_line(jsonl: Path) -> None:
         [
             sys.executable,
             "-m",
-            "opro.engine.cli",
+            "opro.cli.main",
             "evaluate",
             "--task",
             str(jsonl),

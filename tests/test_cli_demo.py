@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from opro.engine.cli import main
-from opro.tasks.linreg import LinearRegressionProblem, format_pair, loss, make_data
-from opro.tasks.tsp import make_instance, reference
+from opro.cli.main import main
+from opro.problems.linreg import LinearRegressionProblem, format_pair, loss, make_data
+from opro.problems.tsp import make_instance, reference
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
 
 Responder = Callable[[str], str]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from opro.engine.cli import main
-from opro.tasks import tsp
+from opro.cli.main import main
+from opro.problems import tsp
 
 
 class SolverReached(Exception):

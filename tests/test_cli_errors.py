@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from opro.caches.disk import CacheError
-from opro.engine import cli
+from opro.cli import main as cli
+from opro.cli.common import UsageError
+from opro.cli.main import main
 from opro.engine.budget import BudgetExceeded
-from opro.engine.cli import main
-from opro.engine.cli_common import UsageError
 from opro.engine.evaluate import EvaluationAborted
 from opro.engine.model import ModelCallError
-from opro.engine.runlog import RunDirError
 from opro.errors import OproError, SettingsError
+from opro.optimize.runlog import RunDirError
+from opro.problems.tsp_solvers import SolverError
 from opro.providers.errors import (
     AuthenticationError,
     BadRequestError,
@@ -30,7 +31,6 @@ from opro.providers.errors import (
     TransientError,
 )
 from opro.tasks import TaskError
-from opro.tasks.tsp_solvers import SolverError
 
 USER_ERRORS = [
     UsageError,

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from opro.engine.cli import main
+from opro.cli.main import main
 from opro.providers.simulated import SimulatedProvider
 from opro.tasks import grade, render_prompt
 

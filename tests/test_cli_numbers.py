@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from opro.checks import FloatRange, IntRange
-from opro.engine.cli import build_parser, main
+from opro.cli.main import build_parser, main
 
 # Every numeric option, by subcommand (the options in the issue and all the others).
 ENGINE = [
@@ -196,7 +196,7 @@ def test_config_file_values_are_checked_like_flags(
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "opro.engine.cli", *args],
+        [sys.executable, "-m", "opro.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=120,

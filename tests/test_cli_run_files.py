@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from opro.engine.cli import main
-from opro.engine.runlog import RunDirError, read_steps, step_record_problem
+from opro.cli.main import main
+from opro.optimize.runlog import RunDirError, read_steps, step_record_problem
 from opro.testing.process import ServerProcess
 
 

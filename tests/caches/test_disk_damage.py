@@ -211,7 +211,7 @@ async def test_a_failing_write_keeps_what_this_run_paid_for(
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "opro.engine.cli", *args],
+        [sys.executable, "-m", "opro.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opro.engine.candidates import MAX_CHARS, check, clean, extract, interleave
+from opro.optimize.candidates import MAX_CHARS, check, clean, extract, interleave
 
 
 @pytest.mark.parametrize(

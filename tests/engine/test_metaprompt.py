@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from opro.engine.metaprompt import (
+from opro.optimize.metaprompt import (
     InstructionPart,
     MetaPromptConfig,
     Scored,

@@ -17,14 +17,14 @@ import orjson
 import pytest
 
 import opro
-from opro.engine.candidates import check, extract
 from opro.engine.engine import Engine
 from opro.engine.limits import ConnectionLimiter, LimitConfig
-from opro.engine.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
 from opro.engine.model import Decoding, Model
-from opro.engine.optimizer import OptimizationResult, OptimizeConfig, optimize, step_seed
-from opro.engine.problems import PromptProblem, SolutionScore, SplitName
-from opro.engine.runlog import RunDirError, read_steps
+from opro.optimize.candidates import check, extract
+from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize, step_seed
+from opro.optimize.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
+from opro.optimize.problem import PromptProblem, SolutionScore, SplitName
+from opro.optimize.runlog import RunDirError, read_steps
 from opro.providers.base import Provider
 from opro.providers.types import Completion, Request, Usage
 from opro.tasks import load_task, split
@@ -320,7 +320,7 @@ class WordProblem:
     def meta_prompt(
         self, history: Sequence[Scored], cfg: MetaPromptConfig, rng: random.Random
     ) -> MetaPrompt:
-        from opro.engine.metaprompt import InstructionPart
+        from opro.optimize.metaprompt import InstructionPart
 
         part = InstructionPart(())
         return build_meta_prompt(history, part, cfg, rng, higher_is_better=self.higher_is_better)

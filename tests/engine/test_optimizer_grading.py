@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 
-from opro.engine.candidates import check, extract
 from opro.engine.engine import Engine
 from opro.engine.limits import ConnectionLimiter, LimitConfig
-from opro.engine.metaprompt import (
+from opro.engine.model import Decoding, Model
+from opro.optimize.candidates import check, extract
+from opro.optimize.loop import OptimizeConfig, optimize
+from opro.optimize.metaprompt import (
     InstructionPart,
     MetaPrompt,
     MetaPromptConfig,
     Scored,
     build_meta_prompt,
 )
-from opro.engine.model import Decoding, Model
-from opro.engine.optimizer import OptimizeConfig, optimize
-from opro.engine.problems import SolutionScore, SplitName
+from opro.optimize.problem import SolutionScore, SplitName
 from opro.providers.base import Provider
 from opro.providers.types import Completion, Request, Usage
 

@@ -135,7 +135,7 @@ def data(tmp_path: Path) -> Path:
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "opro.engine.cli", *args],
+        [sys.executable, "-m", "opro.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=120,

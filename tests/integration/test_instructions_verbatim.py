@@ -22,9 +22,9 @@ import opro
 from opro.engine.engine import Engine
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Model
-from opro.engine.optimizer import OptimizeConfig, optimize
-from opro.engine.problems import PromptProblem
-from opro.engine.runlog import read_steps
+from opro.optimize.loop import OptimizeConfig, optimize
+from opro.optimize.problem import PromptProblem
+from opro.optimize.runlog import read_steps
 from opro.providers.base import Provider
 from opro.providers.types import Completion, Request, Usage
 from opro.tasks import load_task, split
@@ -99,7 +99,7 @@ def test_cli_evaluate_sends_the_typed_text(tmp_path: Path) -> None:
     with ServerProcess() as srv:
         args += ["--scorer-base-url", srv.base_url, "--cache-dir", str(tmp_path / "cache")]
         result = subprocess.run(
-            [sys.executable, "-m", "opro.engine.cli", "evaluate", *args],
+            [sys.executable, "-m", "opro.cli.main", "evaluate", *args],
             capture_output=True,
             text=True,
             timeout=120,

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 import opro
-from opro.engine.cli import main
+from opro.cli.main import main
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
 from opro.testing.process import ServerProcess
 
@@ -295,7 +295,7 @@ def wait_for(condition: Callable[[], bool], what: str, tries: int = 2000) -> Non
 def run_cli(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "opro.engine.cli", *args], stdout=fh, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "opro.cli.main", *args], stdout=fh, stderr=subprocess.STDOUT
         )
 
 
@@ -385,7 +385,7 @@ def test_an_unreachable_optimizer_is_one_line(
 def test_user_errors_are_one_line_under_python_m_too(tmp_path: Path) -> None:
     # Under `python -m` the CLI module is `__main__`: its errors must still be caught.
     result = subprocess.run(
-        [sys.executable, "-m", "opro.engine.cli", "optimize", "--scorer", "s/a"],
+        [sys.executable, "-m", "opro.cli.main", "optimize", "--scorer", "s/a"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -412,7 +412,7 @@ def test_kill_9_at_seeded_random_moments_then_resume(task: Path, tmp_path: Path,
         cmd = [
             sys.executable,
             "-m",
-            "opro.engine.cli",
+            "opro.cli.main",
             *optimize_args(task, srv.base_url, run_dir, cache, "--max-concurrency", "4"),
         ]
         kill_at = rng.randint(1, total - 1)

@@ -93,7 +93,7 @@ def evaluate_cmd(task: Path, base_url: str, cache: Path, out: Path, *ins: str) -
     cmd = [
         sys.executable,
         "-m",
-        "opro.engine.cli",
+        "opro.cli.main",
         "evaluate",
         "--task",
         str(task),
@@ -241,7 +241,7 @@ def test_api_keys_never_reach_disk_or_output(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "opro.engine.cli",
+                "opro.cli.main",
                 "optimize",
                 "--task",
                 str(task),

@@ -15,14 +15,12 @@ import numpy as np
 import pytest
 
 from opro.engine.limits import ConnectionLimiter, LimitConfig
-from opro.engine.metaprompt import MetaPromptConfig, Scored
 from opro.engine.model import Model
-from opro.engine.optimizer import OptimizationResult, OptimizeConfig, optimize
 from opro.engine.retry import RetryPolicy
-from opro.engine.runlog import read_steps
-from opro.providers.base import Provider
-from opro.providers.types import Completion, Request, Usage
-from opro.tasks.linreg import (
+from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
+from opro.optimize.metaprompt import MetaPromptConfig, Scored
+from opro.optimize.runlog import read_steps
+from opro.problems.linreg import (
     PAPER_SETTINGS,
     LinearRegressionProblem,
     LinregData,
@@ -37,6 +35,8 @@ from opro.tasks.linreg import (
     render_table,
     summarize,
 )
+from opro.providers.base import Provider
+from opro.providers.types import Completion, Request, Usage
 
 Script = Callable[[int, int], str]  # (call number from 1, sample index) -> answer
 

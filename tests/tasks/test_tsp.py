@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from opro.engine.limits import ConnectionLimiter, LimitConfig
-from opro.engine.metaprompt import MetaPromptConfig, Scored
 from opro.engine.model import Model
-from opro.engine.optimizer import OptimizeConfig, optimize
 from opro.engine.retry import RetryPolicy
-from opro.engine.runlog import read_steps
-from opro.providers.base import Provider
-from opro.providers.types import Completion, Request, Usage
-from opro.tasks.tsp import (
+from opro.optimize.loop import OptimizeConfig, optimize
+from opro.optimize.metaprompt import MetaPromptConfig, Scored
+from opro.optimize.runlog import read_steps
+from opro.problems.tsp import (
     TspInstance,
     TspProblem,
     TspReference,
@@ -31,7 +29,7 @@ from opro.tasks.tsp import (
     render_table,
     summarize,
 )
-from opro.tasks.tsp_solvers import (
+from opro.problems.tsp_solvers import (
     brute_force,
     cp_sat_tour,
     distance_matrix,
@@ -40,6 +38,8 @@ from opro.tasks.tsp_solvers import (
     nearest_neighbour,
     tour_length,
 )
+from opro.providers.base import Provider
+from opro.providers.types import Completion, Request, Usage
 
 Script = Callable[[int, int], str]
 

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
-from ..checks import SCORE, IntRange
-from ..errors import SettingsError
-from ..tasks.prompts import Position, render_prompt
-from ..tasks.types import Example
+from opro.checks import SCORE, IntRange
+from opro.errors import SettingsError
+from opro.tasks.prompts import Position, render_prompt
+from opro.tasks.types import Example
 
 Style = Literal["instruction-tuned", "gpt", "pretrained"]
 Order = Literal["ascending", "descending", "random"]

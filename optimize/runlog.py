@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import OproError
+from opro.errors import OproError
 
 FORMAT = 1
 CONFIG = "config.json"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..checks import (
+from opro.checks import (
     CANDIDATES,
     COUNT,
     FRACTION,
@@ -31,10 +31,7 @@ from ..checks import (
     STEPS,
     TEMPERATURE,
 )
-from ..tasks import load_task
-from ..tasks.prompts import POSITIONS
-from .budget import BudgetExceeded
-from .cli_common import (
+from opro.cli.common import (
     DEFAULT_MODEL,
     UsageError,
     add_engine_options,
@@ -45,13 +42,16 @@ from .cli_common import (
     positive_int,
     scorer_from_args,
 )
-from .metaprompt import BUCKETS, EXEMPLARS, ORDERS, SHOWN, STYLES, MetaPromptConfig
-from .model import ModelCallError
-from .optimizer import OptimizationResult, OptimizeConfig, StepInfo, optimize
-from .plan import plan_optimization
-from .prices import parse_price, price_option
-from .problems import PromptProblem
-from .runlog import RunDirError, render_summary
+from opro.engine.budget import BudgetExceeded
+from opro.engine.model import ModelCallError
+from opro.engine.prices import parse_price, price_option
+from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
+from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS, SHOWN, STYLES, MetaPromptConfig
+from opro.optimize.plan import plan_optimization
+from opro.optimize.problem import PromptProblem
+from opro.optimize.runlog import RunDirError, render_summary
+from opro.tasks import load_task
+from opro.tasks.prompts import POSITIONS
 
 OPTIMIZER_MAX_TOKENS = 512
 EMBEDDED_OPTIMIZER_MAX_TOKENS = 96

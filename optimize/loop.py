@@ -30,15 +30,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ..checks import CANDIDATES, COUNT, POSITIVE_COUNT, SEED, STEPS, TEMPERATURE
-from ..errors import SettingsError
-from ..tasks.grading import GRADINGS, Grading
-from .candidates import interleave
-from .gradings import chosen_score, final_gradings, grading_fields, gradings_of
-from .metaprompt import MetaPromptConfig, Scored
-from .model import Model
-from .problems import Problem, SolutionScore, SplitName, model_identity
-from .runlog import RunLog, render_summary
+from opro.checks import CANDIDATES, COUNT, POSITIVE_COUNT, SEED, STEPS, TEMPERATURE
+from opro.engine.model import Model
+from opro.errors import SettingsError
+from opro.optimize.candidates import interleave
+from opro.optimize.gradings import chosen_score, final_gradings, grading_fields, gradings_of
+from opro.optimize.metaprompt import MetaPromptConfig, Scored
+from opro.optimize.problem import Problem, SolutionScore, SplitName, model_identity
+from opro.optimize.runlog import RunLog, render_summary
+from opro.tasks.grading import GRADINGS, Grading
 
 
 @dataclass(frozen=True, slots=True)

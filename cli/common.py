@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..checks import (
+from opro.checks import (
     ATTEMPTS,
     BUDGET_TOKENS,
     BUDGET_USD,
@@ -25,16 +25,16 @@ from ..checks import (
     FloatRange,
     IntRange,
 )
-from ..errors import OproError
-from ..tasks.grading import GRADINGS
-from ..tasks.prompts import Position
-from .budget import Budget
-from .engine import Engine
-from .evaluate import ErrorPolicy
-from .limits import DEFAULT_MAX_CONCURRENCY
-from .model import Model
-from .prices import parse_price, price_option
-from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
+from opro.engine.budget import Budget
+from opro.engine.engine import Engine
+from opro.engine.evaluate import ErrorPolicy
+from opro.engine.limits import DEFAULT_MAX_CONCURRENCY
+from opro.engine.model import Model
+from opro.engine.prices import parse_price, price_option
+from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
+from opro.errors import OproError
+from opro.tasks.grading import GRADINGS
+from opro.tasks.prompts import Position
 
 DEFAULT_MODEL = "local/smollm2-135m"
 # The embedded scorer's defaults (see the module docstring); flags override each one.

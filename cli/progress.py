@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from .evaluate import Progress
+from opro.engine.evaluate import Progress
 
 
 class ProgressBar:

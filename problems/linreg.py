@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
-from ..engine.problems import SolutionScore, SplitName
-from ..errors import SettingsError
+from opro.errors import SettingsError
+from opro.optimize.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
+from opro.optimize.problem import SolutionScore, SplitName
 
 N_POINTS = 50
 N_STARTS = 5

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
-from ..engine.problems import SolutionScore, SplitName
-from ..errors import SettingsError
-from .linreg import fmt_mean_std, mean_std
-from .tsp_solvers import (
+from opro.errors import SettingsError
+from opro.optimize.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
+from opro.optimize.problem import SolutionScore, SplitName
+from opro.problems.linreg import fmt_mean_std, mean_std
+from opro.problems.tsp_solvers import (
     HELD_KARP_MAX,
     Point,
     cp_sat_tour,

@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .dedup import canonicalize
-from .metaprompt import Style
+from opro.engine.dedup import canonicalize
+from opro.optimize.metaprompt import Style
 
 MAX_CHARS = 500
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..tasks.grading import Grading
-from .problems import SolutionScore
+from opro.optimize.problem import SolutionScore
+from opro.tasks.grading import Grading
 
 GRADING_FIELDS = ("accuracy", "accuracy_reference", "truncated")
 

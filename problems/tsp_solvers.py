@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import OproError
+from opro.errors import OproError
 
 Point = tuple[int, int]
 Matrix = Sequence[Sequence[float]]

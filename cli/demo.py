@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from ..checks import (
+from opro.checks import (
     ATTEMPTS,
     BUDGET_TOKENS,
     BUDGET_USD,
@@ -39,20 +39,20 @@ from ..checks import (
     TOKENS_PER_MINUTE,
     IntRange,
 )
-from ..checks import STEPS as STEP_COUNT
-from ..tasks import linreg, tsp
-from ..tasks.tsp_solvers import SolverError
-from .budget import BudgetExceeded
-from .cli_common import UsageError, engine_from_args
-from .engine import Engine
-from .limits import DEFAULT_MAX_CONCURRENCY
-from .metaprompt import SHOWN, MetaPromptConfig
-from .model import Model, ModelCallError
-from .optimizer import OptimizationResult, OptimizeConfig, optimize
-from .prices import parse_price, price_option
-from .problems import Problem
-from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
-from .runlog import CONFIG, STEPS, RunDirError, read_steps
+from opro.checks import STEPS as STEP_COUNT
+from opro.cli.common import UsageError, engine_from_args
+from opro.engine.budget import BudgetExceeded
+from opro.engine.engine import Engine
+from opro.engine.limits import DEFAULT_MAX_CONCURRENCY
+from opro.engine.model import Model, ModelCallError
+from opro.engine.prices import parse_price, price_option
+from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
+from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
+from opro.optimize.metaprompt import SHOWN, MetaPromptConfig
+from opro.optimize.problem import Problem
+from opro.optimize.runlog import CONFIG, STEPS, RunDirError, read_steps
+from opro.problems import linreg, tsp
+from opro.problems.tsp_solvers import SolverError
 
 _SETTING = re.compile(r"^\s*\(?\s*(-?\d{1,7})\s*,\s*(-?\d{1,7})\s*\)?\s*$")
 SETTING_RANGE = IntRange(-1_000_000, 1_000_000)  # |w|, |b|: the paper's are below 40

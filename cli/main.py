@@ -20,11 +20,7 @@ from typing import NoReturn
 
 import orjson
 
-from ..errors import OproError
-from ..tasks import list_tasks, load_task, split
-from ..tasks.prompts import POSITIONS, Position
-from ..tasks.types import Example
-from .cli_common import (
+from opro.cli.common import (
     UsageError,
     add_engine_options,
     add_grading_option,
@@ -34,13 +30,17 @@ from .cli_common import (
     positive_int,
     scorer_from_args,
 )
-from .cli_demo import cmd_demo
-from .cli_demo import register as register_demo
-from .cli_optimize import cmd_optimize
-from .cli_optimize import register as register_optimize
-from .evaluate import EvalReport
-from .plan import plan_evaluation
-from .progress import ProgressBar
+from opro.cli.demo import cmd_demo
+from opro.cli.demo import register as register_demo
+from opro.cli.optimize import cmd_optimize
+from opro.cli.optimize import register as register_optimize
+from opro.cli.progress import ProgressBar
+from opro.engine.evaluate import EvalReport
+from opro.engine.plan import plan_evaluation
+from opro.errors import OproError
+from opro.tasks import list_tasks, load_task, split
+from opro.tasks.prompts import POSITIONS, Position
+from opro.tasks.types import Example
 
 
 class _Parser(argparse.ArgumentParser):

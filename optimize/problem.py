@@ -20,19 +20,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ..errors import SettingsError
-from ..tasks.datasets import Task
-from ..tasks.prompts import Position
-from ..tasks.splits import Split, split
-from ..tasks.types import Example
-from .budget import BudgetExceeded
-from .candidates import check, extract
-from .evaluate import ErrorPolicy, Grader, Progress
-from .metaprompt import InstructionPart, MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
+from opro.engine.budget import BudgetExceeded
+from opro.engine.evaluate import ErrorPolicy, Grader, Progress
+from opro.errors import SettingsError
+from opro.optimize.candidates import check, extract
+from opro.optimize.metaprompt import (
+    InstructionPart,
+    MetaPrompt,
+    MetaPromptConfig,
+    Scored,
+    build_meta_prompt,
+)
+from opro.tasks.datasets import Task
+from opro.tasks.prompts import Position
+from opro.tasks.splits import Split, split
+from opro.tasks.types import Example
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .model import Model
+    from opro.engine.engine import Engine
+    from opro.engine.model import Model
 
 SplitName = Literal["train", "validation", "test"]
 THINK_STEP_BY_STEP = "Let's think step by step."
