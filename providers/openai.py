@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from typing import Any, Literal
 
 import orjson
@@ -19,6 +20,7 @@ from .base import HttpPool, Provider, fingerprint
 from .errors import ConfigurationError, TransientError
 from .http import classify_status, parse_rate_limit_headers, post_json, scrubbed
 from .types import Completion, Request, Usage
+from .usage import reported_usage
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Api = Literal["chat", "completions"]
@@ -121,9 +123,7 @@ class OpenAIProvider(Provider):
         if len(completion.texts) < request.n:
             self.n_supported = False
         if info is not None:
-            completion = Completion(
-                completion.texts, completion.usage, completion.finish_reasons, info
-            )
+            completion = replace(completion, rate_limit=info)
         return completion
 
     def _parse(self, raw: bytes, where: str) -> Completion:
@@ -144,13 +144,15 @@ class OpenAIProvider(Provider):
                 raise TransientError(f"{where}: a choice has no text")
             texts.append(text)
             finish.append(choice.get("finish_reason"))
-        usage = data.get("usage") or {}
+        # A missing or malformed usage keeps the answer; the engine bills the worst case.
+        usage = data.get("usage")
+        counts = usage if isinstance(usage, dict) else {}
+        reported = reported_usage(counts.get("prompt_tokens"), counts.get("completion_tokens"))
         return Completion(
             texts=tuple(texts),
-            usage=Usage(
-                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-            ),
+            usage=reported or Usage(),
             finish_reasons=tuple(finish),
+            usage_known=reported is not None,
         )
 
     def _choice_text(self, choice: Any) -> str | None:
