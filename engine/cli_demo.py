@@ -34,6 +34,7 @@ from .cli_common import (
     positive_float,
     positive_int,
 )
+from .ledger import LedgerError, recording, stop_message
 from .limits import DEFAULT_MAX_CONCURRENCY
 from .metaprompt import MetaPromptConfig
 from .model import ModelCallError
@@ -77,8 +78,13 @@ def _add_common(p: argparse.ArgumentParser, *, max_shown: int) -> None:
     g.add_argument(
         "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
     )
-    g.add_argument("--budget-usd", type=positive_float, help="hard cap on the cost of all runs")
-    g.add_argument("--budget-tokens", type=positive_int, help="hard cap on their tokens")
+    g.add_argument(
+        "--budget-usd",
+        type=positive_float,
+        help="hard cap on the TOTAL cost of all runs in --run-dir (on --resume, what they "
+        "spent before counts)",
+    )
+    g.add_argument("--budget-tokens", type=positive_int, help="hard cap on their total tokens")
     cache = g.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -144,7 +150,7 @@ def _count_rejections(job: _Job) -> None:
     job.invalid = sum(c["status"] == "rejected" for c in entries)
 
 
-async def _run_jobs(args: argparse.Namespace, jobs: Sequence[_Job]) -> None:
+async def _run_jobs(args: argparse.Namespace, root: Path, jobs: Sequence[_Job]) -> None:
     """All runs at once on one engine; the optimizer's limiter bounds the calls in flight."""
     meta = MetaPromptConfig(max_shown=args.max_shown, exemplars=0)
     cfg = OptimizeConfig(
@@ -181,12 +187,17 @@ async def _run_jobs(args: argparse.Namespace, jobs: Sequence[_Job]) -> None:
                 flush=True,
             )
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(one(job))
-        except BaseExceptionGroup as errors:
-            raise _first_error(errors) from None
+        # One budget for all the runs, recorded beside them: on resume it is their total.
+        async with recording(engine.budget, root, resume=args.resume):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for job in jobs:
+                        group.create_task(one(job))
+            except BaseExceptionGroup as errors:
+                error = _first_error(errors)
+                if isinstance(error, BudgetExceeded):
+                    raise BudgetExceeded(stop_message(engine.budget, error)) from None
+                raise error from None
 
 
 def _solved(problem: Problem, solution: str) -> bool:
@@ -233,7 +244,7 @@ def _linreg(args: argparse.Namespace, root: Path) -> int:
             label = f"linreg w={w} b={b} run {r}"
             jobs.append(_Job(problem, root / f"w{w}_b{b}" / f"run{r}", info, label))
     _check_fresh(jobs, args.resume)
-    asyncio.run(_run_jobs(args, jobs))
+    asyncio.run(_run_jobs(args, root, jobs))
     runs = []
     for job in jobs:
         assert job.result is not None and isinstance(job.problem, linreg.LinearRegressionProblem)
@@ -291,7 +302,7 @@ def _tsp(args: argparse.Namespace, root: Path) -> int:
         jobs.append(_Job(problem, root / f"n{n}" / f"instance{i}", info, f"tsp n={n} #{i}"))
     if jobs:
         _check_fresh(jobs, args.resume)
-        asyncio.run(_run_jobs(args, jobs))
+        asyncio.run(_run_jobs(args, root, jobs))
     for job in jobs:
         assert job.result is not None and isinstance(job.problem, tsp.TspProblem)
         best = job.result.best
@@ -328,10 +339,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except ModelCallError as exc:
         raise UsageError(f"the optimizer model failed: {exc}") from None
-    except BudgetExceeded:
+    except BudgetExceeded as exc:
         print(
-            f"opro: stopped by the budget; the completed steps are in {root}: continue with "
-            f"--resume --run-dir {root} and a larger budget",
+            f"opro: stopped by the budget; the completed steps are in {root}: {exc} "
+            f"(--resume --run-dir {root}; the cap is the total of all runs over all sessions)",
             file=sys.stderr,
         )
         return 3
+    except LedgerError as exc:
+        raise UsageError(str(exc)) from None

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .candidates import interleave
+from .ledger import run_spend
 from .metaprompt import MetaPromptConfig, Scored
 from .model import Model
 from .problems import Problem, SolutionScore, SplitName, model_identity
@@ -332,6 +333,9 @@ class _Loop:
             if check is not None:
                 totals.add(check)
         record["totals"] = asdict(totals)
+        spent = run_spend(self.optimizer.budget, self.log.directory if self.log else None)
+        if spent is not None:
+            record["spend"] = spent.to_dict()  # the run's total so far, over all sessions
         record["wall_s"] = round(time.perf_counter() - started, 6)
         self.state.apply_rest(record)
         if self.log is not None:
@@ -483,6 +487,8 @@ async def optimize(
     totals = RunTotals()
     totals.add(asdict(state.totals))
     totals.add(asdict(final_cost))
+    if (spent := run_spend(optimizer.budget, run_dir)) is not None:
+        totals = replace(totals, **spent.to_dict())  # the ledger: stopped steps included
     result = OptimizationResult(
         best=state.best(),
         history=state.history(),
