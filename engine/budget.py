@@ -39,10 +39,10 @@ log = logging.getLogger("opro.budget")
 
 # Tokens a chat template may add around each message (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 16
-# A journal write grants room for about this fraction of a cap beyond the call that needed
+# A journal write grants room for up to this fraction of a cap beyond the call that needed
 # it (see `Budget._headroom`), so writes stay rare.
 HEADROOM_PARTS = 32
-MIN_HEADROOM_CALLS = 4
+MIN_HEADROOM_CALLS = 4  # without a cap
 MAX_HEADROOM_CALLS = 4096
 
 
@@ -243,21 +243,20 @@ class Budget:
     def _headroom(self, cost: Spend, base: Spend) -> Spend:
         """The bound one journal write grants: `base` plus room for more calls like `cost`.
 
-        About 1/32 of each cap (at least MIN_HEADROOM_CALLS calls' worth; uncapped, 1/16 of
-        the run so far), never past a cap. Calls get their own, larger room: a call always
-        uses up one, however little it costs.
+        At most 1/32 of each cap, which is what a crash can cost a capped run beyond the
+        calls in flight (uncapped: 1/16 of the run so far). Calls get their own, larger
+        room: a call always uses up one, however little it costs.
         """
         limits: list[float] = [MAX_HEADROOM_CALLS]
-        room: list[float] = []
         if self.max_usd is not None and cost.cost_usd > 0:
-            limits.append(max(MIN_HEADROOM_CALLS, self.max_usd / HEADROOM_PARTS / cost.cost_usd))
-            room.append((self.max_usd - base.cost_usd) / cost.cost_usd)
+            limits.append(self.max_usd / HEADROOM_PARTS / cost.cost_usd)
+            limits.append((self.max_usd - base.cost_usd) / cost.cost_usd)
         if self.max_tokens is not None and cost.tokens > 0:
-            limits.append(max(MIN_HEADROOM_CALLS, self.max_tokens / HEADROOM_PARTS / cost.tokens))
-            room.append((self.max_tokens - base.tokens) / cost.tokens)
+            limits.append(self.max_tokens / HEADROOM_PARTS / cost.tokens)
+            limits.append((self.max_tokens - base.tokens) / cost.tokens)
         if len(limits) == 1:  # no cap applies: grow with the run
             limits.append(max(MIN_HEADROOM_CALLS, base.calls / 16))
-        k = max(0, math.floor(min(limits + room)))
+        k = max(0, math.floor(min(limits)))
         calls = max(k, MIN_HEADROOM_CALLS * 8, base.calls // HEADROOM_PARTS)
         return base + cost.times(k) + Spend(calls=calls - k)
 
