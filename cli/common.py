@@ -92,8 +92,17 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         default=0.2,
         help="abort when more than this fraction of pairs fail (default 0.2)",
     )
-    g.add_argument("--budget-usd", type=BUDGET_USD, help="hard cap on the run's cost")
-    g.add_argument("--budget-tokens", type=BUDGET_TOKENS, help="hard cap on the run's tokens")
+    g.add_argument(
+        "--budget-usd",
+        type=BUDGET_USD,
+        help="hard cap on the cost in USD; for optimize the run's TOTAL over all sessions "
+        "(on --resume, what it spent before counts)",
+    )
+    g.add_argument(
+        "--budget-tokens",
+        type=BUDGET_TOKENS,
+        help="hard cap on the tokens; for optimize the run's TOTAL, like --budget-usd",
+    )
     g.add_argument(
         "--price", type=price_option, help="scorer price IN,OUT in USD per million tokens"
     )

@@ -43,6 +43,7 @@ from opro.checks import STEPS as STEP_COUNT
 from opro.cli.common import UsageError, engine_from_args
 from opro.engine.budget import BudgetExceeded
 from opro.engine.engine import Engine
+from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.limits import DEFAULT_MAX_CONCURRENCY
 from opro.engine.model import Model, ModelCallError
 from opro.engine.prices import parse_price, price_option
@@ -102,8 +103,13 @@ def _add_common(p: argparse.ArgumentParser, *, max_shown: int) -> None:
     g.add_argument("--tpm", type=TOKENS_PER_MINUTE, help="tokens/minute")
     g.add_argument("--max-attempts", type=ATTEMPTS, default=DEFAULT_MAX_ATTEMPTS)
     g.add_argument("--timeout", type=SECONDS, default=DEFAULT_TIMEOUT_S, help="seconds per attempt")
-    g.add_argument("--budget-usd", type=BUDGET_USD, help="hard cap on the cost of all runs")
-    g.add_argument("--budget-tokens", type=BUDGET_TOKENS, help="hard cap on their tokens")
+    g.add_argument(
+        "--budget-usd",
+        type=BUDGET_USD,
+        help="hard cap on the TOTAL cost of all runs in --run-dir (on --resume, what they "
+        "spent before counts)",
+    )
+    g.add_argument("--budget-tokens", type=BUDGET_TOKENS, help="hard cap on their total tokens")
     cache = g.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -169,7 +175,7 @@ def _count_rejections(job: _Job) -> None:
     job.invalid = sum(c["status"] == "rejected" for c in entries)
 
 
-async def _run_jobs(args: argparse.Namespace, jobs: Sequence[_Job]) -> None:
+async def _run_jobs(args: argparse.Namespace, root: Path, jobs: Sequence[_Job]) -> None:
     """All runs at once on one engine; the optimizer's limiter bounds the calls in flight."""
     meta = MetaPromptConfig(max_shown=args.max_shown, exemplars=0)
     cfg = OptimizeConfig(
@@ -196,12 +202,17 @@ async def _run_jobs(args: argparse.Namespace, jobs: Sequence[_Job]) -> None:
                 flush=True,
             )
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(one(job))
-        except BaseExceptionGroup as errors:
-            raise _first_error(errors) from None
+        # One budget for all the runs, recorded beside them: on resume it is their total.
+        async with recording(engine.budget, root, resume=args.resume):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for job in jobs:
+                        group.create_task(one(job))
+            except BaseExceptionGroup as errors:
+                error = _first_error(errors)
+                if isinstance(error, BudgetExceeded):
+                    raise BudgetExceeded(stop_message(engine.budget, error)) from None
+                raise error from None
 
 
 def _optimizer_model(engine: Engine, args: argparse.Namespace) -> Model:
@@ -313,7 +324,7 @@ def _linreg(args: argparse.Namespace, root: Path) -> int:
             info = {"demo": "linreg", "w_true": w, "b_true": b, "run": r}
             label = f"linreg w={w} b={b} run {r}"
             jobs.append(_Job(problem, _linreg_dir(root, w, b, r), info, label))
-    asyncio.run(_run_jobs(args, jobs))
+    asyncio.run(_run_jobs(args, root, jobs))
     runs = []
     for job in jobs:
         assert job.result is not None and isinstance(job.problem, linreg.LinearRegressionProblem)
@@ -367,7 +378,7 @@ def _tsp(args: argparse.Namespace, root: Path) -> int:
         info = {"demo": "tsp", "n": n, "instance": i, "optimum_length": ref.optimum_length}
         jobs.append(_Job(problem, _tsp_dir(root, n, i), info, f"tsp n={n} #{i}"))
     if jobs:
-        asyncio.run(_run_jobs(args, jobs))
+        asyncio.run(_run_jobs(args, root, jobs))
     for job in jobs:
         assert job.result is not None and isinstance(job.problem, tsp.TspProblem)
         best = job.result.best
@@ -405,10 +416,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except ModelCallError as exc:
         raise UsageError(f"the optimizer model failed: {exc}") from None
-    except BudgetExceeded:
+    except BudgetExceeded as exc:
         print(
-            f"opro: stopped by the budget; the completed steps are in {root}: continue with "
-            f"--resume --run-dir {root} and a larger budget",
+            f"opro: stopped by the budget; the completed steps are in {root}: {exc} "
+            f"(--resume --run-dir {root}; the cap is the total of all runs over all sessions)",
             file=sys.stderr,
         )
         return 3
+    except LedgerError as exc:
+        raise UsageError(str(exc)) from None

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -43,13 +44,14 @@ from opro.cli.common import (
     scorer_from_args,
 )
 from opro.engine.budget import BudgetExceeded
+from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.model import ModelCallError
 from opro.engine.prices import parse_price, price_option
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
 from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS, SHOWN, STYLES, MetaPromptConfig
 from opro.optimize.plan import plan_optimization
 from opro.optimize.problem import PromptProblem
-from opro.optimize.runlog import RunDirError, render_summary
+from opro.optimize.runlog import RunDirError, logged_spend, render_summary
 from opro.tasks import load_task
 from opro.tasks.prompts import POSITIONS
 
@@ -235,9 +237,10 @@ def _configs(s: argparse.Namespace) -> tuple[OptimizeConfig, MetaPromptConfig]:
 def _progress(info: StepInfo) -> None:
     t = info.totals
     best = f"{100 * info.best.score:.1f}%" if info.best is not None else "-"
+    run = info.record.get("spend") or asdict(t)  # the ledger's run totals, all sessions
     print(
-        f"step {info.step}/{info.steps}  best train {best}  calls {t.calls}  "
-        f"cache hits {t.cache_hits}  cost ${t.cost_usd:.4f}  errors {t.errors}",
+        f"step {info.step}/{info.steps}  best train {best}  calls {run['calls']}  "
+        f"cache hits {t.cache_hits}  cost ${run['cost_usd']:.4f}  errors {t.errors}",
         file=sys.stderr,
         flush=True,
     )
@@ -286,9 +289,17 @@ async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult | Non
             "cache_dir": None if s.no_cache else s.cache_dir,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        return await optimize(
-            problem, optimizer, cfg, run_dir=run_dir, resume=s.resume, info=info, on_step=_progress
-        )
+        # The budget is the run's: what earlier sessions spent counts against the cap.
+        async with recording(
+            engine.budget, run_dir, resume=s.resume, earlier=lambda: logged_spend(run_dir)
+        ):
+            try:
+                return await optimize(
+                    problem, optimizer, cfg, run_dir=run_dir, resume=s.resume, info=info,
+                    on_step=_progress,
+                )  # fmt: skip
+            except BudgetExceeded as exc:
+                raise BudgetExceeded(stop_message(engine.budget, exc)) from None
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
@@ -311,13 +322,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except ModelCallError as exc:
         raise UsageError(f"the optimizer model failed: {exc}") from None
-    except BudgetExceeded:
+    except BudgetExceeded as exc:
         print(
-            f"opro: stopped by the budget; the completed steps are in {run_dir}: continue with "
-            f"--resume --run-dir {run_dir} and a larger budget",
+            f"opro: stopped by the budget; the completed steps are in {run_dir}: {exc} "
+            f"(--resume --run-dir {run_dir}; the cap is the run's total over all sessions)",
             file=sys.stderr,
         )
         return 3
+    except LedgerError as exc:
+        raise UsageError(str(exc)) from None
     if outcome is None:  # dry run
         return 0
     result = outcome

@@ -196,8 +196,17 @@ class _Acc:
         self.errors += 1
         self.calls += error.attempts
         self.n429 += error.n429
+        self.tokens_in += error.paid.tokens_in
+        self.tokens_out += error.paid.tokens_out
         if len(self.messages) < 3:
             self.messages.append(str(error))
+
+    def refused(self, stop: BudgetExceeded) -> None:
+        """A pair the budget stopped: skipped, but its earlier attempts were paid for."""
+        self.calls += stop.paid.calls
+        self.n429 += stop.n429
+        self.tokens_in += stop.paid.tokens_in
+        self.tokens_out += stop.paid.tokens_out
 
 
 _Pair = tuple[int, Example, Any, str]
@@ -325,7 +334,8 @@ async def _drain(
                 return
             try:
                 generation = await scorer.generate(request, key=key)
-            except BudgetExceeded:
+            except BudgetExceeded as stop:
+                accs[u].refused(stop)
                 stopped = "budget"
                 return
             except ModelCallError as exc:

@@ -15,6 +15,7 @@ Every request of the engine, scorer or optimizer, goes through `Model.generate()
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -22,13 +23,16 @@ from functools import partial
 from opro.caches.base import ResultCache
 from opro.caches.keys import request_key
 from opro.checks import MAX_TOKENS, PRICE_PER_M, SEED, TEMPERATURE
-from opro.engine.budget import Budget, Reservation, worst_case_usage
+from opro.engine.budget import Budget, BudgetExceeded, Reservation, worst_case_usage
 from opro.engine.limits import ConnectionLimiter
 from opro.engine.retry import RetryPolicy
+from opro.engine.spend import NOTHING, Spend
 from opro.errors import OproError
 from opro.providers.base import Provider
 from opro.providers.errors import ProviderError, RateLimitError, TransientError
 from opro.providers.types import Completion, Request, Usage
+
+log = logging.getLogger("opro.model")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +74,10 @@ class Decoding:
 class Generation:
     """A completion plus what obtaining it cost this caller.
 
-    `calls`, `n429` and `usage` are zero for cache hits and for callers that joined an
-    identical in-flight request: they paid nothing.
+    `calls` counts every attempt sent and `usage` every token charged for them, failed
+    attempts that may have been billed included. `calls`, `n429` and `usage` are zero for
+    cache hits and for callers that joined an identical in-flight request: they paid
+    nothing.
     """
 
     completion: Completion
@@ -83,13 +89,20 @@ class Generation:
 
 
 class ModelCallError(OproError):
-    """A call that failed for good: fatal, or retryable but out of attempts."""
+    """A call that failed for good: fatal, or retryable but out of attempts.
 
-    def __init__(self, error: ProviderError, *, attempts: int, n429: int) -> None:
+    `paid` is what its attempts were charged (a failure without a status may have been
+    billed), so reports count failed calls at what they cost.
+    """
+
+    def __init__(
+        self, error: ProviderError, *, attempts: int, n429: int, paid: Spend = NOTHING
+    ) -> None:
         super().__init__(f"{error.message} (after {attempts} attempt{'s' * (attempts != 1)})")
         self.error = error
         self.attempts = attempts
         self.n429 = n429
+        self.paid = paid
 
 
 @dataclass(slots=True)
@@ -102,6 +115,7 @@ class ModelStats:
     failures: int = 0
     cache_hits: int = 0
     shared: int = 0
+    unknown_usage: int = 0  # answers whose usage report was unusable: charged the worst case
 
 
 def estimate_tokens(request: Request) -> int:
@@ -231,7 +245,14 @@ class Model:
         parts = [have] if have is not None else []
         got = len(have.completion.texts) if have is not None else 0
         single = replace(request, n=1)
-        parts += await asyncio.gather(*(self._attempts(single) for _ in range(request.n - got)))
+        results = await asyncio.gather(
+            *(self._attempts(single) for _ in range(request.n - got)), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        parts += [r for r in results if isinstance(r, Generation)]
+        if failed:
+            self._charge_to(failed[0], parts, failed[1:])
+            raise failed[0]
         texts = tuple(t for p in parts for t in p.completion.texts)[: request.n]
         finish = tuple(f for p in parts for f in p.completion.finish_reasons)[: request.n]
         usage = sum((p.usage for p in parts), Usage())
@@ -244,20 +265,21 @@ class Model:
 
     async def _attempts(self, request: Request) -> Generation:
         tokens = estimate_tokens(request)
-        budget = self.budget if self.budget is not None and self.budget.limited else None
+        budget = self.budget
         worst = worst_case_usage(request)
-        worst_usd, worst_tokens = self.cost(worst), worst.input_tokens + worst.output_tokens
+        worst_cost = Spend.of(worst, self.cost(worst))
         attempts = n429 = 0
+        paid = Spend()  # what this request's attempts were charged so far
         while True:
-            if budget is not None:
-                budget.check(worst_usd, worst_tokens)  # stop before queueing, not after
-            attempts += 1
-            self.stats.calls += 1
             reservation: Reservation | None = None
             try:
+                if budget is not None:
+                    budget.check(worst_cost)  # stop before queueing, not after
                 async with self.limiter.slot(tokens, self.priority):
                     if budget is not None:
-                        reservation = await budget.reserve(worst_usd, worst_tokens)
+                        reservation = await budget.reserve(worst_cost)
+                    attempts += 1
+                    self.stats.calls += 1
                     try:
                         async with asyncio.timeout(self.retry.timeout):
                             completion = await self.provider.complete(request)
@@ -265,16 +287,16 @@ class Model:
                         raise TransientError(
                             f"{self.spec}: no answer within {self.retry.timeout:g}s"
                         ) from exc
+            except BudgetExceeded as exc:
+                raise BudgetExceeded(str(exc), paid=paid, n429=n429) from None
             except ProviderError as err:
+                # No status (timeout, dropped connection) or a broken 200: the server may
+                # have generated, and billed, the whole answer. An error status was not.
+                billed = err.status is None or 200 <= err.status < 300
+                charge = worst_cost if billed else Spend(calls=1)
+                paid += charge
                 if budget is not None and reservation is not None:
-                    # No status (timeout, dropped connection) or a broken 200: the server may
-                    # have generated, and billed, the whole answer. An error status was not.
-                    billed = err.status is None or 200 <= err.status < 300
-                    budget.settle(
-                        reservation,
-                        reservation.usd if billed else 0.0,
-                        reservation.tokens if billed else 0,
-                    )
+                    budget.settle(reservation, charge)
                 if isinstance(err, RateLimitError):
                     n429 += 1
                     self.stats.n429 += 1
@@ -284,19 +306,58 @@ class Model:
                 delay = self.retry.delay(err, attempts, self._rng)
                 if delay is None:
                     self.stats.failures += 1
-                    raise ModelCallError(err, attempts=attempts, n429=n429) from err
+                    raise ModelCallError(err, attempts=attempts, n429=n429, paid=paid) from err
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
                 if budget is not None and reservation is not None:
                     # Cancelled mid-call: the request may have been sent and billed.
-                    budget.settle(reservation, reservation.usd, reservation.tokens)
+                    budget.settle(reservation, worst_cost)
                 raise
+            usage = self._charged_usage(completion, worst)
+            if usage != completion.usage:
+                completion = replace(completion, usage=usage)
+            charge = Spend.of(usage, self.cost(usage))
+            paid += charge
             if budget is not None and reservation is not None:
-                usage = completion.usage
-                budget.settle(
-                    reservation, self.cost(usage), usage.input_tokens + usage.output_tokens
-                )
+                budget.settle(reservation, charge)
             self.limiter.on_success(completion.rate_limit)
-            return Generation(completion, calls=attempts, n429=n429, usage=completion.usage)
+            return Generation(completion, calls=attempts, n429=n429, usage=paid.usage)
+
+    def _charged_usage(self, completion: Completion, worst: Usage) -> Usage:
+        """What an answer is charged: its usage, or the worst case when that is unusable."""
+        if not completion.usage_known:
+            self.stats.unknown_usage += 1
+            log.log(
+                logging.WARNING if self.stats.unknown_usage == 1 else logging.DEBUG,
+                "%s answered without a usable token usage; charged the request's worst case "
+                "(%d + %d tokens; counted in stats.unknown_usage)",
+                self.spec,
+                worst.input_tokens,
+                worst.output_tokens,
+            )
+            return worst
+        usage = completion.usage
+        if usage.input_tokens > worst.input_tokens or usage.output_tokens > worst.output_tokens:
+            log.warning(
+                "%s reported %d + %d tokens, more than the request's worst case (%d + %d); "
+                "charged as reported",
+                self.spec,
+                usage.input_tokens,
+                usage.output_tokens,
+                worst.input_tokens,
+                worst.output_tokens,
+            )
+        return usage
+
+    def _charge_to(
+        self, error: BaseException, parts: list[Generation], others: list[BaseException]
+    ) -> None:
+        """Add what the sibling calls of a split request paid to the error that ends it."""
+        paid = sum((Spend.of(p.usage, self.cost(p.usage), p.calls) for p in parts), NOTHING)
+        paid += sum((getattr(e, "paid", NOTHING) for e in others), NOTHING)
+        if isinstance(error, BudgetExceeded | ModelCallError):
+            error.paid += paid
+        if isinstance(error, ModelCallError):
+            error.attempts += paid.calls

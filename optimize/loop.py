@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from opro.checks import CANDIDATES, COUNT, POSITIVE_COUNT, SEED, STEPS, TEMPERATURE
+from opro.engine.ledger import run_spend
 from opro.engine.model import Model
 from opro.errors import SettingsError
 from opro.optimize.candidates import interleave
@@ -359,6 +360,9 @@ class _Loop:
             if check is not None:
                 totals.add(check)
         record["totals"] = asdict(totals)
+        spent = run_spend(self.optimizer.budget, self.log.directory if self.log else None)
+        if spent is not None:
+            record["spend"] = spent.to_dict()  # the run's total so far, over all sessions
         record["wall_s"] = round(time.perf_counter() - started, 6)
         self.state.apply_rest(record)
         if self.log is not None:
@@ -526,6 +530,8 @@ async def optimize(
     totals = RunTotals()
     totals.add(asdict(state.totals))
     totals.add(asdict(final_cost))
+    if (spent := run_spend(optimizer.budget, run_dir)) is not None:
+        totals = replace(totals, **spent.to_dict())  # the ledger: stopped steps included
     result = OptimizationResult(
         best=state.best(),
         history=state.history(),

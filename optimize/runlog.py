@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from opro.engine.spend import Spend
 from opro.errors import OproError
 
 FORMAT = 1
@@ -318,3 +319,14 @@ def render_summary(results: Mapping[str, Any]) -> str:
         f"wall={results.get('wall_s', 0.0):.1f}s",
     ]
     return "\n".join(lines) + "\n"
+
+
+def logged_spend(run_dir: Path) -> Spend:
+    """The spend the step records of a run show (for runs logged before the ledger existed;
+    a lower bound: it misses stopped steps)."""
+    records, _ = read_steps(run_dir / STEPS)
+    total = Spend()
+    for record in records:
+        found = Spend.from_dict(record.get("totals"))
+        total += found or Spend()
+    return total

@@ -25,6 +25,7 @@ from opro.providers.errors import ConfigurationError, FatalError, ProviderError,
 from opro.providers.http import classify_status, post_json, scrubbed
 from opro.providers.types import Completion, RateLimitInfo, Request, Usage
 from opro.providers.urls import parse_base_url
+from opro.providers.usage import reported_usage
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -194,13 +195,14 @@ class AnthropicProvider(Provider):
         text, finish, usage = self._parse(resp.body, where)
         return Completion(
             texts=(text,),
-            usage=usage,
+            usage=usage or Usage(),
             finish_reasons=(finish,),
             rate_limit=parse_anthropic_rate_limits(resp.headers),
+            usage_known=usage is not None,
         )
 
     @staticmethod
-    def _parse(raw: bytes, where: str) -> tuple[str, str | None, Usage]:
+    def _parse(raw: bytes, where: str) -> tuple[str, str | None, Usage | None]:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -220,11 +222,8 @@ class AnthropicProvider(Provider):
             # A refusal with no text is the model's answer; anything else is a server fault.
             raise TransientError(f"{where}: response has no text block (stop_reason {reason!r})")
         usage = data.get("usage")
-        if not isinstance(usage, dict):
-            usage = {}
+        counts = usage if isinstance(usage, dict) else {}
         finish = _FINISH.get(reason, reason) if isinstance(reason, str) else None
-        return (
-            "".join(texts),
-            finish,
-            Usage(_int(usage.get("input_tokens")) or 0, _int(usage.get("output_tokens")) or 0),
-        )
+        # None (missing or malformed) keeps the answer; the engine bills the worst case.
+        reported = reported_usage(counts.get("input_tokens"), counts.get("output_tokens"))
+        return "".join(texts), finish, reported

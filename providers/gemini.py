@@ -42,6 +42,7 @@ from opro.providers.http import (
 )
 from opro.providers.types import Completion, Request, Usage
 from opro.providers.urls import parse_base_url
+from opro.providers.usage import reported_usage, token_count
 
 GEMINI_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
@@ -68,6 +69,22 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _usage(meta: Any) -> Usage | None:
+    """usageMetadata as a `Usage`; None (the engine bills the worst case) when unusable.
+
+    proto3 JSON leaves out zero counts, so an absent output or thinking count is 0; an
+    absent prompt count is not (no call reads zero tokens). Thinking tokens are billed as
+    output, so they count towards the budget.
+    """
+    if not isinstance(meta, dict):
+        return None
+    prompt = reported_usage(meta.get("promptTokenCount"), meta.get("candidatesTokenCount", 0))
+    thoughts = token_count(meta.get("thoughtsTokenCount", 0))
+    if prompt is None or thoughts is None:
+        return None
+    return Usage(prompt.input_tokens, prompt.output_tokens + thoughts)
 
 
 def _error_object(body: bytes) -> dict[str, Any]:
@@ -249,20 +266,14 @@ class GeminiProvider(Provider):
             raise TransientError(f"{where}: response is not valid JSON ({len(raw)} bytes)") from exc
         if not isinstance(data, dict):
             raise TransientError(f"{where}: response is not a JSON object")
-        meta = data.get("usageMetadata")
-        if not isinstance(meta, dict):
-            meta = {}
-        # Thinking tokens are billed as output, so they count towards the budget.
-        usage = Usage(
-            _int(meta.get("promptTokenCount")),
-            _int(meta.get("candidatesTokenCount")) + _int(meta.get("thoughtsTokenCount")),
-        )
+        reported = _usage(data.get("usageMetadata"))
+        usage, known = reported or Usage(), reported is not None
         candidates = data.get("candidates")
         if not isinstance(candidates, list) or not candidates:
             feedback = data.get("promptFeedback")
             if isinstance(feedback, dict) and feedback.get("blockReason"):
                 # The prompt itself was refused: every sample would be, so answer all n.
-                return Completion(("",) * n, usage, ("content_filter",) * n)
+                return Completion(("",) * n, usage, ("content_filter",) * n, usage_known=known)
             raise TransientError(f"{where}: response has no candidates")
         texts: list[str] = []
         finish: list[str | None] = []
@@ -274,7 +285,7 @@ class GeminiProvider(Provider):
                 raise TransientError(f"{where}: a candidate has no text (finishReason {reason!r})")
             texts.append(text)
             finish.append(_FINISH.get(reason, reason.lower()) if reason else None)
-        return Completion(tuple(texts), usage, tuple(finish))
+        return Completion(tuple(texts), usage, tuple(finish), usage_known=known)
 
     @staticmethod
     def _candidate(cand: Any) -> tuple[str | None, str | None]:

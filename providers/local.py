@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 from opro.providers.base import Provider
 from opro.providers.errors import BadRequestError, ConfigurationError
 from opro.providers.types import Completion, Request, Usage
+from opro.providers.usage import reported_usage
 
 Api = Literal["chat", "completions"]
 T = TypeVar("T")
@@ -241,9 +242,12 @@ class LocalProvider(Provider):
             texts = tuple(c["message"].get("content") or "" for c in choices)
         else:
             texts = tuple(c["text"] for c in choices)
-        usage = response.get("usage") or {}
+        usage = response.get("usage")
+        counts = usage if isinstance(usage, dict) else {}
+        reported = reported_usage(counts.get("prompt_tokens"), counts.get("completion_tokens"))
         return Completion(
             texts=texts,
-            usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+            usage=reported or Usage(),
             finish_reasons=tuple(c.get("finish_reason") for c in choices),
+            usage_known=reported is not None,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from typing import Any, Literal
 
 import orjson
@@ -20,6 +21,7 @@ from opro.providers.errors import ConfigurationError, TransientError
 from opro.providers.http import classify_status, parse_rate_limit_headers, post_json, scrubbed
 from opro.providers.types import Completion, Request, Usage
 from opro.providers.urls import parse_base_url
+from opro.providers.usage import reported_usage
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Api = Literal["chat", "completions"]
@@ -123,9 +125,7 @@ class OpenAIProvider(Provider):
         if len(completion.texts) < request.n:
             self.n_supported = False
         if info is not None:
-            completion = Completion(
-                completion.texts, completion.usage, completion.finish_reasons, info
-            )
+            completion = replace(completion, rate_limit=info)
         return completion
 
     def _parse(self, raw: bytes, where: str) -> Completion:
@@ -146,13 +146,15 @@ class OpenAIProvider(Provider):
                 raise TransientError(f"{where}: a choice has no text")
             texts.append(text)
             finish.append(choice.get("finish_reason"))
-        usage = data.get("usage") or {}
+        # A missing or malformed usage keeps the answer; the engine bills the worst case.
+        usage = data.get("usage")
+        counts = usage if isinstance(usage, dict) else {}
+        reported = reported_usage(counts.get("prompt_tokens"), counts.get("completion_tokens"))
         return Completion(
             texts=tuple(texts),
-            usage=Usage(
-                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-            ),
+            usage=reported or Usage(),
             finish_reasons=tuple(finish),
+            usage_known=reported is not None,
         )
 
     def _choice_text(self, choice: Any) -> str | None:

@@ -101,10 +101,15 @@ class RateLimitInfo:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
+    """A model's answer(s). `usage_known` is False when the server's usage report was
+    missing or malformed (see `providers.usage`): `usage` is then zero and the engine
+    charges the request's worst case instead."""
+
     texts: tuple[str, ...]
     usage: Usage = field(default_factory=Usage)
     finish_reasons: tuple[str | None, ...] = ()
     rate_limit: RateLimitInfo | None = None
+    usage_known: bool = True
 
     @property
     def text(self) -> str:

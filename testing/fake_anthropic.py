@@ -25,11 +25,13 @@ import orjson
 from aiohttp import web
 
 from opro.testing.fake_openai import (
+    USAGE_FAULTS,
     FakeOpenAIServer,
     FakeServerConfig,
     ParsedRequest,
     cut_answer,
     json_response,
+    spoil_usage,
 )
 
 __all__ = ["FAULT_KINDS", "FakeAnthropicServer", "FakeServerConfig"]
@@ -42,6 +44,7 @@ _STATUS_ERRORS: dict[str, tuple[int, str, str]] = {
 }
 # Faults a real server would only produce after doing the work, so they pay the latency.
 _SLOW_FAULTS = {"529", "500", "503", "truncated", "drop", "empty_content", "refusal"}
+_SLOW_FAULTS |= USAGE_FAULTS
 FAULT_KINDS = frozenset(_SLOW_FAULTS | set(_STATUS_ERRORS) | {"429", "429_bare", "401", "hang"})
 _VERSIONS = {"2023-06-01", "2023-01-01"}
 _FIELDS = {
@@ -227,6 +230,9 @@ class FakeAnthropicServer(FakeOpenAIServer):
             matched = next(s for s in req.stop if s and answer.find(s) == len(text))
         reason = "max_tokens" if finish == "length" else "end_turn"
         self._ids += 1
+        usage = {"input_tokens": max(1, size // 4), "output_tokens": max(1, len(text) // 4)}
+        self.billed_prompt_tokens += usage["input_tokens"]
+        self.billed_completion_tokens += usage["output_tokens"]
         return {
             "id": f"msg_fake{self._ids}",
             "type": "message",
@@ -235,7 +241,7 @@ class FakeAnthropicServer(FakeOpenAIServer):
             "content": [{"type": "text", "text": text}],
             "stop_reason": "stop_sequence" if matched is not None else reason,
             "stop_sequence": matched,
-            "usage": {"input_tokens": max(1, size // 4), "output_tokens": max(1, len(text) // 4)},
+            "usage": usage,
         }
 
     async def _anthropic_fault(
@@ -267,6 +273,10 @@ class FakeAnthropicServer(FakeOpenAIServer):
             return web.Response(
                 body=raw[: len(raw) // 2], content_type="application/json", headers=headers
             )
+        if kind in USAGE_FAULTS:
+            fields = ("input_tokens", "output_tokens")
+            self.billed_prompt_tokens += spoil_usage(kind, payload, "usage", fields)
+            return json_response(200, payload, headers)
         payload["content"] = []
         if kind == "refusal":
             payload["stop_reason"] = "refusal"

@@ -26,11 +26,13 @@ import orjson
 from aiohttp import web
 
 from opro.testing.fake_openai import (
+    USAGE_FAULTS,
     FakeOpenAIServer,
     FakeServerConfig,
     ParsedRequest,
     cut_answer,
     json_response,
+    spoil_usage,
 )
 
 __all__ = ["FAULT_KINDS", "FakeGeminiServer", "FakeServerConfig"]
@@ -44,6 +46,7 @@ _STATUS_ERRORS: dict[str, tuple[int, str, str]] = {
     "403": (403, "PERMISSION_DENIED", "The caller does not have permission"),
 }
 _SLOW_FAULTS = {"500", "503", "504", "truncated", "drop", "safety", "blocked", "no_candidates"}
+_SLOW_FAULTS |= USAGE_FAULTS
 FAULT_KINDS = frozenset(
     _SLOW_FAULTS | set(_STATUS_ERRORS) | {"429", "429_header", "429_bare", "bad_key", "404", "hang"}
 )
@@ -260,6 +263,8 @@ class FakeGeminiServer(FakeOpenAIServer):
             candidates.append(cand)
         self._ids += 1
         prompt_tokens, out_tokens = max(1, size // 4), max(1, len(text) // 4) * n
+        self.billed_prompt_tokens += prompt_tokens
+        self.billed_completion_tokens += out_tokens
         return {
             "candidates": candidates,
             "usageMetadata": {
@@ -297,6 +302,10 @@ class FakeGeminiServer(FakeOpenAIServer):
         if kind == "truncated":
             raw = orjson.dumps(payload)
             return web.Response(body=raw[: len(raw) // 2], content_type="application/json")
+        if kind in USAGE_FAULTS:
+            fields = ("promptTokenCount", "candidatesTokenCount")
+            self.billed_prompt_tokens += spoil_usage(kind, payload, "usageMetadata", fields)
+            return json_response(200, payload)
         if kind == "safety":
             for cand in payload["candidates"]:
                 cand["content"] = {"role": "model"}

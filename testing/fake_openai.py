@@ -3,7 +3,8 @@
 It speaks the real wire format (chat/completions, completions, models, error bodies and
 rate-limit headers) so the engine's real HTTP client is exercised end to end, and it can
 inject every failure the engine must survive: 5xx, 429 with and without retry hints,
-truncated JSON, dropped connections, hangs and malformed choices.
+truncated JSON, dropped connections, hangs, malformed choices and malformed usage. It
+counts the tokens it bills (`billed_*`), so tests can compare a run's spend with its bill.
 
 Run ``python -m opro.testing.fake_openai --port 0`` to serve from a subprocess; it prints
 one ``READY <base_url>`` line once listening and exits 0 on SIGTERM/SIGINT.
@@ -31,13 +32,32 @@ from aiohttp import web
 __all__ = [
     "ECHO_FORMS",
     "FAULT_KINDS",
+    "USAGE_FAULTS",
     "FakeOpenAIServer",
     "FakeServerConfig",
     "default_responder",
 ]
 
+# A good answer whose usage report is broken ("usage_over": too big but true): the server
+# did the work and bills its real usage (plus OVERBILL_TOKENS for "usage_over").
+USAGE_FAULTS = frozenset(
+    {
+        "usage_string",  # "usage": "lots"
+        "usage_null",  # "usage": null
+        "usage_missing",  # no usage at all
+        "usage_partial",  # the input count left out
+        "usage_text",  # counts as text: "many"
+        "usage_negative",  # a negative input count, which would credit the budget
+        "usage_bool",  # true / false counts
+        "usage_float",  # 12.5 tokens
+        "usage_huge",  # 1e300 tokens
+        "usage_over",  # more input tokens than the prompt can have: the server bills them
+    }
+)
+OVERBILL_TOKENS = 100_000
 # Faults a real server would only produce after doing the work, so they pay the latency.
 _SLOW_FAULTS = {"500", "502", "503", "truncated", "drop", "empty_choices", "missing_fields"}
+_SLOW_FAULTS |= USAGE_FAULTS
 FAULT_KINDS = frozenset(_SLOW_FAULTS | {"429", "429_bare", "401", "400", "hang"})
 _STATUS_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "500": (500, "server_error", None, "The server had an error while processing your request."),
@@ -185,6 +205,31 @@ def _parse(body: Any, chat: bool) -> ParsedRequest | tuple[str, str | None]:
     return ParsedRequest(
         prompt, model if isinstance(model, str) else "fake-model", n, max_tokens, stops
     )
+
+
+def spoil_usage(kind: str, payload: dict[str, Any], key: str, fields: tuple[str, str]) -> int:
+    """Break `payload[key]` (a usage object with input/output count `fields`) as `kind`
+    says; return the extra input tokens the server really bills ("usage_over")."""
+    usage = payload[key]
+    counts: dict[str, Any] = {
+        "usage_text": {fields[0]: "many", fields[1]: "many"},
+        "usage_negative": {fields[0]: -1000},
+        "usage_bool": {fields[0]: True, fields[1]: False},
+        "usage_float": {fields[0]: 12.5},
+        "usage_huge": {fields[0]: 1e300, fields[1]: 1e300},
+        "usage_over": {fields[0]: usage[fields[0]] + OVERBILL_TOKENS},
+    }
+    if kind == "usage_string":
+        payload[key] = "lots"
+    elif kind == "usage_null":
+        payload[key] = None
+    elif kind == "usage_missing":
+        del payload[key]
+    elif kind == "usage_partial":
+        del usage[fields[0]]
+    else:
+        usage.update(counts[kind])
+    return OVERBILL_TOKENS if kind == "usage_over" else 0
 
 
 def cut_answer(answer: str, req: ParsedRequest) -> tuple[str, str]:
@@ -500,7 +545,10 @@ class FakeOpenAIServer:
             return web.Response(
                 body=raw[: len(raw) // 2], content_type="application/json", headers=headers
             )
-        if kind == "empty_choices":
+        if kind in USAGE_FAULTS:
+            fields = ("prompt_tokens", "completion_tokens")
+            self.billed_prompt_tokens += spoil_usage(kind, payload, "usage", fields)
+        elif kind == "empty_choices":
             payload["choices"] = []
         elif kind == "missing_fields":
             for choice in payload["choices"]:

@@ -149,6 +149,27 @@ def test_linreg_step_cap(
     assert re.search(r"\s3\s+5\s+-\s+-\s+0/1", out), out
 
 
+def test_the_budget_is_the_total_of_all_runs_over_all_sessions(
+    server: ThreadServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.respond(linreg_responder(runs=2))
+    args = demo(
+        "linreg", server, tmp_path, "--settings", "15,14", "3,5", "--runs", "2",
+        "--steps", "10", "--optimizer-max-tokens", "32", "--budget-tokens", "1300",
+    )  # fmt: skip
+    fake = server.server
+    ends = []
+    for session in range(3):  # the same cap, resumed: it is the runs' total, not a session's
+        ends.append((main(args + ["--resume"] * (session > 0)), capsys.readouterr().err))
+        assert fake.billed_prompt_tokens + fake.billed_completion_tokens <= 1300
+    for code, err in ends:
+        assert code == 3
+        assert "of 1300 tokens cap; resume with a higher --budget-tokens to continue" in err
+    ledger = json.loads((tmp_path / "runs" / "spend.json").read_text())
+    assert ledger["settled"]["tokens_in"] == fake.billed_prompt_tokens
+    assert ledger["settled"]["tokens_out"] == fake.billed_completion_tokens
+
+
 # -- TSP --------------------------------------------------------------------------------------
 
 _POINT = re.compile(r"\((\d+)\): \((-?\d+), (-?\d+)\)")

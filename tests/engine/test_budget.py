@@ -12,6 +12,7 @@ from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Model, ModelCallError, Price
 from opro.engine.prices import known_price, parse_price
 from opro.engine.retry import RetryPolicy
+from opro.engine.spend import Spend
 from opro.providers.base import Provider
 from opro.providers.errors import ProviderError, TransientError
 from opro.providers.types import Completion, Message, Request, Usage
@@ -134,3 +135,62 @@ def test_price_table_and_overrides() -> None:
     for bad in ("1", "a,b", "-1,2", "1,2,3"):
         with pytest.raises(ValueError, match="IN,OUT"):
             parse_price(bad)
+
+
+# -- a run's budget: prior spend, what refused and failed callers paid, robust settling ---
+
+
+def test_prior_spend_counts_against_the_cap() -> None:
+    budget = Budget(max_usd=0.01, spent=Spend(calls=7, cost_usd=0.0095))
+    m = model(Billing(Usage(40, 8)), budget, Price(10.0, 30.0))
+    with pytest.raises(BudgetExceeded, match=r"\$0.0095 of \$0.01"):
+        run(m.generate(m.request("q")))
+    assert budget.spent == Spend(calls=7, cost_usd=0.0095)
+    with pytest.raises(ValueError, match="non-negative"):
+        Budget(spent=Spend(cost_usd=-1.0))
+    with pytest.raises(ValueError, match="must be a number > 0"):
+        Budget(max_usd=float("nan"))
+
+
+def test_a_refused_retry_reports_what_the_earlier_attempts_paid() -> None:
+    request = Request(prompt="q", max_tokens=4)
+    worst = worst_case_usage(request)
+    # Room for one worst case only: the dropped first attempt is charged it, then the
+    # retry cannot fit. The refusal carries the paid attempt, so reports can count it.
+    budget = Budget(max_tokens=worst.input_tokens + worst.output_tokens + 1)
+    provider = Billing(Usage(1, 1), script=[TransientError("dropped", status=None)])
+    m = model(provider, budget, Price(1.0, 1.0))
+    with pytest.raises(BudgetExceeded) as stopped:
+        run(m.generate(request))
+    assert provider.sent == 1
+    assert stopped.value.paid == Spend.of(worst, Price(1.0, 1.0).cost(worst))
+
+
+def test_a_final_failure_reports_what_its_attempts_paid() -> None:
+    request = Request(prompt="q", max_tokens=4)
+    worst = worst_case_usage(request)
+    script: list[ProviderError] = [
+        TransientError("cut", status=None),
+        TransientError("x", status=503),
+    ]
+    m = model(Billing(Usage(1, 1), script=script * 3), Budget(), Price())
+    m.retry = RetryPolicy(base_delay=0.5, max_attempts=2)
+    with pytest.raises(ModelCallError) as failed:
+        run(m.generate(request))
+    assert failed.value.attempts == 2
+    assert failed.value.paid == Spend(2, worst.input_tokens, worst.output_tokens, 0.0)
+
+
+def test_settle_never_credits_and_charges_what_the_server_billed_above_the_bound() -> None:
+    budget = Budget(max_usd=1.0)
+
+    async def main() -> None:
+        worst = Spend(1, 100, 10, 0.001)
+        for bad in (Spend(1, -5, 0, 0.0), Spend(1, 1, 1, float("nan")), Spend(1, 0, 0, -1.0)):
+            budget.settle(await budget.reserve(worst), bad)
+        assert budget.spent == worst.times(3)  # each charged the worst case, none credited
+        budget.settle(await budget.reserve(worst), Spend(1, 500, 10, 0.005))
+        assert budget.spent == worst.times(3) + Spend(1, 500, 10, 0.005)
+        assert budget.over_bound == 1 and budget.reserved == Spend()
+
+    run(main())

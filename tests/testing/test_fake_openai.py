@@ -13,6 +13,7 @@ import pytest
 
 from opro.testing.fake_openai import (
     FAULT_KINDS,
+    USAGE_FAULTS,
     FakeOpenAIServer,
     FakeServerConfig,
     default_responder,
@@ -344,7 +345,7 @@ async def test_every_fault_kind_is_covered() -> None:
         "hang",
         "empty_choices",
         "missing_fields",
-    } == FAULT_KINDS
+    } | USAGE_FAULTS == FAULT_KINDS
     with pytest.raises(ValueError, match="unknown fault kind"):
         FakeOpenAIServer().inject("teapot")
     with pytest.raises(ValueError, match="unknown fault kinds"):
