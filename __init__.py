@@ -25,6 +25,7 @@ from .engine.metaprompt import MetaPromptConfig
 from .engine.model import Decoding, Generation, Model, ModelCallError, Price
 from .engine.optimizer import OptimizationResult, OptimizeConfig, optimize
 from .engine.problems import Problem, PromptProblem, SolutionScore
+from .engine.protocol import ProtocolPreset, protocol_preset
 from .engine.retry import RetryPolicy
 from .providers.errors import (
     AuthenticationError,
@@ -63,6 +64,7 @@ __all__ = [
     "Problem",
     "Progress",
     "PromptProblem",
+    "ProtocolPreset",
     "ProviderError",
     "RateLimitError",
     "Request",
@@ -74,6 +76,7 @@ __all__ = [
     "Usage",
     "evaluate",
     "optimize",
+    "protocol_preset",
 ]
 
 

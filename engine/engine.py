@@ -143,7 +143,7 @@ class Engine:
         *,
         grader: Grader | None = None,
         position: Position = "Q_begin",
-        qa_framing: bool = True,
+        qa_framing: bool | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         errors: ErrorPolicy | None = None,
     ) -> EvalReport:

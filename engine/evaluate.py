@@ -91,6 +91,7 @@ class InstructionScore:
     cost_usd: float
     skipped: int = 0
     error_messages: list[str] = field(default_factory=list)
+    wrong: list[int] = field(default_factory=list)  # indices of the examples graded wrong
 
     @property
     def graded(self) -> int:
@@ -151,10 +152,13 @@ class _Acc:
     tokens_in: int = 0
     tokens_out: int = 0
     messages: list[str] = field(default_factory=list)
+    wrong: list[int] = field(default_factory=list)
 
-    def add(self, generation: Generation, correct: bool) -> None:
+    def add(self, generation: Generation, correct: bool, example: int) -> None:
         self.n += 1
         self.correct += correct
+        if not correct:
+            self.wrong.append(example)
         self.calls += generation.calls
         self.n429 += generation.n429
         self.cache_hits += generation.cached or generation.shared
@@ -170,7 +174,7 @@ class _Acc:
             self.messages.append(str(error))
 
 
-_Pair = tuple[int, Example, Any, str]
+_Pair = tuple[int, int, Example, Any, str]  # instruction, example index, example, request, key
 
 
 def _aborts(error: ModelCallError) -> bool:
@@ -187,7 +191,7 @@ async def evaluate(
     *,
     grader: Grader,
     position: Position = "Q_begin",
-    qa_framing: bool = True,
+    qa_framing: bool | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     workers: int | None = None,
     errors: ErrorPolicy | None = None,
@@ -204,16 +208,16 @@ async def evaluate(
     pending: list[_Pair] = []
     for u, canon in enumerate(unique):
         acc = accs[u]
-        for ex in examples:
+        for j, ex in enumerate(examples):
             request = scorer.request(
                 render_prompt(canon, ex.input, position, qa_framing=qa_framing)
             )
             key = scorer.key(request)
             hit = scorer.lookup(key)
             if hit is None:
-                pending.append((u, ex, request, key))
+                pending.append((u, j, ex, request, key))
             else:
-                acc.add(Generation(hit, cached=True), grader(hit.text, ex))
+                acc.add(Generation(hit, cached=True), grader(hit.text, ex), j)
 
     def report_progress() -> None:
         if on_progress is not None:
@@ -257,7 +261,7 @@ async def _drain(
 
     async def worker() -> None:
         nonlocal stopped, failed, finished
-        for u, ex, request, key in queue:
+        for u, j, ex, request, key in queue:
             if stopped is not None:
                 return
             try:
@@ -275,7 +279,7 @@ async def _drain(
                 if verdict is not None:
                     raise EvaluationAborted(f"{verdict}; last error: {exc}") from exc
             else:
-                accs[u].add(generation, grader(generation.completion.text, ex))
+                accs[u].add(generation, grader(generation.completion.text, ex), j)
                 finished += 1
             report_progress()
 
@@ -324,6 +328,7 @@ def _report(
                 cost_usd=cost,
                 skipped=n_examples - acc.n,
                 error_messages=list(acc.messages),
+                wrong=sorted(acc.wrong),
             )
         )
         if dup == i:  # totals count each canonical instruction once

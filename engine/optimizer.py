@@ -34,6 +34,7 @@ from .candidates import interleave
 from .metaprompt import MetaPromptConfig, Scored
 from .model import Model
 from .problems import Problem, SolutionScore, SplitName, model_identity
+from .protocol import PROTOCOLS, ProtocolName, resolve_meta
 from .runlog import RunLog, render_summary
 
 
@@ -43,6 +44,8 @@ class OptimizeConfig:
 
     `temperature_end` set means the temperature rises linearly from `temperature` at step 1
     to it at step `steps`. `test_top` solutions, ranked by `select_by`, go to the final table.
+    `protocol` names the preset the settings came from (`protocol.protocol_preset`), so the
+    run's records say whether its numbers follow the paper's protocol.
     """
 
     steps: int = 200
@@ -55,8 +58,11 @@ class OptimizeConfig:
     patience: int | None = None
     test_top: int = 3
     select_by: Literal["train", "validation"] = "train"
+    protocol: ProtocolName = "ours"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; use {', '.join(PROTOCOLS)}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.candidates_per_step < 1:
@@ -118,13 +124,15 @@ class OptimizationResult:
     wall_s: float = 0.0
     run_dir: Path | None = None
     run: dict[str, Any] = field(default_factory=dict)
+    answers: int = 0  # optimizer answers read, and how many of them held no candidate
+    extraction_failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """What results.json holds: `run` is the result-changing configuration."""
         return {
-            "best": asdict(self.best) if self.best else None,
+            "best": _scored(self.best) if self.best else None,
             "solutions": [
-                {**asdict(s), "validation": self.validation.get(s.solution)} for s in self.history
+                {**_scored(s), "validation": self.validation.get(s.solution)} for s in self.history
             ],
             "final": [asdict(r) for r in self.final],
             "steps_completed": self.steps_completed,
@@ -132,7 +140,14 @@ class OptimizationResult:
             "totals": asdict(self.totals),
             "wall_s": self.wall_s,
             "run": self.run,
+            "answers": self.answers,
+            "extraction_failures": self.extraction_failures,
         }
+
+
+def _scored(s: Scored) -> dict[str, Any]:
+    """A solution for results.json; which examples it missed stays in steps.jsonl."""
+    return {"solution": s.solution, "score": s.score, "step": s.step}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +185,8 @@ class _State:
         self.stopped_early = False
         self.last_step = -1
         self.totals = RunTotals()
+        self.wrong: dict[str, tuple[int, ...]] = {}  # training examples each solution missed
+        self.answers = self.extraction_failures = 0
 
     def final_score(self, solution: str) -> tuple[float, int] | None:
         """The score of a solution scored without errors, with the step that scored it."""
@@ -179,7 +196,11 @@ class _State:
         return known[0], known[1]
 
     def history(self) -> list[Scored]:
-        return [Scored(s, v[0], v[1]) for s, v in self.scores.items() if v[0] is not None]
+        return [
+            Scored(s, v[0], v[1], self.wrong.get(s))
+            for s, v in self.scores.items()
+            if v[0] is not None
+        ]
 
     def ranked(self) -> list[Scored]:
         """Best first; among equal scores the earlier-found first."""
@@ -193,6 +214,9 @@ class _State:
         for c in record["candidates"]:
             if c["status"] in ("start", "new"):
                 self.scores[c["canonical"]] = (c["score"], record["step"], c["errors"] == 0)
+                wrong = c.get("detail", {}).get("wrong")
+                if wrong is not None:
+                    self.wrong[c["canonical"]] = tuple(wrong)
 
     def apply_rest(self, record: Mapping[str, Any]) -> None:
         check = record.get("validation")
@@ -207,6 +231,8 @@ class _State:
                     self.stopped_early = True
         self.totals.add(record["totals"])
         self.last_step = record["step"]
+        self.answers += len(record.get("answers", ()))
+        self.extraction_failures += record.get("extraction_failures", 0)
 
     def apply(self, record: Mapping[str, Any]) -> None:
         self.apply_candidates(record)
@@ -266,11 +292,11 @@ class _Loop:
         fresh: set[str] = set()
         for index, raw in interleave(per_answer):
             entries.append(self._vet(index, raw, step, fresh))
-        for index, found in enumerate(per_answer):
-            if not found:
-                entries.append(
-                    {"answer": index, "text": "", "status": "rejected", "reason": "no candidate"}
-                )
+        failures = [index for index, found in enumerate(per_answer) if not found]
+        for index in failures:  # never scored (the reference would score "" for them)
+            entries.append(
+                {"answer": index, "text": "", "status": "rejected", "reason": "no candidate"}
+            )
         await self._score_new(entries)
         usage = generation.usage
         cost = {
@@ -284,6 +310,7 @@ class _Loop:
             "step": step, "kind": "optimize", "seed": seed, "temperature": temperature,
             "exemplars": list(meta.exemplar_ids), "meta_prompt": meta.text, "answers": answers,
             "optimizer": {**cost, "wall_s": round(optimizer_s, 6)}, "candidates": entries,
+            "extraction_failures": len(failures),
         }  # fmt: skip
         await self._finish(record, started, cost)
 
@@ -450,6 +477,7 @@ async def optimize(
     """
     started = time.perf_counter()
     cfg = config or OptimizeConfig()
+    cfg = replace(cfg, meta=resolve_meta(cfg.meta, optimizer.spec, problem))  # no "auto" left
     splits = problem.splits
     if cfg.patience is not None and "validation" not in splits:
         raise ValueError("early stopping needs validation examples (a validation fraction > 0)")
@@ -494,6 +522,8 @@ async def optimize(
         wall_s=round(time.perf_counter() - started, 6),
         run_dir=log.directory if log is not None else None,
         run=identity,
+        answers=state.answers,
+        extraction_failures=state.extraction_failures,
     )
     if log is not None:
         results = result.to_dict()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..providers.types import Request, Usage
@@ -18,8 +18,9 @@ from ..tasks.prompts import Position, render_prompt
 from ..tasks.types import Example
 from .budget import worst_case_usage
 from .dedup import dedupe
-from .metaprompt import Scored
+from .metaprompt import Scored, shown_cap
 from .model import Model, estimate_tokens
+from .protocol import resolve_meta
 
 if TYPE_CHECKING:
     from .optimizer import OptimizeConfig
@@ -53,7 +54,7 @@ def plan_evaluation(
     scorer: Model,
     *,
     position: Position = "Q_begin",
-    qa_framing: bool = True,
+    qa_framing: bool | None = None,
 ) -> Plan:
     unique, _ = dedupe(instructions)
     plan = Plan()
@@ -124,13 +125,29 @@ def plan_optimization(
     _price(scorer_plan, scorer)
 
     opt_plan = Plan()
-    history = [Scored(filler, 1.0, 0)] * cfg.meta.max_shown
-    text = problem.meta_prompt(history, cfg.meta, random.Random(0)).text
+    # Every exemplar rule shows at most `exemplars` examples: plan with a full random draw.
+    meta = replace(resolve_meta(cfg.meta, optimizer.spec, problem), exemplar_selection="random")
+    cap = shown_cap(meta)
+    # Uncapped (the pretrained style under --protocol paper), step s lists at most every
+    # solution scored before it: the starting ones plus N per earlier step.
+    n_start = len(problem.initial_solutions())
+    listed = [
+        cap if cap is not None else n_start + (s - 1) * cfg.candidates_per_step
+        for s in range(1, cfg.steps + 1)
+    ]
+    longest = max(listed, default=0)
+    text = problem.meta_prompt([Scored(filler, 1.0, 0)] * longest, meta, random.Random(0)).text
     request = Request(
         prompt=text, max_tokens=optimizer.decoding.max_tokens, n=cfg.candidates_per_step
     )
     opt_plan.pairs = opt_plan.calls = cfg.steps * cfg.candidates_per_step
-    opt_plan.est_tokens_in = cfg.steps * cfg.candidates_per_step * (len(text) // 4 + 1)
+    if cap is not None:
+        prompt_tokens = cfg.steps * (len(text) // 4 + 1)
+    else:
+        empty = len(problem.meta_prompt([], meta, random.Random(0)).text)
+        per_entry = (len(text) - empty) / max(1, longest)
+        prompt_tokens = sum(int((empty + per_entry * n) // 4) + 1 for n in listed)
+    opt_plan.est_tokens_in = cfg.candidates_per_step * prompt_tokens
     opt_plan.max_tokens_out = cfg.steps * request.max_tokens * request.n
     _price(opt_plan, optimizer)
     return scorer_plan, opt_plan

@@ -193,6 +193,14 @@ def _fmt(score: Any, percent: bool) -> str:
     return f"{100 * score:.1f}%" if percent else f"{score:.6g}"
 
 
+def _protocol_line(protocol: Any, results: Mapping[str, Any]) -> str:
+    """Which protocol the numbers follow, and how many optimizer answers held no candidate."""
+    what = {"paper": "the paper's reference settings", "ours": "our defaults"}.get(protocol, "")
+    head = f"protocol: {protocol}" + (f" ({what})" if what else "")
+    answers, failures = results.get("answers", 0), results.get("extraction_failures", 0)
+    return f"{head}   extraction failures: {failures} of {answers} optimizer answers"
+
+
 def render_summary(results: Mapping[str, Any]) -> str:
     """summary.txt: the run's settings, best solution, final table and costs, for people."""
     run = results.get("run", {})
@@ -216,6 +224,9 @@ def render_summary(results: Mapping[str, Any]) -> str:
         for row in results["final"]:
             cells = " ".join(f"{_fmt(row[k], percent):>7}" for k in ("train", "validation", "test"))
             lines.append(f"{row['role']:<10} {cells}  {row['solution']!r}")
+    protocol = run.get("options", {}).get("protocol")
+    if protocol is not None or "answers" in results:
+        lines += ["", _protocol_line(protocol, results)]
     t = results["totals"]
     lines += [
         "",

@@ -10,6 +10,9 @@ without its Q:/A: framing:
 As in the paper's code, an empty instruction leaves no separator behind: every position then
 gives ``Q: {q}\\n\\nA:`` (or the bare question without framing), which is the paper's
 no-instruction baseline. A whitespace-only instruction counts as empty here.
+
+The framing defaults to off, as in the paper's code for both of its scorers, except for
+A_begin and before_Q, which have no meaning without it (`needs_qa_framing`).
 """
 
 from __future__ import annotations
@@ -20,12 +23,23 @@ Position = Literal["Q_begin", "Q_end", "A_begin", "before_Q"]
 POSITIONS: tuple[str, ...] = get_args(Position)
 
 
+def needs_qa_framing(position: Position) -> bool:
+    """Whether the position only exists inside the Q:/A: framing."""
+    return position in ("A_begin", "before_Q")
+
+
 def render_prompt(
-    instruction: str, question: str, position: Position = "Q_begin", *, qa_framing: bool = True
+    instruction: str,
+    question: str,
+    position: Position = "Q_begin",
+    *,
+    qa_framing: bool | None = None,
 ) -> str:
-    """Place `instruction` relative to `question` as the paper does."""
+    """Place `instruction` relative to `question` as the paper does (framing: see above)."""
     if position not in POSITIONS:
         raise ValueError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
+    if qa_framing is None:
+        qa_framing = needs_qa_framing(position)
     ins = instruction.strip()
     if position in ("A_begin", "before_Q") and not qa_framing:
         raise ValueError(f"position {position} needs the Q:/A: framing")

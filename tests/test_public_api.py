@@ -29,6 +29,7 @@ EXPECTED = {
     "Problem",
     "Progress",
     "PromptProblem",
+    "ProtocolPreset",
     "ProviderError",
     "RateLimitError",
     "Request",
@@ -40,6 +41,7 @@ EXPECTED = {
     "Usage",
     "evaluate",
     "optimize",
+    "protocol_preset",
 }
 
 
