@@ -36,6 +36,7 @@ from .cli_demo import cmd_demo
 from .cli_demo import register as register_demo
 from .cli_optimize import cmd_optimize
 from .cli_optimize import register as register_optimize
+from .cli_protocol import add_protocol_options, apply_protocol, qa_framing_from_args
 from .evaluate import EvalReport, EvaluationAborted
 from .plan import plan_evaluation
 from .progress import ProgressBar
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
     ev.add_argument("--out", help="write the JSON report here")
     add_engine_options(ev)
+    add_protocol_options(ev)
 
     ts = sub.add_parser("tasks", help="list the available tasks")
     ts.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
@@ -126,6 +128,7 @@ async def _run_evaluation(
     args: argparse.Namespace, instructions: list[str], examples: list[Example]
 ) -> EvalReport | None:
     position: Position = args.position or default_position(args)
+    qa_framing = qa_framing_from_args(args, position)
     async with engine_from_args(args) as eng:
         scorer = scorer_from_args(eng, args)
         if args.dry_run:
@@ -135,7 +138,7 @@ async def _run_evaluation(
                     examples,
                     scorer,
                     position=position,
-                    qa_framing=not args.no_qa,
+                    qa_framing=qa_framing,
                 ).describe()
             )
             return None
@@ -146,7 +149,7 @@ async def _run_evaluation(
                 examples,
                 scorer,
                 position=position,
-                qa_framing=not args.no_qa,
+                qa_framing=qa_framing,
                 on_progress=bar,
                 errors=error_policy_from_args(args),
             )
@@ -164,6 +167,7 @@ def _writable(path: Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    apply_protocol(args)
     out = Path(args.out) if args.out else None
     if out is not None:
         _writable(out)
@@ -175,7 +179,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_report(report)
     if out is not None:
         try:
-            out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+            data = {**report.to_dict(), "protocol": args.protocol}
+            out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from exc
     if report.stopped == "budget":
