@@ -459,6 +459,14 @@ def _resumable_changes(cfg: OptimizeConfig) -> frozenset[str]:
     return frozenset(free)
 
 
+# Options added after runs were first logged, with the value those runs behaved as.
+_ADDED_OPTIONS = {
+    "options.protocol": "ours",
+    "options.meta.exemplar_selection": "random",
+    "options.meta.extraction": "lenient",
+}
+
+
 async def optimize(
     problem: Problem,
     optimizer: Model,
@@ -490,7 +498,9 @@ async def optimize(
         if resume:
             raise ValueError("resume needs the run directory of the run to continue")
     elif resume:
-        log, records = RunLog.resume(run_dir, identity, ignore=_resumable_changes(cfg))
+        log, records = RunLog.resume(
+            run_dir, identity, ignore=_resumable_changes(cfg), added=_ADDED_OPTIONS
+        )
         for record in records:
             state.apply(record)
     else:

@@ -21,7 +21,7 @@ from opro.engine.optimizer import OptimizationResult, OptimizeConfig, optimize
 from opro.engine.plan import plan_optimization
 from opro.engine.problems import PromptProblem
 from opro.engine.protocol import protocol_preset
-from opro.engine.runlog import read_steps
+from opro.engine.runlog import RunDirError, read_steps
 from opro.providers.base import Provider
 from opro.providers.types import Completion, Request, Usage
 from opro.tasks import load_task, split
@@ -83,6 +83,7 @@ def records(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 ANSWERS = ["Sure: [Be brief.]", "no brackets here", "", "[]"]
+PAPERISH = MetaPromptConfig(extraction="reference")
 
 
 @pytest.mark.parametrize(("extraction", "failures"), [("lenient", 1), ("reference", 3)])
@@ -191,3 +192,19 @@ async def test_the_dry_run_plans_an_uncapped_listing_as_it_grows() -> None:
         assert planned(None, 100) > 5 * planned(20, 100)
         growth = [planned(None, s + 1) - planned(None, s) for s in (10, 20, 40)]
         assert growth[0] < growth[1] < growth[2]
+
+
+async def test_a_run_logged_before_the_protocol_options_still_resumes(tmp_path: Path) -> None:
+    answers = ["[Be brief.]", "[Think first.]"]
+    await run(tmp_path, answers, steps=1, test_top=0)
+    path = tmp_path / "run" / "config.json"
+    config = orjson.loads(path.read_bytes())
+    del config["run"]["options"]["protocol"]  # as written before these options existed
+    del config["run"]["options"]["meta"]["exemplar_selection"]
+    del config["run"]["options"]["meta"]["extraction"]
+    path.write_bytes(orjson.dumps(config))
+    result, _ = await run(tmp_path, answers, resume=True, test_top=0)
+    assert result.steps_completed == 2
+    # A setting that would change what such a run did is still refused.
+    with pytest.raises(RunDirError, match=r"options\.meta\.extraction was None there"):
+        await run(tmp_path, answers, steps=3, resume=True, test_top=0, meta=PAPERISH)
