@@ -93,7 +93,8 @@ def plan_optimization(
     every later candidate is assumed new, as long as the longest allowed instruction, and
     scored on the whole training split; the final table scores `test_top` solutions plus the
     baselines on every split; the meta-prompt is taken at its fullest (`max_shown` earlier
-    solutions of the longest allowed length) for every step.
+    solutions of the longest allowed length, or with no cap every solution that can have
+    been scored before the step) for every step.
     """
     scorer = problem.scorer
     scorer_plan = plan_evaluation(
