@@ -27,6 +27,7 @@ from opro.errors import OproError, SettingsError
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
 from opro.optimize.metaprompt import MetaPromptConfig
 from opro.optimize.problem import Problem, PromptProblem, SolutionScore
+from opro.optimize.protocol import ProtocolPreset, protocol_preset
 from opro.providers.errors import (
     AuthenticationError,
     BadRequestError,
@@ -65,6 +66,7 @@ __all__ = [
     "Problem",
     "Progress",
     "PromptProblem",
+    "ProtocolPreset",
     "ProviderError",
     "RateLimitError",
     "Request",
@@ -77,6 +79,7 @@ __all__ = [
     "Usage",
     "evaluate",
     "optimize",
+    "protocol_preset",
 ]
 
 

@@ -82,8 +82,9 @@ async def measure(examples: tuple[opro.Example, ...], max_tokens: int) -> tuple[
                         for instruction in INSTRUCTIONS:  # one at a time: one grader each
                             grader = CountingGrader()
                             report = await engine.evaluate(
-                                [instruction], examples, model, grader=grader, position=position
-                            )
+                                [instruction], examples, model, grader=grader,
+                                position=position, qa_framing=True,  # as measured
+                            )  # fmt: skip
                             score = report.instructions[0]
                             cells.append(
                                 Cell(mode, stop, position, instruction, score.correct,

@@ -33,6 +33,7 @@ from opro.engine.model import Model
 from opro.engine.prices import parse_price, price_option
 from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
 from opro.errors import OproError
+from opro.optimize.protocol import OTHER_TASK_SCORER_MAX_TOKENS, default_scorer_max_tokens
 from opro.tasks.grading import GRADINGS
 from opro.tasks.prompts import Position
 
@@ -42,7 +43,7 @@ EMBEDDED_SCORER_API = "chat"
 EMBEDDED_SCORER_MAX_TOKENS = 8
 EMBEDDED_SCORER_STOP = ("\n",)
 EMBEDDED_POSITION: Position = "A_begin"
-DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_TOKENS = OTHER_TASK_SCORER_MAX_TOKENS  # 1024 on the paper's tasks (protocol.py)
 DEFAULT_POSITION: Position = "Q_begin"
 
 
@@ -70,8 +71,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-tokens",
         type=MAX_TOKENS,
-        help=f"scorer max tokens (default {DEFAULT_MAX_TOKENS}; "
-        f"{EMBEDDED_SCORER_MAX_TOKENS} for the embedded model)",
+        help="scorer max tokens (default: 1024, the paper's, on the paper's tasks and under "
+        f"--protocol paper, else {DEFAULT_MAX_TOKENS}; {EMBEDDED_SCORER_MAX_TOKENS} for the "
+        "embedded model)",
     )
     g.add_argument(
         "--stop",
@@ -135,7 +137,11 @@ def default_position(args: argparse.Namespace) -> Position:
 def scorer_from_args(engine: Engine, args: argparse.Namespace) -> Model:
     embedded = uses_embedded_scorer(args)
     stop = args.stop if args.stop is not None else (EMBEDDED_SCORER_STOP if embedded else ())
-    max_tokens = args.max_tokens or (EMBEDDED_SCORER_MAX_TOKENS if embedded else DEFAULT_MAX_TOKENS)
+    max_tokens = args.max_tokens or (
+        EMBEDDED_SCORER_MAX_TOKENS
+        if embedded
+        else default_scorer_max_tokens(getattr(args, "task", None))
+    )
     return engine.model(
         args.scorer or DEFAULT_MODEL,
         base_url=args.scorer_base_url,
@@ -154,7 +160,8 @@ def add_grading_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grading",
         choices=GRADINGS,
-        default="strict",
-        help="the accuracy that is optimized and picks the best: strict (ours, default) or "
-        "reference (the paper's code's rules, comparable with its numbers); reports show both",
+        default=None,
+        help="the accuracy that is optimized and picks the best: strict (ours; the default) or "
+        "reference (the paper's code's rules, comparable with its numbers; the default under "
+        "--protocol paper); reports show both",
     )

@@ -35,6 +35,7 @@ from opro.cli.demo import register as register_demo
 from opro.cli.optimize import cmd_optimize
 from opro.cli.optimize import register as register_optimize
 from opro.cli.progress import ProgressBar
+from opro.cli.protocol import add_protocol_options, apply_protocol, qa_framing_from_args
 from opro.engine.evaluate import EvalReport
 from opro.engine.plan import plan_evaluation
 from opro.errors import OproError
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="write the JSON report here")
     add_grading_option(ev)
     add_engine_options(ev)
+    add_protocol_options(ev)
 
     ts = sub.add_parser("tasks", help="list the available tasks")
     ts.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
@@ -142,6 +144,7 @@ async def _run_evaluation(
     args: argparse.Namespace, instructions: list[str], examples: list[Example]
 ) -> EvalReport | None:
     position: Position = args.position or default_position(args)
+    qa_framing = qa_framing_from_args(args, position)
     async with engine_from_args(args) as eng:
         scorer = scorer_from_args(eng, args)
         if args.dry_run:
@@ -151,7 +154,7 @@ async def _run_evaluation(
                     examples,
                     scorer,
                     position=position,
-                    qa_framing=not args.no_qa,
+                    qa_framing=qa_framing,
                 ).describe()
             )
             return None
@@ -162,7 +165,7 @@ async def _run_evaluation(
                 examples,
                 scorer,
                 position=position,
-                qa_framing=not args.no_qa,
+                qa_framing=qa_framing,
                 grading=args.grading,
                 on_progress=bar,
                 errors=error_policy_from_args(args),
@@ -193,6 +196,7 @@ def _writable(path: Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    apply_protocol(args)
     out = Path(args.out) if args.out else None
     if out is not None:
         _writable(out)
@@ -204,7 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_report(report)
     if out is not None:
         try:
-            out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+            data = {**report.to_dict(), "protocol": args.protocol}
+            out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from exc
     if report.stopped == "budget":

@@ -27,7 +27,6 @@ from opro.checks import (
     FRACTION,
     MAX_TOKENS,
     POSITIVE_COUNT,
-    SCORE,
     SEED,
     STEPS,
     TEMPERATURE,
@@ -43,12 +42,20 @@ from opro.cli.common import (
     positive_int,
     scorer_from_args,
 )
+from opro.cli.protocol import (
+    add_meta_protocol_options,
+    add_protocol_options,
+    apply_protocol,
+    max_shown_setting,
+    min_score_setting,
+    qa_framing_from_args,
+)
 from opro.engine.budget import BudgetExceeded
 from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.model import ModelCallError
 from opro.engine.prices import parse_price, price_option
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
-from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS, SHOWN, STYLES, MetaPromptConfig
+from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS, STYLES, MetaPromptConfig
 from opro.optimize.plan import plan_optimization
 from opro.optimize.problem import PromptProblem
 from opro.optimize.runlog import RunDirError, logged_spend, render_summary
@@ -107,11 +114,26 @@ def register(subparsers: Any) -> None:
         help="default: A_begin for the embedded scorer, else Q_begin",
     )
     p.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
-    p.add_argument("--meta-prompt", choices=STYLES, default="instruction-tuned")
-    p.add_argument("--max-shown", type=SHOWN, default=20, help="earlier solutions shown")
+    p.add_argument(
+        "--meta-prompt",
+        choices=("auto", *STYLES),
+        default="auto",
+        help="default auto: gpt for GPT optimizers, else instruction-tuned (as the paper)",
+    )
+    p.add_argument(
+        "--max-shown",
+        type=max_shown_setting,
+        help="earlier solutions shown: N, all, or auto (20; all in the pretrained style); "
+        "default 20 (--protocol paper: auto)",
+    )
     p.add_argument("--order", choices=ORDERS, default="ascending")
     p.add_argument("--score-buckets", type=_buckets, default=100, help="100, 20 or none")
-    p.add_argument("--min-score", type=SCORE, help="hide earlier solutions scoring below this")
+    p.add_argument(
+        "--min-score",
+        type=min_score_setting,
+        help="hide earlier solutions scoring below this: a number, none, or auto (0.3 for a "
+        "GPT scorer, else 0; none in the pretrained style); default none (--protocol paper: auto)",
+    )
     p.add_argument("--exemplars", type=EXEMPLARS, default=3, help="task examples shown")
     p.add_argument("--exemplars-first", action="store_true", help="examples before solutions")
     p.add_argument("--start", action="append", help="a starting instruction (repeatable)")
@@ -126,7 +148,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--run-dir", help="where the run is logged (default: opro-runs/<task>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     add_grading_option(p)
+    add_meta_protocol_options(p)
     add_engine_options(p)
+    add_protocol_options(p)
     defaults: dict[str, Any] = {}
     for action in p._actions:
         if action.dest in ("help", "config") or action.default is argparse.SUPPRESS:
@@ -184,6 +208,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         if given is not None:
             layered[dest] = given
     s = argparse.Namespace(**layered, command=args.command, config=args.config)
+    apply_protocol(s)
     # Defaults that depend on which models are used (the embedded one has its own).
     if s.position is None:
         s.position = default_position(s)
@@ -217,6 +242,8 @@ def _configs(s: argparse.Namespace) -> tuple[OptimizeConfig, MetaPromptConfig]:
         min_score=s.min_score,
         exemplars=s.exemplars,
         exemplars_first=bool(s.exemplars_first),
+        exemplar_selection=s.exemplar_selection,
+        extraction=s.extraction,
     )
     cfg = OptimizeConfig(
         steps=s.steps,
@@ -230,6 +257,7 @@ def _configs(s: argparse.Namespace) -> tuple[OptimizeConfig, MetaPromptConfig]:
         test_top=s.test_top,
         select_by=s.select_by,
         grading=s.grading,
+        protocol=s.protocol,
     )
     return cfg, meta
 
@@ -270,7 +298,7 @@ async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult | Non
             validation_fraction=s.validation_fraction,
             split_seed=s.split_seed,
             position=s.position,
-            qa_framing=not s.no_qa,
+            qa_framing=qa_framing_from_args(s, s.position),
             starting=s.start,
             test_limit=s.test_limit,
             errors=error_policy_from_args(s),

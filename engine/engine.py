@@ -153,7 +153,7 @@ class Engine:
         reference_grader: Grader | None = None,
         grading: Grading = "strict",
         position: Position = "Q_begin",
-        qa_framing: bool = True,
+        qa_framing: bool | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         errors: ErrorPolicy | None = None,
     ) -> EvalReport:

@@ -108,6 +108,7 @@ class InstructionScore:
     accuracy_reference: float | None = None
     correct_reference: int | None = None
     truncated: int = 0
+    wrong: list[int] = field(default_factory=list)  # indices of the examples graded wrong
 
     @property
     def graded(self) -> int:
@@ -178,11 +179,16 @@ class _Acc:
     messages: list[str] = field(default_factory=list)
     correct_reference: int = 0
     truncated: int = 0
+    wrong: list[int] = field(default_factory=list)
 
-    def add(self, generation: Generation, correct: bool, correct_reference: bool = False) -> None:
+    def add(
+        self, generation: Generation, correct: bool, correct_reference: bool, example: int
+    ) -> None:
         self.n += 1
         self.correct += correct
         self.correct_reference += correct_reference
+        if not correct:
+            self.wrong.append(example)
         finish = generation.completion.finish_reasons
         self.truncated += bool(finish) and finish[0] in TRUNCATED_REASONS
         self.calls += generation.calls
@@ -209,7 +215,7 @@ class _Acc:
         self.tokens_out += stop.paid.tokens_out
 
 
-_Pair = tuple[int, Example, Any, str]
+_Pair = tuple[int, int, Example, Any, str]  # instruction, example index, example, request, key
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +225,11 @@ class _Graders:
     main: Grader
     reference: Grader | None
 
-    def add(self, acc: _Acc, generation: Generation, example: Example) -> None:
+    def add(self, acc: _Acc, generation: Generation, example: Example, index: int) -> None:
+        """Grade one answer to `example` (the `index`-th) by both graders into `acc`."""
         text = generation.completion.text
         ref = self.reference is not None and self.reference(text, example)
-        acc.add(generation, self.main(text, example), ref)
+        acc.add(generation, self.main(text, example), ref, index)
 
 
 def _aborts(error: ModelCallError) -> bool:
@@ -241,7 +248,7 @@ async def evaluate(
     reference_grader: Grader | None = None,
     grading: Grading = "strict",
     position: Position = "Q_begin",
-    qa_framing: bool = True,
+    qa_framing: bool | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     workers: int | None = None,
     errors: ErrorPolicy | None = None,
@@ -264,16 +271,16 @@ async def evaluate(
     pending: list[_Pair] = []
     for u, canon in enumerate(unique):
         acc = accs[u]
-        for ex in examples:
+        for j, ex in enumerate(examples):
             request = scorer.request(
                 render_prompt(canon, ex.input, position, qa_framing=qa_framing)
             )
             key = scorer.key(request)
             hit = scorer.lookup(key)
             if hit is None:
-                pending.append((u, ex, request, key))
+                pending.append((u, j, ex, request, key))
             else:
-                graders.add(acc, Generation(hit, cached=True), ex)
+                graders.add(acc, Generation(hit, cached=True), ex, j)
 
     def report_progress() -> None:
         if on_progress is not None:
@@ -329,7 +336,7 @@ async def _drain(
 
     async def worker() -> None:
         nonlocal stopped, failed, finished
-        for u, ex, request, key in queue:
+        for u, j, ex, request, key in queue:
             if stopped is not None:
                 return
             try:
@@ -348,7 +355,7 @@ async def _drain(
                 if verdict is not None:
                     raise EvaluationAborted(f"{verdict}; last error: {exc}") from exc
             else:
-                graders.add(accs[u], generation, ex)
+                graders.add(accs[u], generation, ex, j)
                 finished += 1
             report_progress()
 
@@ -402,6 +409,7 @@ def _report(
                 ),
                 correct_reference=acc.correct_reference if graders.reference else None,
                 truncated=acc.truncated,
+                wrong=sorted(acc.wrong),
             )
         )
         if dup == i:  # totals count each canonical instruction once

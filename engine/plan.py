@@ -46,7 +46,7 @@ def plan_evaluation(
     scorer: Model,
     *,
     position: Position = "Q_begin",
-    qa_framing: bool = True,
+    qa_framing: bool | None = None,
 ) -> Plan:
     unique, _ = dedupe(instructions)
     plan = Plan()

@@ -10,6 +10,13 @@ so `extract` tries the asked-for markup first, then the other two, then the answ
   its opening one starts at the beginning (a completion model often starts inside the tag);
 * an answer with no markup at all is taken whole, after dropping a leading "Here is ...:" line.
 
+`extract_reference` reads answers as the paper's reference code does, for `--protocol paper`:
+the first bracketed text on one line (instruction-tuned style), the text between the first
+<INS>/<Start> tag and its closing tag, either missing tag meaning the start or end of the
+answer (gpt style), or the first <TEXT>...</TEXT> (pretrained style). Where the reference
+then scores the empty instruction, here an answer yields no candidate and is counted as an
+extraction failure, never scored.
+
 `check` then applies the cleaning and filters of the paper's code: surrounding quotes, `**`
 and extra whitespace are removed and the first letter capitalised (`dedup.canonicalize`), and
 a candidate is rejected when empty, longer than 500 characters, containing "INS" (leaked
@@ -23,7 +30,6 @@ import re
 from collections.abc import Sequence
 
 from opro.engine.dedup import canonicalize
-from opro.optimize.metaprompt import Style
 
 MAX_CHARS = 500
 
@@ -58,7 +64,7 @@ def _plain(text: str) -> list[str]:
     return [body] if body else []
 
 
-def _methods(style: Style, tag: str) -> list[str]:
+def _methods(style: str, tag: str) -> list[str]:
     if style == "gpt":
         return [tag, "brackets", "TEXT"]
     if style == "pretrained":
@@ -66,7 +72,7 @@ def _methods(style: Style, tag: str) -> list[str]:
     return ["brackets", tag, "TEXT"]
 
 
-def extract(answer: str, style: Style = "instruction-tuned", *, tag: str = "INS") -> list[str]:
+def extract(answer: str, style: str = "instruction-tuned", *, tag: str = "INS") -> list[str]:
     """Every candidate in one optimizer answer, raw (uncleaned), in order of appearance."""
     for method in _methods(style, tag):
         found = _bracketed(answer) if method == "brackets" else _tagged(answer, method)
@@ -78,6 +84,29 @@ def extract(answer: str, style: Style = "instruction-tuned", *, tag: str = "INS"
         if found:
             return found
     return _plain(answer)
+
+
+_FIRST_BRACKETED = re.compile(r"\[(.*?)\]")  # `.` stops at a newline: one line only
+_FIRST_TEXT = re.compile(r"<TEXT>(.*?)</TEXT>", re.S)
+
+
+def extract_reference(
+    answer: str, style: str = "instruction-tuned", *, tag: str = "INS"
+) -> list[str]:
+    """The one candidate the reference code takes from an answer, or none (see above)."""
+    if style == "pretrained":
+        match = _FIRST_TEXT.search(answer)
+        found = match.group(1) if match else ""
+    elif style == "gpt":
+        opening, closing = f"<{tag}>", f"</{tag}>"
+        start = answer.find(opening)
+        start = 0 if start < 0 else start + len(opening)
+        end = answer.find(closing)
+        found = answer[start : len(answer) if end < 0 else end].strip()
+    else:
+        match = _FIRST_BRACKETED.search(answer)
+        found = match.group(1) if match else ""
+    return [found] if found.strip() else []
 
 
 def strip_quotes(text: str) -> str:

@@ -38,6 +38,7 @@ from opro.optimize.candidates import interleave
 from opro.optimize.gradings import chosen_score, final_gradings, grading_fields, gradings_of
 from opro.optimize.metaprompt import MetaPromptConfig, Scored
 from opro.optimize.problem import Problem, SolutionScore, SplitName, model_identity
+from opro.optimize.protocol import PROTOCOLS, ProtocolName, resolve_meta
 from opro.optimize.runlog import RunLog, render_summary
 from opro.tasks.grading import GRADINGS, Grading
 
@@ -50,6 +51,8 @@ class OptimizeConfig:
     to it at step `steps`. `test_top` solutions, ranked by `select_by`, go to the final table.
     `grading` picks the accuracy a prompt is optimized by (the meta-prompt's scores, the best):
     our strict rules or the paper's reference rules; records and results carry both.
+    `protocol` names the preset the settings came from (`protocol.protocol_preset`), so the
+    run's records say whether its numbers follow the paper's protocol.
     """
 
     steps: int = 200
@@ -63,8 +66,11 @@ class OptimizeConfig:
     test_top: int = 3
     select_by: Literal["train", "validation"] = "train"
     grading: Grading = "strict"
+    protocol: ProtocolName = "ours"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise SettingsError(f"unknown protocol {self.protocol!r}; use {', '.join(PROTOCOLS)}")
         STEPS.check("steps", self.steps)
         CANDIDATES.check("candidates per step", self.candidates_per_step)
         TEMPERATURE.check("temperature", self.temperature)
@@ -133,14 +139,16 @@ class OptimizationResult:
     run_dir: Path | None = None
     run: dict[str, Any] = field(default_factory=dict)
     gradings: dict[str, dict[str, Any]] = field(default_factory=dict)  # train, per solution
+    answers: int = 0  # optimizer answers read, and how many of them held no candidate
+    extraction_failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """What results.json holds: `run` is the result-changing configuration."""
         return {
-            "best": asdict(self.best) if self.best else None,
+            "best": _scored(self.best) if self.best else None,
             "solutions": [
                 {
-                    **asdict(s),
+                    **_scored(s),
                     **self.gradings.get(s.solution, {}),
                     "validation": self.validation.get(s.solution),
                 }
@@ -152,7 +160,14 @@ class OptimizationResult:
             "totals": asdict(self.totals),
             "wall_s": self.wall_s,
             "run": self.run,
+            "answers": self.answers,
+            "extraction_failures": self.extraction_failures,
         }
+
+
+def _scored(s: Scored) -> dict[str, Any]:
+    """A solution for results.json; which examples it missed stays in steps.jsonl."""
+    return {"solution": s.solution, "score": s.score, "step": s.step}
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +209,8 @@ class _State:
         self.stopped_early = False
         self.last_step = -1
         self.totals = RunTotals()
+        self.wrong: dict[str, tuple[int, ...]] = {}  # training examples each solution missed
+        self.answers = self.extraction_failures = 0
 
     def final_score(self, solution: str) -> tuple[float, int] | None:
         """The score of a solution scored without errors, with the step that scored it."""
@@ -203,7 +220,11 @@ class _State:
         return known[0], known[1]
 
     def history(self) -> list[Scored]:
-        return [Scored(s, v[0], v[1]) for s, v in self.scores.items() if v[0] is not None]
+        return [
+            Scored(s, v[0], v[1], self.wrong.get(s))
+            for s, v in self.scores.items()
+            if v[0] is not None
+        ]
 
     def ranked(self) -> list[Scored]:
         """Best first; among equal scores the earlier-found first."""
@@ -219,6 +240,9 @@ class _State:
                 self.scores[c["canonical"]] = (c["score"], record["step"], c["errors"] == 0)
                 if (found := gradings_of(c)) is not None:
                     self.gradings[c["canonical"]] = found
+                wrong = c.get("detail", {}).get("wrong")
+                if wrong is not None:
+                    self.wrong[c["canonical"]] = tuple(wrong)
 
     def apply_rest(self, record: Mapping[str, Any]) -> None:
         check = record.get("validation")
@@ -235,6 +259,8 @@ class _State:
                     self.stopped_early = True
         self.totals.add(record["totals"])
         self.last_step = record["step"]
+        self.answers += len(record.get("answers", ()))
+        self.extraction_failures += record.get("extraction_failures", 0)
 
     def apply(self, record: Mapping[str, Any]) -> None:
         self.apply_candidates(record)
@@ -294,11 +320,11 @@ class _Loop:
         fresh: set[str] = set()
         for index, raw in interleave(per_answer):
             entries.append(self._vet(index, raw, step, fresh))
-        for index, found in enumerate(per_answer):
-            if not found:
-                entries.append(
-                    {"answer": index, "text": "", "status": "rejected", "reason": "no candidate"}
-                )
+        failures = [index for index, found in enumerate(per_answer) if not found]
+        for index in failures:  # never scored (the reference would score "" for them)
+            entries.append(
+                {"answer": index, "text": "", "status": "rejected", "reason": "no candidate"}
+            )
         await self._score_new(entries)
         usage = generation.usage
         cost = {
@@ -312,6 +338,7 @@ class _Loop:
             "step": step, "kind": "optimize", "seed": seed, "temperature": temperature,
             "exemplars": list(meta.exemplar_ids), "meta_prompt": meta.text, "answers": answers,
             "optimizer": {**cost, "wall_s": round(optimizer_s, 6)}, "candidates": entries,
+            "extraction_failures": len(failures),
         }  # fmt: skip
         await self._finish(record, started, cost)
 
@@ -479,6 +506,14 @@ def _resumable_changes(cfg: OptimizeConfig) -> frozenset[str]:
     return frozenset(free)
 
 
+# Options added after runs were first logged, with the value those runs behaved as.
+_ADDED_OPTIONS = {
+    "options.protocol": "ours",
+    "options.meta.exemplar_selection": "random",
+    "options.meta.extraction": "lenient",
+}
+
+
 async def optimize(
     problem: Problem,
     optimizer: Model,
@@ -497,6 +532,7 @@ async def optimize(
     """
     started = time.perf_counter()
     cfg = config or OptimizeConfig()
+    cfg = replace(cfg, meta=resolve_meta(cfg.meta, optimizer.spec, problem))  # no "auto" left
     splits = problem.splits
     if cfg.patience is not None and "validation" not in splits:
         raise SettingsError("early stopping needs validation examples (a validation fraction > 0)")
@@ -509,7 +545,9 @@ async def optimize(
         if resume:
             raise SettingsError("resume needs the run directory of the run to continue")
     elif resume:
-        log, records = RunLog.resume(run_dir, identity, ignore=_resumable_changes(cfg))
+        log, records = RunLog.resume(
+            run_dir, identity, ignore=_resumable_changes(cfg), added=_ADDED_OPTIONS
+        )
         for record in records:
             state.apply(record)
     else:
@@ -544,6 +582,8 @@ async def optimize(
         run_dir=log.directory if log is not None else None,
         run=identity,
         gradings=dict(state.gradings),
+        answers=state.answers,
+        extraction_failures=state.extraction_failures,
     )
     if log is not None:
         results = result.to_dict()

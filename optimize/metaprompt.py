@@ -5,9 +5,12 @@ decides which earlier solutions are shown and how, with the options the paper st
 section 5.3): the best `max_shown` of them (20), ordered worst-to-best ("ascending", the
 default, so the best sits closest to the request), best-to-worst or at random, with scores
 shown as round(100 * accuracy), round(20 * accuracy) or not at all, and only those at or above
-`min_score`. The per-problem half, a `MetaPromptPart`, words the task: the introduction, how one
-solution and its score look, which task examples are shown, and the closing request. So linear
-regression or TSP supply their own part and reuse everything else.
+`min_score`. "auto" settings follow the paper's reference code: the style is chosen from the
+optimizer model, and the threshold and cap from the style and scorer (`protocol.resolve_meta`,
+which `optimize` applies before the first step). The per-problem half, a `MetaPromptPart`,
+words the task: the introduction, how one solution and its score look, which task examples are
+shown, and the closing request. So linear regression or TSP supply their own part and reuse
+everything else.
 
 `InstructionPart` is the part for prompt optimization, in the three styles of the paper's
 appendix C.2: "instruction-tuned" (text/score pairs, exemplars whose input shows where the
@@ -34,11 +37,20 @@ from opro.tasks.types import Example
 
 Style = Literal["instruction-tuned", "gpt", "pretrained"]
 Order = Literal["ascending", "descending", "random"]
+Auto = Literal["auto"]
+# Which training examples a meta-prompt shows (the reference's `few_shot_selection_criteria`).
+ExemplarRule = Literal["random", "constant", "accumulative_most_frequent", "current_most_frequent"]
+# How candidates are read from an optimizer's answer: ours, or only what the reference takes.
+Extraction = Literal["lenient", "reference"]
 STYLES: tuple[str, ...] = get_args(Style)
 ORDERS: tuple[str, ...] = get_args(Order)
 SHOWN = IntRange(1, 10_000)  # earlier solutions shown
 BUCKETS = IntRange(1, 1_000_000)  # score granularity (100: percent)
 EXEMPLARS = IntRange(0, 1_000)  # task examples shown
+EXEMPLAR_RULES: tuple[str, ...] = get_args(ExemplarRule)
+EXTRACTIONS: tuple[str, ...] = get_args(Extraction)
+# The reference's cap on earlier instructions in the chat styles (it shows all in pretrained).
+REFERENCE_MAX_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,39 +58,61 @@ class MetaPromptConfig:
     """The paper's meta-prompt options; the defaults are its defaults.
 
     `score_buckets` None hides the scores (the list keeps its order); `min_score` None shows
-    every score. `exemplars_first` puts the task examples before the solutions.
+    every score; `max_shown` None shows every earlier solution. "auto" (style, max_shown,
+    min_score) means "as the reference code decides" and is resolved by `optimize`; left
+    unresolved, "auto" reads as the instruction-tuned style, the cap of 20 (none in the
+    pretrained style) and no threshold. `exemplars_first` puts the task examples before the
+    solutions; `exemplar_selection` picks them (see `exemplars.py`). `extraction` says how the
+    optimizer's answers to this meta-prompt are read (see `candidates.py`).
     """
 
-    style: Style = "instruction-tuned"
-    max_shown: int = 20
+    style: Style | Auto = "auto"
+    max_shown: int | Auto | None = REFERENCE_MAX_SHOWN
     order: Order = "ascending"
     score_buckets: int | None = 100
-    min_score: float | None = None
+    min_score: float | Auto | None = None
     exemplars: int = 3
     exemplars_first: bool = False
+    exemplar_selection: ExemplarRule = "random"
+    extraction: Extraction = "lenient"
 
     def __post_init__(self) -> None:
-        if self.style not in STYLES:
+        if self.style not in (*STYLES, "auto"):
             raise SettingsError(
-                f"unknown meta-prompt style {self.style!r}; use {', '.join(STYLES)}"
+                f"unknown meta-prompt style {self.style!r}; use auto, {', '.join(STYLES)}"
             )
         if self.order not in ORDERS:
             raise SettingsError(f"unknown order {self.order!r}; use {', '.join(ORDERS)}")
-        SHOWN.check("max_shown", self.max_shown)
+        if self.max_shown not in (None, "auto"):
+            SHOWN.check("max_shown", self.max_shown)
+        if self.min_score not in (None, "auto"):
+            SCORE.check("min_score", self.min_score)
+        if self.exemplar_selection not in EXEMPLAR_RULES:
+            raise SettingsError(
+                f"unknown exemplar selection {self.exemplar_selection!r}; "
+                f"use {', '.join(EXEMPLAR_RULES)}"
+            )
+        if self.extraction not in EXTRACTIONS:
+            raise SettingsError(
+                f"unknown extraction {self.extraction!r}; use {', '.join(EXTRACTIONS)}"
+            )
         if self.score_buckets is not None:
             BUCKETS.check("score_buckets", self.score_buckets)
-        if self.min_score is not None:
-            SCORE.check("min_score", self.min_score)
         EXEMPLARS.check("exemplars", self.exemplars)
 
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A solution with its (training) score and the step that found it."""
+    """A solution with its (training) score and the step that found it.
+
+    `wrong` holds the indices of the training examples it got wrong, when the problem reports
+    them (prompt problems do); the exemplar rules that favour hard examples read them.
+    """
 
     solution: str
     score: float
     step: int = 0
+    wrong: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +141,18 @@ def bucket(score: float, buckets: int) -> int:
     return round(min(1.0, max(0.0, score)) * buckets)
 
 
+def shown_cap(cfg: MetaPromptConfig) -> int | None:
+    """How many earlier solutions are shown at most (None: all of them)."""
+    if cfg.max_shown == "auto":
+        return None if cfg.style == "pretrained" else REFERENCE_MAX_SHOWN
+    return cfg.max_shown
+
+
+def shown_threshold(cfg: MetaPromptConfig) -> float | None:
+    """The lowest score shown (None: every score); an unresolved "auto" shows every score."""
+    return None if cfg.min_score == "auto" else cfg.min_score
+
+
 def select(
     history: Sequence[Scored],
     cfg: MetaPromptConfig,
@@ -120,8 +166,12 @@ def select(
     scores the later one counts as better) and its last `max_shown` entries are kept.
     """
     sign = 1.0 if higher_is_better else -1.0
-    kept = [h for h in history if cfg.min_score is None or sign * h.score >= sign * cfg.min_score]
-    worst_to_best = sorted(kept, key=lambda h: sign * h.score)[-cfg.max_shown :]
+    threshold = shown_threshold(cfg)
+    kept = [h for h in history if threshold is None or sign * h.score >= sign * threshold]
+    worst_to_best = sorted(kept, key=lambda h: sign * h.score)
+    cap = shown_cap(cfg)
+    if cap is not None:
+        worst_to_best = worst_to_best[-cap:]
     if cfg.order == "ascending":
         return worst_to_best
     if cfg.order == "descending":
@@ -182,12 +232,15 @@ class InstructionPart:
     `train` is where exemplars are drawn from; `position` and `qa_framing` render them exactly
     as the scorer will see its prompts, with the placeholder where the instruction goes.
     `task_description` names the task in the pretrained style ("grade school math").
+    `chosen` (indices into `train`, in display order) replaces the random draw when an
+    exemplar rule other than "random" picked the examples.
     """
 
     train: Sequence[Example]
     position: Position = "Q_begin"
     qa_framing: bool = True
     task_description: str = "the given"
+    chosen: tuple[int, ...] | None = None
 
     def tag(self, cfg: MetaPromptConfig) -> str:
         """The placeholder name: GPT-style meta-prompts call an answer opener <Start>."""
@@ -233,7 +286,13 @@ class InstructionPart:
     def examples(self, rng: random.Random, cfg: MetaPromptConfig) -> tuple[str, tuple[str, ...]]:
         if cfg.style == "pretrained" or cfg.exemplars == 0 or not self.train:
             return "", ()
-        drawn = sorted(rng.sample(range(len(self.train)), min(cfg.exemplars, len(self.train))))
+        if self.chosen is not None:
+            drawn = list(self.chosen)
+        else:
+            k = min(cfg.exemplars, len(self.train))
+            drawn = sorted(rng.sample(range(len(self.train)), k))
+        if not drawn:
+            return "", ()
         placeholder = f"<{self.tag(cfg)}>"
         rows: list[str] = []
         for i in drawn:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from opro.engine.budget import BudgetExceeded
 from opro.engine.evaluate import ErrorPolicy, Grader, Progress
 from opro.errors import SettingsError
-from opro.optimize.candidates import check, extract
+from opro.optimize.candidates import check, extract, extract_reference
+from opro.optimize.exemplars import choose_exemplars
 from opro.optimize.metaprompt import (
     InstructionPart,
     MetaPrompt,
@@ -31,8 +32,9 @@ from opro.optimize.metaprompt import (
     Scored,
     build_meta_prompt,
 )
+from opro.optimize.protocol import reference_min_score
 from opro.tasks.datasets import Task
-from opro.tasks.prompts import Position
+from opro.tasks.prompts import Position, needs_qa_framing
 from opro.tasks.splits import Split, split
 from opro.tasks.types import Example
 
@@ -150,7 +152,7 @@ class PromptProblem:
         validation_fraction: float = 0.0,
         split_seed: int = 0,
         position: Position = "Q_begin",
-        qa_framing: bool = True,
+        qa_framing: bool | None = None,
         starting: Sequence[str] | None = None,
         forbid_digits: bool | None = None,
         test_limit: int | None = None,
@@ -173,7 +175,8 @@ class PromptProblem:
             raise SettingsError(f"test_limit must be >= 1, got {test_limit}")
         self.test_examples = self.data.test[:test_limit] if test_limit else self.data.test
         self.position: Position = position
-        self.qa_framing = qa_framing
+        # None: no Q:/A: framing (the reference's default) unless the position needs it
+        self.qa_framing = needs_qa_framing(position) if qa_framing is None else qa_framing
         default_start = GSM8K_START if task.name == "gsm8k" else ""
         self.starting = list(starting) if starting is not None else [default_start]
         if not self.starting:
@@ -183,7 +186,7 @@ class PromptProblem:
         self.errors = errors
         self.on_progress = on_progress
         self.part = InstructionPart(
-            self.data.train, position, qa_framing, task_description=task_description(task)
+            self.data.train, position, self.qa_framing, task_description=task_description(task)
         )
 
     @property
@@ -228,13 +231,23 @@ class PromptProblem:
     def baselines(self) -> list[str]:
         return [*self.starting, THINK_STEP_BY_STEP]
 
+    def reference_min_score(self) -> float:
+        """The reference's threshold for listing earlier instructions, set by the scorer."""
+        return reference_min_score(self.scorer.spec)
+
     def meta_prompt(
         self, history: Sequence[Scored], cfg: MetaPromptConfig, rng: random.Random
     ) -> MetaPrompt:
-        return build_meta_prompt(history, self.part, cfg, rng)
+        part = self.part
+        if cfg.style != "pretrained":  # the pretrained style shows no exemplars
+            chosen = choose_exemplars(history, cfg, len(self.data.train), rng)
+            if chosen is not None:
+                part = replace(part, chosen=chosen)
+        return build_meta_prompt(history, part, cfg, rng)
 
     def parse(self, answer: str, cfg: MetaPromptConfig) -> list[str]:
-        return extract(answer, cfg.style, tag=self.part.tag(cfg))
+        read = extract_reference if cfg.extraction == "reference" else extract
+        return read(answer, cfg.style, tag=self.part.tag(cfg))
 
     def check(self, candidate: str) -> tuple[str, str | None]:
         return check(candidate, forbid_digits=self.forbid_digits)
@@ -272,6 +285,8 @@ class PromptProblem:
                     "correct_reference": s.correct_reference,
                     "graded": s.graded,
                     "n": s.n,
+                    # which training examples it missed: the exemplar rules read them
+                    **({"wrong": list(s.wrong)} if split == "train" else {}),
                 },
                 by_grading={"strict": s.accuracy, "reference": s.accuracy_reference},
                 truncated=s.truncated,

@@ -49,9 +49,17 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def config_differences(
-    old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: frozenset[str] = frozenset()
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    ignore: frozenset[str] = frozenset(),
+    added: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) for every setting that differs."""
+    """(dotted key, old value, new value) for every setting that differs.
+
+    `added` maps settings introduced after a run may have been made to the value that run
+    behaved as; an old config without the key matches exactly that value.
+    """
     a, b = dict(_flatten(old)), dict(_flatten(new))
     missing = object()
     diffs = []
@@ -59,6 +67,8 @@ def config_differences(
         if key in ignore:
             continue
         va, vb = a.get(key, missing), b.get(key, missing)
+        if va is missing and added is not None and key in added and vb == added[key]:
+            continue
         if va != vb:
             diffs.append((key, None if va is missing else va, None if vb is missing else vb))
     return diffs
@@ -191,6 +201,7 @@ class RunLog:
         run: Mapping[str, Any],
         *,
         ignore: frozenset[str] = frozenset(),
+        added: Mapping[str, Any] | None = None,
     ) -> tuple[RunLog, list[dict[str, Any]]]:
         """Reopen a run made with the same result-changing settings; return its steps."""
         path = Path(directory)
@@ -202,7 +213,9 @@ class RunLog:
             raise RunDirError(f"cannot read {path / CONFIG}: {exc}") from None
         if not isinstance(stored, dict) or stored.get("format") != FORMAT:
             raise RunDirError(f"{path / CONFIG} is not a run config of format {FORMAT}")
-        diffs = config_differences(stored.get("run", {}), _roundtrip(run), ignore=ignore)
+        diffs = config_differences(
+            stored.get("run", {}), _roundtrip(run), ignore=ignore, added=added
+        )
         if diffs:
             key, was, now = diffs[0]
             more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
@@ -279,6 +292,14 @@ def _graded_table(final: list[Mapping[str, Any]], grading: str) -> list[str]:
     return lines
 
 
+def _protocol_line(protocol: Any, results: Mapping[str, Any]) -> str:
+    """Which protocol the numbers follow, and how many optimizer answers held no candidate."""
+    what = {"paper": "the paper's reference settings", "ours": "our defaults"}.get(protocol, "")
+    head = f"protocol: {protocol}" + (f" ({what})" if what else "")
+    answers, failures = results.get("answers", 0), results.get("extraction_failures", 0)
+    return f"{head}   extraction failures: {failures} of {answers} optimizer answers"
+
+
 def render_summary(results: Mapping[str, Any]) -> str:
     """summary.txt: the run's settings, best solution, final table and costs, for people."""
     run = results.get("run", {})
@@ -311,6 +332,9 @@ def render_summary(results: Mapping[str, Any]) -> str:
         for row in results["final"]:
             cells = " ".join(f"{_fmt(row[k], percent):>7}" for k in ("train", "validation", "test"))
             lines.append(f"{row['role']:<10} {cells}  {row['solution']!r}")
+    protocol = run.get("options", {}).get("protocol")
+    if protocol is not None or "answers" in results:
+        lines += ["", _protocol_line(protocol, results)]
     t = results["totals"]
     lines += [
         "",

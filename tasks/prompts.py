@@ -11,6 +11,9 @@ As in the paper's code, an empty instruction leaves no separator behind: every p
 gives ``Q: {q}\\n\\nA:`` (or the bare question without framing), which is the paper's
 no-instruction baseline. A whitespace-only instruction counts as empty here; any other is
 placed exactly as given (no trimming), because the text a user typed is the text scored.
+
+The framing defaults to off, as in the paper's code for both of its scorers, except for
+A_begin and before_Q, which have no meaning without it (`needs_qa_framing`).
 """
 
 from __future__ import annotations
@@ -32,12 +35,23 @@ def placed(instruction: str) -> str:
     return instruction if instruction.strip() else ""
 
 
+def needs_qa_framing(position: Position) -> bool:
+    """Whether the position only exists inside the Q:/A: framing."""
+    return position in ("A_begin", "before_Q")
+
+
 def render_prompt(
-    instruction: str, question: str, position: Position = "Q_begin", *, qa_framing: bool = True
+    instruction: str,
+    question: str,
+    position: Position = "Q_begin",
+    *,
+    qa_framing: bool | None = None,
 ) -> str:
-    """Place `instruction` relative to `question` as the paper does."""
+    """Place `instruction` relative to `question` as the paper does (framing: see above)."""
     if position not in POSITIONS:
         raise SettingsError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
+    if qa_framing is None:
+        qa_framing = needs_qa_framing(position)
     ins = placed(instruction)
     if position in ("A_begin", "before_Q") and not qa_framing:
         raise SettingsError(f"position {position} needs the Q:/A: framing")

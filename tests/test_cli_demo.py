@@ -201,6 +201,7 @@ def two_runs(values: list[float]) -> str:
     return f"{(values[0] + values[1]) / 2:.1f} +- {abs(values[0] - values[1]) / 2:.1f}"
 
 
+@pytest.mark.requires_extra("ortools")
 def test_tsp_table(
     server: ThreadServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -222,6 +223,7 @@ def test_tsp_table(
     assert json.loads((run / "results.json").read_text())["steps_completed"] == TSP_STEPS
 
 
+@pytest.mark.requires_extra("ortools")
 def test_tsp_baselines_need_no_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["demo", "tsp", "--baselines-only", "--n", "8", "--run-dir", str(tmp_path / "b")])
     assert code == 0

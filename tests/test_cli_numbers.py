@@ -33,7 +33,7 @@ DEMO = [
 ]  # fmt: skip
 OPTIMIZE = [
     "--optimizer-max-tokens", "--steps", "--candidates-per-step", "--temperature",
-    "--temperature-end", "--seed", "--max-shown", "--min-score", "--exemplars",
+    "--temperature-end", "--seed", "--exemplars",
     "--train-fraction", "--validation-fraction", "--split-seed", "--eval-every",
     "--patience", "--test-top", "--test-limit",
 ]  # fmt: skip
@@ -44,7 +44,10 @@ NUMERIC: dict[tuple[str, ...], list[str]] = {
     ("demo", "tsp"): ["--n", "--instances", "--solver-time-limit", *DEMO],
 }
 # Options whose value is not one number; each has its own cases below.
-COMPOSITE = {"--price", "--optimizer-price", "--score-buckets", "--settings"}
+# (`--max-shown` and `--min-score` of optimize also take a word: all, auto, none.)
+COMPOSITE = {
+    "--price", "--optimizer-price", "--score-buckets", "--settings", "--max-shown", "--min-score"
+}  # fmt: skip
 
 
 def _subcommands(
@@ -135,6 +138,15 @@ def test_bad_numbers_are_one_line_naming_the_option(
         (("optimize",), "--optimizer-price", "nan,nan"),
         (("demo", "tsp"), "--optimizer-price", "1,inf"),
         (("demo", "linreg"), "--optimizer-price", "-0.1,2"),
+        (("optimize",), "--max-shown", "nan"),
+        (("optimize",), "--max-shown", "0"),
+        (("optimize",), "--max-shown", "1" + "0" * 400),
+        (("optimize",), "--max-shown", "1.5"),
+        (("optimize",), "--max-shown", "some"),
+        (("optimize",), "--min-score", "nan"),
+        (("optimize",), "--min-score", "-inf"),
+        (("optimize",), "--min-score", "1e400"),
+        (("optimize",), "--min-score", "high"),
         (("optimize",), "--score-buckets", "nan"),
         (("optimize",), "--score-buckets", "0"),
         (("optimize",), "--score-buckets", "1" + "0" * 400),

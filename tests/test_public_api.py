@@ -30,6 +30,7 @@ EXPECTED = {
     "Problem",
     "Progress",
     "PromptProblem",
+    "ProtocolPreset",
     "ProviderError",
     "RateLimitError",
     "Request",
@@ -42,6 +43,7 @@ EXPECTED = {
     "Usage",
     "evaluate",
     "optimize",
+    "protocol_preset",
 }
 
 

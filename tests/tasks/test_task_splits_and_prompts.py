@@ -75,13 +75,21 @@ def test_render_prompt_positions(position: str, framing: bool, expected: str) ->
 @pytest.mark.parametrize("instruction", ["", "   "])
 def test_empty_instruction_is_the_bare_question(position: str, instruction: str) -> None:
     # The paper's gen_prompt gives "Q: {q}\n\nA:" for every position when there is no instruction.
-    prompt = render_prompt(instruction, QUESTION, position)  # type: ignore[arg-type]
+    prompt = render_prompt(instruction, QUESTION, position, qa_framing=True)  # type: ignore[arg-type]
     assert prompt == f"Q: {QUESTION}\n\nA:"
 
 
 def test_empty_instruction_without_framing() -> None:
     assert render_prompt("", QUESTION, "Q_begin", qa_framing=False) == QUESTION
     assert render_prompt("", QUESTION, "Q_end", qa_framing=False) == QUESTION
+
+
+def test_framing_defaults_to_off_unless_the_position_needs_it() -> None:
+    # The paper's code has no Q:/A: framing by default for either of its scorers.
+    assert render_prompt("Think.", QUESTION, "Q_begin") == f"Think.\n{QUESTION}"
+    assert render_prompt("Think.", QUESTION, "Q_end") == f"{QUESTION}\nThink."
+    assert render_prompt("Think.", QUESTION, "A_begin") == f"Q: {QUESTION}\n\nA: Think."
+    assert render_prompt("Think.", QUESTION, "before_Q") == f"Think.\nQ: {QUESTION}\n\nA:"
 
 
 @pytest.mark.parametrize("position", ["A_begin", "before_Q"])

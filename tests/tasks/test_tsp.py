@@ -99,6 +99,7 @@ def test_farthest_insertion_by_hand() -> None:
     assert farthest_insertion(distance_matrix(SQUARE)) == [0, 4, 1, 2, 3]
 
 
+@pytest.mark.requires_extra("ortools")
 @pytest.mark.parametrize("n", [5, 6, 7, 8])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exact_solvers_agree_with_brute_force(n: int, seed: int) -> None:
@@ -116,6 +117,7 @@ def test_exact_solvers_agree_with_brute_force(n: int, seed: int) -> None:
         assert sorted(heuristic) == list(range(n)) and tour_length(dist, heuristic) >= length - 1e-9
 
 
+@pytest.mark.requires_extra("ortools")
 def test_cp_sat_agrees_with_held_karp_at_twelve_nodes() -> None:
     dist = distance_matrix(make_instance(12, seed=(7,)).points)
     assert cp_sat_tour(dist).length == pytest.approx(held_karp(dist)[0], abs=1e-3)
@@ -175,6 +177,7 @@ def small_problem(n: int = 7, seed: int = 3) -> TspProblem:
     return TspProblem(instance, reference(instance), start_seed=(seed, 1))
 
 
+@pytest.mark.requires_extra("ortools")
 def test_reference_and_starting_tours() -> None:
     problem = small_problem()
     ref = problem.ref
@@ -191,6 +194,7 @@ def test_reference_and_starting_tours() -> None:
     assert problem.solved(format_tour([0, *reversed(ref.optimum[1:])]))  # same cycle
 
 
+@pytest.mark.requires_extra("ortools")
 def test_meta_prompt_lists_points_and_the_best_traces_longest_first() -> None:
     problem = small_problem()
     history = [Scored(f"0,{i}", 100.0 + i, 1) for i in range(25)]
@@ -215,6 +219,7 @@ def other_tours(problem: TspProblem) -> list[str]:
     return out
 
 
+@pytest.mark.requires_extra("ortools")
 async def test_the_loop_stops_at_the_optimum(tmp_path: Path) -> None:
     problem = small_problem()
     pool = other_tours(problem)
