@@ -26,9 +26,10 @@ from ..tasks.types import Example
 from .budget import Budget
 from .evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
 from .limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
-from .model import Decoding, Model, Price, _Flight
+from .model import Decoding, Generation, Model, Price
 from .prices import known_price
 from .retry import RetryPolicy
+from .singleflight import SingleFlight
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class Engine:
         self.budget = budget or Budget()
         self._http = HttpPool()
         self._limiters: dict[str, ConnectionLimiter] = {}
-        self._inflight: dict[str, _Flight] = {}
+        self._inflight: SingleFlight[str, Generation] = SingleFlight()
         self._models: list[Model] = []
         self._rng = random.Random(seed)
 
@@ -159,6 +160,9 @@ class Engine:
         )
 
     async def aclose(self) -> None:
+        """Cancel the calls still in flight (their callers get `FlightCancelled`), then close
+        the providers, the HTTP pool and the cache, which those calls would otherwise use."""
+        await self._inflight.aclose()
         for model in self._models:
             await model.provider.aclose()
         await self._http.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 
@@ -73,7 +74,6 @@ def make(
         limiter=ConnectionLimiter(limits or LimitConfig()),
         retry=retry or RetryPolicy(base_delay=1.0, max_attempts=4),
         cache=cache,
-        inflight={},
         rng=random.Random(0),
     )
 
@@ -124,6 +124,27 @@ def test_cancelling_one_waiter_does_not_cancel_the_shared_call() -> None:
         result = await follower
         assert result.completion.text == "answer to q"
         assert leader.cancelled()
+
+    run(main())
+
+
+def test_a_caller_after_the_last_waiter_was_cancelled_gets_a_real_answer() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        provider = Scripted(gate=gate)
+        model = make(provider)
+        first = asyncio.create_task(model.generate(model.request("q")))
+        await asyncio.sleep(0)
+        first.cancel()  # the only waiter: its call is cancelled too
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        gate.set()
+        # The cancelled call has not finished unwinding yet; this caller was never cancelled
+        # and must not be handed that call's CancelledError.
+        late = await model.generate(model.request("q"))
+        assert late.completion.text == "answer to q"
+        assert (late.shared, late.calls) == (False, 1)
+        assert provider.calls == {"q": 2}
 
     run(main())
 

@@ -64,7 +64,7 @@ class ScriptedOptimizer(Provider):
 
 def model_of(provider: Provider) -> Model:
     limiter = ConnectionLimiter(LimitConfig())
-    return Model(provider, limiter=limiter, retry=RetryPolicy(), cache=None, inflight={})
+    return Model(provider, limiter=limiter, retry=RetryPolicy(), cache=None)
 
 
 # 0 --- 1, with 2 to the left of 0 and 3 far to the right, all on one line.
