@@ -3,8 +3,8 @@
 One `ConnectionLimiter` exists per connection key (vendor + account, or a local server's
 URL), shared by every model that talks to it. Acquiring a slot takes, in order:
 
-1. a concurrency slot (an adjustable semaphore: AIMD shrinks it on 429s when the user
-   gave no rate, so an unknown server is probed instead of hammered);
+1. a concurrency slot (an adjustable semaphore whose window adapts when the user gave no
+   rate, so an unknown server is probed instead of hammered; see `ConnectionLimiter`);
 2. the connection's cooldown: after a 429 or an exhausted `x-ratelimit-remaining-*`
    header, nobody sends until the server's reset time;
 3. the request rate (asyncio-throttle's sliding window). asyncio-throttle finds a free
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -28,9 +29,13 @@ from dataclasses import dataclass
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
+from ..providers.errors import RateLimitError
 from ..providers.types import RateLimitInfo
+from .aimd import AdaptiveWindow
 
 DEFAULT_MAX_CONCURRENCY = 32
+
+log = logging.getLogger("opro.limits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +118,13 @@ def throttle_window(rpm: float) -> tuple[int, float]:
 
 
 class ConnectionLimiter:
-    """The limits of one connection key. Use `async with limiter.slot(tokens):`."""
+    """The limits of one connection key. Use `async with limiter.slot(tokens):`.
+
+    Without a user-given rate the concurrency window adapts (`aimd.AdaptiveWindow`), told
+    by each slot on exit how its call went (success, 429, or anything else: no signal).
+    `on_rate_limited` and `on_success` carry the server's timing (Retry-After, reset
+    headers), which pauses the whole connection.
+    """
 
     # Fraction of the window added as a margin against arrival-time jitter at the server.
     RATE_MARGIN = 0.01
@@ -121,7 +132,6 @@ class ConnectionLimiter:
     def __init__(self, config: LimitConfig) -> None:
         self.config = config
         self._sem = AdjustableSemaphore(config.max_concurrency)
-        self._window = float(config.max_concurrency)
         self._cooldown_until = 0.0
         self._throttler: Throttler | None = None
         self._rate_gate = AdjustableSemaphore(1)  # a lock that honours priority
@@ -136,6 +146,9 @@ class ConnectionLimiter:
             AsyncLimiter(config.tpm, 60.0) if config.tpm is not None else None
         )
         self.adaptive = config.rpm is None
+        self.window: AdaptiveWindow | None = (
+            AdaptiveWindow(config.max_concurrency) if self.adaptive else None
+        )
 
     @property
     def concurrency(self) -> int:
@@ -189,19 +202,11 @@ class ConnectionLimiter:
         self._cooldown_until = max(self._cooldown_until, until)
 
     def on_rate_limited(self, retry_after: float | None, fallback_s: float) -> None:
-        """A 429 arrived: pause the connection and, when adapting, halve the window."""
+        """A 429 arrived: pause the connection for as long as the server asked."""
         self.cool_down(retry_after if retry_after is not None else fallback_s)
-        if self.adaptive:
-            self._window = max(1.0, self._window / 2)
-            self._sem.set_limit(int(self._window))
 
     def on_success(self, info: RateLimitInfo | None) -> None:
-        """A call succeeded: grow the window (additive increase) and obey the headers."""
-        if self.adaptive and self._window < self.config.max_concurrency:
-            self._window = min(
-                float(self.config.max_concurrency), self._window + 1.0 / self._window
-            )
-            self._sem.set_limit(int(self._window))
+        """A call succeeded: obey the server's rate-limit headers."""
         if info is None:
             return
         if info.remaining_requests == 0 and info.reset_requests_s:
@@ -209,17 +214,48 @@ class ConnectionLimiter:
         if info.remaining_tokens == 0 and info.reset_tokens_s:
             self.cool_down(info.reset_tokens_s)
 
+    def _finished(self, episode: int | None, exc: BaseException | None) -> None:
+        """A slot's call ended: let the adaptive window learn from it."""
+        window = self.window
+        if window is None or episode is None:
+            return
+        before = window.limit
+        if exc is None:
+            changed = window.succeeded(episode)
+        elif isinstance(exc, RateLimitError):
+            changed = window.rate_limited(episode)
+            if changed:
+                log.info(
+                    "rate limited: concurrency window %d -> %d (cut %d)",
+                    before,
+                    window.limit,
+                    window.episode,
+                )
+        else:
+            return  # timeouts and server errors say nothing about our rate
+        if changed:
+            self._sem.set_limit(window.limit)
+
 
 class _Slot:
-    __slots__ = ("_limiter", "_priority", "_tokens")
+    """One admitted call; on exit it tells the limiter how the call went."""
+
+    __slots__ = ("_episode", "_limiter", "_priority", "_tokens")
 
     def __init__(self, limiter: ConnectionLimiter, tokens: int, priority: int) -> None:
         self._limiter = limiter
         self._tokens = tokens
         self._priority = priority
+        self._episode: int | None = None
 
     async def __aenter__(self) -> None:
-        await self._limiter.acquire(self._tokens, self._priority)
+        limiter = self._limiter
+        await limiter.acquire(self._tokens, self._priority)
+        if limiter.window is not None:
+            self._episode = limiter.window.admit()
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
         self._limiter.release()
+        self._limiter._finished(self._episode, exc)
