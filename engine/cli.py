@@ -19,6 +19,7 @@ from typing import NoReturn
 import orjson
 
 from ..caches.disk import CacheError
+from ..errors import OproError
 from ..providers.errors import ProviderError
 from ..tasks import TaskError, list_tasks, load_task, split
 from ..tasks.prompts import POSITIONS, Position
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)
         return 130
-    except (UsageError, TaskError, CacheError, ProviderError, EvaluationAborted) as exc:
+    except (UsageError, TaskError, CacheError, ProviderError, EvaluationAborted, OproError) as exc:
         print(f"opro: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # invalid limit / retry values from the library's checks

@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from ..caches.base import ResultCache
 from ..caches.disk import DiskCache
-from ..providers.base import HttpPool
+from ..providers.base import HttpPool, Provider
 from ..providers.errors import ConfigurationError
 from ..providers.registry import ProviderOptions, create_provider
 from ..tasks.grading import GRADING_VERSION, grade
@@ -40,6 +41,21 @@ class TaskGrader:
 
     def __call__(self, prediction: str, example: Example) -> bool:
         return grade(prediction, example.target, question=example.input)
+
+
+def connection_label(provider: Provider) -> str:
+    """A connection as messages name it: the vendor and the server's host, never a key,
+    a password from the URL or its query string."""
+    base_url = getattr(provider, "base_url", None)
+    if not isinstance(base_url, str):
+        return provider.name
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # an unparsable port
+        return provider.name
+    return f"{provider.name} at {host}{port}" if host else provider.name
 
 
 class Engine:
@@ -115,7 +131,9 @@ class Engine:
         key = provider.connection_key()
         limiter = self._limiters.get(key)
         if limiter is None:
-            limiter = self._limiters[key] = ConnectionLimiter(limits)
+            limiter = self._limiters[key] = ConnectionLimiter(
+                limits, name=connection_label(provider), max_pause=self.retry.max_retry_after
+            )
         elif limiter.config != limits:
             raise ConfigurationError(
                 f"{spec} shares a connection with a model already set up with other limits "

@@ -9,7 +9,9 @@ single-flight, limits, budget and retries. A pair whose call finally fails count
 error, never as a wrong answer; a fatal failure that would hit every pair (bad key, unknown
 model) aborts the evaluation instead of producing thousands of errors. When the budget
 cannot cover another call, no new pair is started, the calls in flight finish, and the
-report says `stopped="budget"` with the unevaluated pairs counted as skipped.
+report says `stopped="budget"` with the unevaluated pairs counted as skipped. When the
+server asks the connection to pause longer than the engine waits, the calls in flight
+finish (and are cached) and `ConnectionRateLimited` is raised.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..tasks.prompts import Position, render_prompt
 from ..tasks.types import Example
 from .budget import BudgetExceeded
 from .dedup import dedupe
+from .limits import ConnectionRateLimited
 from .model import Generation, Model, ModelCallError
 
 
@@ -253,17 +256,21 @@ async def _drain(
     """Run the cache misses through a bounded pool of workers (not one task per pair)."""
     queue: Iterator[_Pair] = iter(pending)
     stopped: str | None = None
+    halted: ConnectionRateLimited | None = None
     failed = finished = 0
 
     async def worker() -> None:
-        nonlocal stopped, failed, finished
+        nonlocal stopped, halted, failed, finished
         for u, ex, request, key in queue:
-            if stopped is not None:
+            if stopped is not None or halted is not None:
                 return
             try:
                 generation = await scorer.generate(request, key=key)
             except BudgetExceeded:
                 stopped = "budget"
+                return
+            except ConnectionRateLimited as exc:
+                halted = exc  # let the calls in flight land in the cache, then stop
                 return
             except ModelCallError as exc:
                 if _aborts(exc):
@@ -286,6 +293,8 @@ async def _drain(
                 group.create_task(worker())
     except* EvaluationAborted as group_error:
         raise group_error.exceptions[0] from None
+    if halted is not None:
+        raise halted
     return stopped
 
 

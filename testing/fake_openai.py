@@ -319,11 +319,18 @@ class FakeOpenAIServer:
         return json_response(200, {"ok": True})
 
     async def _inject(self, request: web.Request) -> web.StreamResponse:
-        """`POST /inject?kind=429&count=64`: `inject()` for a server in another process."""
+        """`inject()` and `inject_headers()` for a server in another process:
+        `POST /inject?kind=429&count=64`, or a JSON body `{"headers": {...}, "count": 1}`."""
         try:
-            self.inject(request.query.get("kind", ""), int(request.query.get("count", "1")))
-        except ValueError as exc:
-            return _error(400, str(exc), "invalid_request_error", None)
+            count = int(request.query.get("count", "1"))
+            body = await request.read()
+            if body:
+                headers = orjson.loads(body)["headers"]
+                self.inject_headers({str(k): str(v) for k, v in headers.items()}, count)
+            else:
+                self.inject(request.query.get("kind", ""), count)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return _error(400, f"bad injection: {exc}", "invalid_request_error", None)
         return json_response(200, {"ok": True})
 
     async def _counted(self, request: web.Request, chat: bool) -> web.StreamResponse:

@@ -11,11 +11,13 @@ import pytest
 from opro.engine.limits import (
     AdjustableSemaphore,
     ConnectionLimiter,
+    ConnectionRateLimited,
     LimitConfig,
     throttle_window,
 )
 from opro.engine.model import Model, ModelCallError
 from opro.engine.retry import RetryPolicy
+from opro.errors import OproError
 from opro.providers.base import Provider
 from opro.providers.errors import RateLimitError, TransientError
 from opro.providers.types import Completion, RateLimitInfo, Request, Usage
@@ -334,5 +336,51 @@ def test_a_cancelled_waiter_never_blocks_later_ones() -> None:
         sem.release()
         await asyncio.wait_for(sem.acquire(), timeout=1)
         assert sem.held == 1
+
+    run(main())
+
+
+def test_a_pause_longer_than_the_cap_halts_the_connection_instead_of_freezing_it() -> None:
+    async def main() -> None:
+        limiter = ConnectionLimiter(LimitConfig(max_concurrency=4), name="srv", max_pause=600)
+        limiter.on_rate_limited(retry_after=30.0, fallback_s=1.0)  # a burst: wait it out
+        waiting = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(1.0)
+        assert not waiting.done() and limiter.paused_for() == pytest.approx(29.0)
+        with pytest.raises(ConnectionRateLimited, match=r"rate limited for 100000 s by srv"):
+            limiter.on_rate_limited(retry_after=100000.0, fallback_s=1.0)
+        # The waiter is told at once, not after 29 s (nor 100000 s); nothing new is sent.
+        with pytest.raises(ConnectionRateLimited):
+            await waiting
+        assert asyncio.get_running_loop().time() == pytest.approx(1.0)
+        assert limiter.paused_for() == pytest.approx(29.0)  # never extended to the long ask
+        assert limiter.halted_for == 100000.0
+        with pytest.raises(ConnectionRateLimited):
+            await limiter.acquire()
+        assert limiter.in_flight == 0
+
+    run(main())
+
+
+def test_a_long_reset_header_on_a_success_halts_the_calls_after_it() -> None:
+    async def main() -> None:
+        limiter = ConnectionLimiter(LimitConfig(), name="srv", max_pause=600)
+        limiter.on_success(RateLimitInfo(remaining_requests=0, reset_requests_s=99999 * 3600.0))
+        assert limiter.halted_for == 99999 * 3600.0 and limiter.paused_for() == 0.0
+        with pytest.raises(ConnectionRateLimited, match="359996400 s by srv"):
+            await limiter.acquire()
+        assert isinstance(ConnectionRateLimited(1.0, "x"), OproError)  # the CLI's one-liners
+
+    run(main())
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), -5.0, float("inf")])
+def test_unusable_pauses_are_ignored(seconds: float) -> None:
+    async def main() -> None:
+        limiter = ConnectionLimiter(LimitConfig(), max_pause=600)
+        limiter.on_rate_limited(retry_after=seconds, fallback_s=1.0)
+        limiter.cool_down(seconds)
+        assert limiter.halted_for is None and limiter.paused_for() <= 600
+        await limiter.acquire()
 
     run(main())

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from opro.caches.memory import MemoryCache
-from opro.engine.limits import ConnectionLimiter, LimitConfig
+from opro.engine.limits import ConnectionLimiter, ConnectionRateLimited, LimitConfig
 from opro.engine.model import Model, ModelCallError
 from opro.engine.retry import RetryPolicy
 from opro.providers.base import Provider
@@ -190,11 +190,18 @@ def test_retries_are_bounded_and_a_final_failure_is_not_cached() -> None:
     assert model.stats.failures == 1
 
 
-def test_a_retry_after_longer_than_the_cap_gives_up() -> None:
+def test_a_retry_after_longer_than_the_cap_stops_the_connection() -> None:
     provider = Scripted([RateLimitError("daily quota", retry_after=86400)])
     model = make(provider, retry=RetryPolicy(max_retry_after=600))
-    with pytest.raises(ModelCallError):
-        run(model.generate(model.request("q")))
+
+    async def main() -> None:
+        with pytest.raises(ConnectionRateLimited, match="rate limited for 86400 s"):
+            await model.generate(model.request("q"))
+        assert model.limiter.paused_for() == 0.0  # not frozen for a day
+        with pytest.raises(ConnectionRateLimited):  # and nothing else is sent on it
+            await model.generate(model.request("other"))
+
+    run(main())
     assert provider.calls == {"q": 1}
 
 

@@ -566,6 +566,7 @@ async def test_injected_headers_ride_on_the_next_answers_and_inject_works_over_h
     assert first.headers["x-ratelimit-reset-requests"] == "99999h"
     assert "x-ratelimit-reset-requests" not in second.headers
     root = server.base_url.rsplit("/v1", 1)[0]
-    assert (await post(session, f"{root}/inject?kind=429&count=2", {})).status == 200
+    assert (await post(session, f"{root}/inject?kind=429&count=2", b"")).status == 200
     assert [(await post(session, url, chat_body())).status for _ in range(3)] == [429, 429, 200]
-    assert (await post(session, f"{root}/inject?kind=nope", {})).status == 400
+    assert (await post(session, f"{root}/inject?kind=nope", b"")).status == 400
+    assert (await post(session, f"{root}/inject", {"headers": 3})).status == 400
