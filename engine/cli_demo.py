@@ -37,7 +37,7 @@ from .cli_common import (
 from .limits import DEFAULT_MAX_CONCURRENCY
 from .metaprompt import MetaPromptConfig
 from .model import ModelCallError
-from .optimizer import OptimizationResult, OptimizeConfig, optimize
+from .optimizer import RESAMPLE_ROUNDS, OptimizationResult, OptimizeConfig, optimize
 from .prices import parse_price
 from .problems import Problem
 from .retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
@@ -115,6 +115,12 @@ def register(subparsers: Any) -> None:
     ts.add_argument(
         "--baselines-only", action="store_true", help="only the heuristics' gaps; no model"
     )
+    ts.add_argument(
+        "--resample-invalid",
+        action="store_true",
+        help="ask the optimizer again for every invalid tour, as the paper's code does, until "
+        f"a step has --candidates-per-step valid ones (at most {RESAMPLE_ROUNDS} more asks)",
+    )
     _add_common(ts, max_shown=10)
 
 
@@ -153,6 +159,7 @@ async def _run_jobs(args: argparse.Namespace, jobs: Sequence[_Job]) -> None:
         temperature=args.temperature,
         seed=args.seed,
         meta=meta,
+        resample_invalid=getattr(args, "resample_invalid", False),
     )
     async with engine_from_args(args) as engine:
         model = engine.model(

@@ -8,7 +8,10 @@ Step 0 scores the starting solutions. Every later step:
    single calls when a server ignores `n`), with `sample=step` in the cache key, so a
    resumed step gets the very answers the interrupted one got, from the cache;
 3. extracts and vets candidates (`Problem.parse` / `Problem.check`), and marks duplicates of
-   anything already scored in this run: their score is reused, never paid for again;
+   anything already scored in this run: their score is reused, never paid for again; with
+   `resample_invalid` it asks again for as many answers as were invalid (as the paper's TSP
+   code does), at most `RESAMPLE_ROUNDS` more times, each ask with its own sample index;
+   the record counts the invalid proposals (`invalid`) and the asks (`asks`) either way;
 4. scores the new ones on the training split through the engine's fan-out;
 5. every `eval_every` steps scores the best solution so far on the validation split, and
    stops after `patience` validation checks without improvement;
@@ -30,11 +33,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..providers.types import Usage
 from .candidates import interleave
 from .metaprompt import MetaPromptConfig, Scored
 from .model import Model
 from .problems import Problem, SolutionScore, SplitName, model_identity
 from .runlog import RunLog, render_summary
+
+# How many more times a step may ask the optimizer for the answers that were invalid.
+RESAMPLE_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,7 @@ class OptimizeConfig:
     patience: int | None = None
     test_top: int = 3
     select_by: Literal["train", "validation"] = "train"
+    resample_invalid: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -150,6 +158,12 @@ def step_seed(seed: int, step: int) -> int:
     """The seed of one step's random stream: a pure function, so resume needs no RNG state."""
     digest = hashlib.sha256(f"opro-step/{seed}/{step}".encode()).digest()
     return int.from_bytes(digest[:6], "big")  # 48 bits: exact in any JSON reader
+
+
+def resample_seed(step: int, round_: int) -> int:
+    """The sample index of the `round_`-th re-ask of `step` (>= 1): negative, so it never
+    meets a step's own index (`sample=step`), and distinct for every (step, round)."""
+    return -(step * (RESAMPLE_ROUNDS + 1) + round_)
 
 
 def _score_fields(s: SolutionScore) -> dict[str, Any]:
@@ -258,24 +272,29 @@ class _Loop:
             temperature=temperature,
             n=self.cfg.candidates_per_step,
         )
-        generation = await self.optimizer.generate(request, sample=step)
-        answers = list(generation.completion.texts)
-        optimizer_s = time.perf_counter() - started
-        per_answer = [self.problem.parse(a, self.cfg.meta) for a in answers]
+        answers: list[str] = []
         entries: list[dict[str, Any]] = []
         fresh: set[str] = set()
-        for index, raw in interleave(per_answer):
-            entries.append(self._vet(index, raw, step, fresh))
-        for index, found in enumerate(per_answer):
-            if not found:
-                entries.append(
-                    {"answer": index, "text": "", "status": "rejected", "reason": "no candidate"}
-                )
+        generations = []
+        sample = step
+        while True:
+            generation = await self.optimizer.generate(request, sample=sample)
+            generations.append(generation)
+            batch = list(generation.completion.texts)
+            entries += self._vet_answers(batch, len(answers), step, fresh)
+            answers += batch
+            valid = sum(e["status"] != "rejected" for e in entries)
+            missing = self.cfg.candidates_per_step - valid
+            if not self.cfg.resample_invalid or missing <= 0 or len(generations) > RESAMPLE_ROUNDS:
+                break
+            request = replace(request, n=missing)
+            sample = resample_seed(step, len(generations))
+        optimizer_s = time.perf_counter() - started
         await self._score_new(entries)
-        usage = generation.usage
+        usage = sum((g.usage for g in generations), Usage())
         cost = {
-            "calls": generation.calls,
-            "cache_hits": int(generation.cached or generation.shared),
+            "calls": sum(g.calls for g in generations),
+            "cache_hits": sum(int(g.cached or g.shared) for g in generations),
             "tokens_in": usage.input_tokens,
             "tokens_out": usage.output_tokens,
             "cost_usd": self.optimizer.cost(usage),
@@ -284,8 +303,22 @@ class _Loop:
             "step": step, "kind": "optimize", "seed": seed, "temperature": temperature,
             "exemplars": list(meta.exemplar_ids), "meta_prompt": meta.text, "answers": answers,
             "optimizer": {**cost, "wall_s": round(optimizer_s, 6)}, "candidates": entries,
+            "asks": len(generations),
+            "invalid": sum(e["status"] == "rejected" for e in entries),
         }  # fmt: skip
         await self._finish(record, started, cost)
+
+    def _vet_answers(
+        self, answers: list[str], first: int, step: int, fresh: set[str]
+    ) -> list[dict[str, Any]]:
+        """Extract and vet the candidates of one batch of answers (numbered from `first`)."""
+        per_answer = [self.problem.parse(a, self.cfg.meta) for a in answers]
+        entries = [
+            self._vet(first + index, raw, step, fresh) for index, raw in interleave(per_answer)
+        ]
+        empty = {"text": "", "status": "rejected", "reason": "no candidate"}
+        entries += [{"answer": first + i, **empty} for i, got in enumerate(per_answer) if not got]
+        return entries
 
     def _vet(self, answer: int, raw: str, step: int, fresh: set[str]) -> dict[str, Any]:
         canonical, reason = self.problem.check(raw)
