@@ -149,6 +149,24 @@ def test_a_caller_after_the_last_waiter_was_cancelled_gets_a_real_answer() -> No
     run(main())
 
 
+def test_every_waiter_of_a_failed_shared_call_gets_the_error_and_nothing_is_cached() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        cache = MemoryCache()
+        provider = Scripted([AuthenticationError("bad key", status=401)], gate=gate)
+        model = make(provider, cache=cache)
+        tasks = [asyncio.create_task(model.generate(model.request("q"))) for _ in range(3)]
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, ModelCallError) for r in results)
+        assert provider.calls == {"q": 1} and len(cache) == 0
+        again = await model.generate(model.request("q"))  # a new call, not the old error
+        assert again.completion.text == "answer to q" and provider.calls == {"q": 2}
+
+    run(main())
+
+
 def test_transient_errors_are_retried_with_backoff_then_succeed() -> None:
     provider = Scripted([TransientError("boom", status=503), TransientError("boom")])
     model = make(provider, retry=RetryPolicy(base_delay=1.0, max_attempts=4))
