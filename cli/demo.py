@@ -48,7 +48,7 @@ from opro.engine.limits import DEFAULT_MAX_CONCURRENCY
 from opro.engine.model import Model, ModelCallError
 from opro.engine.prices import parse_price, price_option
 from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
-from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
+from opro.optimize.loop import RESAMPLE_ROUNDS, OptimizationResult, OptimizeConfig, optimize
 from opro.optimize.metaprompt import SHOWN, MetaPromptConfig
 from opro.optimize.problem import Problem
 from opro.optimize.runlog import CONFIG, STEPS, RunDirError, read_steps
@@ -146,6 +146,12 @@ def register(subparsers: Any) -> None:
     ts.add_argument(
         "--baselines-only", action="store_true", help="only the heuristics' gaps; no model"
     )
+    ts.add_argument(
+        "--resample-invalid",
+        action="store_true",
+        help="ask the optimizer again for every invalid tour, as the paper's code does, until "
+        f"a step has --candidates-per-step valid ones (at most {RESAMPLE_ROUNDS} more asks)",
+    )
     _add_common(ts, max_shown=10)
 
 
@@ -184,6 +190,7 @@ async def _run_jobs(args: argparse.Namespace, root: Path, jobs: Sequence[_Job]) 
         temperature=args.temperature,
         seed=args.seed,
         meta=meta,
+        resample_invalid=getattr(args, "resample_invalid", False),
     )
     async with engine_from_args(args) as engine:
         model = _optimizer_model(engine, args)

@@ -14,16 +14,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from opro.caches.base import ResultCache
 from opro.caches.disk import DiskCache
 from opro.engine.budget import Budget
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
 from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
-from opro.engine.model import Decoding, Model, Price, _Flight
+from opro.engine.model import Decoding, Generation, Model, Price
 from opro.engine.prices import known_price
 from opro.engine.retry import RetryPolicy
-from opro.providers.base import HttpPool
+from opro.engine.singleflight import SingleFlight
+from opro.providers.base import HttpPool, Provider
 from opro.providers.errors import ConfigurationError
 from opro.providers.registry import ProviderOptions, create_provider
 from opro.tasks.grading import Grading, grade, grading_version
@@ -46,6 +48,21 @@ class TaskGrader:
 
     def __call__(self, prediction: str, example: Example) -> bool:
         return grade(prediction, example.target, question=example.input, rules=self.rules)
+
+
+def connection_label(provider: Provider) -> str:
+    """A connection as messages name it: the vendor and the server's host, never a key,
+    a password from the URL or its query string."""
+    base_url = getattr(provider, "base_url", None)
+    if not isinstance(base_url, str):
+        return provider.name
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # an unparsable port
+        return provider.name
+    return f"{provider.name} at {host}{port}" if host else provider.name
 
 
 class Engine:
@@ -71,7 +88,7 @@ class Engine:
         self.budget = budget or Budget()
         self._http = HttpPool()
         self._limiters: dict[str, ConnectionLimiter] = {}
-        self._inflight: dict[str, _Flight] = {}
+        self._inflight: SingleFlight[str, Generation] = SingleFlight()
         self._models: list[Model] = []
         self._rng = random.Random(seed)
 
@@ -122,7 +139,9 @@ class Engine:
         key = provider.connection_key()
         limiter = self._limiters.get(key)
         if limiter is None:
-            limiter = self._limiters[key] = ConnectionLimiter(limits)
+            limiter = self._limiters[key] = ConnectionLimiter(
+                limits, name=connection_label(provider), max_pause=self.retry.max_retry_after
+            )
         elif limiter.config != limits:
             raise ConfigurationError(
                 f"{spec} shares a connection with a model already set up with other limits "
@@ -174,6 +193,9 @@ class Engine:
         )
 
     async def aclose(self) -> None:
+        """Cancel the calls still in flight (their callers get `FlightCancelled`), then close
+        the providers, the HTTP pool and the cache, which those calls would otherwise use."""
+        await self._inflight.aclose()
         for model in self._models:
             await model.provider.aclose()
         await self._http.aclose()

@@ -10,7 +10,9 @@ single-flight, limits, budget and retries. A pair whose call finally fails count
 error, never as a wrong answer; a fatal failure that would hit every pair (bad key, unknown
 model) aborts the evaluation instead of producing thousands of errors. When the budget
 cannot cover another call, no new pair is started, the calls in flight finish, and the
-report says `stopped="budget"` with the unevaluated pairs counted as skipped.
+report says `stopped="budget"` with the unevaluated pairs counted as skipped. When the
+server asks the connection to pause longer than the engine waits, the calls in flight
+finish (and are cached) and `ConnectionRateLimited` is raised.
 
 Every answer is graded twice when a `reference_grader` is given: `accuracy` by `grader` (our
 strict rules) and `accuracy_reference` by the paper's rules, so the gap is visible per
@@ -30,6 +32,7 @@ from opro.caches.base import CacheStats
 from opro.checks import COUNT, FRACTION
 from opro.engine.budget import BudgetExceeded
 from opro.engine.dedup import dedupe
+from opro.engine.limits import ConnectionRateLimited
 from opro.engine.model import Generation, Model, ModelCallError
 from opro.errors import OproError, SettingsError
 from opro.providers.errors import BadRequestError, FatalError
@@ -332,18 +335,22 @@ async def _drain(
     """Run the cache misses through a bounded pool of workers (not one task per pair)."""
     queue: Iterator[_Pair] = iter(pending)
     stopped: str | None = None
+    halted: ConnectionRateLimited | None = None
     failed = finished = 0
 
     async def worker() -> None:
-        nonlocal stopped, failed, finished
+        nonlocal stopped, halted, failed, finished
         for u, j, ex, request, key in queue:
-            if stopped is not None:
+            if stopped is not None or halted is not None:
                 return
             try:
                 generation = await scorer.generate(request, key=key)
             except BudgetExceeded as stop:
                 accs[u].refused(stop)
                 stopped = "budget"
+                return
+            except ConnectionRateLimited as exc:
+                halted = exc  # let the calls in flight land in the cache, then stop
                 return
             except ModelCallError as exc:
                 if _aborts(exc):
@@ -366,6 +373,8 @@ async def _drain(
                 group.create_task(worker())
     except* EvaluationAborted as group_error:
         raise group_error.exceptions[0] from None
+    if halted is not None:
+        raise halted
     return stopped
 
 

@@ -3,10 +3,13 @@
 One `ConnectionLimiter` exists per connection key (vendor + account, or a local server's
 URL), shared by every model that talks to it. Acquiring a slot takes, in order:
 
-1. a concurrency slot (an adjustable semaphore: AIMD shrinks it on 429s when the user
-   gave no rate, so an unknown server is probed instead of hammered);
+1. a concurrency slot (an adjustable semaphore whose window adapts when the user gave no
+   rate, so an unknown server is probed instead of hammered; see `ConnectionLimiter`);
 2. the connection's cooldown: after a 429 or an exhausted `x-ratelimit-remaining-*`
-   header, nobody sends until the server's reset time;
+   header, nobody sends until the server's reset time. A pause longer than `max_pause`
+   (the longest wait the retry policy allows one call) is a quota, not a burst: the
+   connection then stops with `ConnectionRateLimited` instead of freezing every call on
+   it for hours;
 3. the request rate (asyncio-throttle's sliding window). asyncio-throttle finds a free
    slot by polling every `retry_interval`, and each wake-up costs ~0.1 ms of CPU here, so
    one waiter at a time goes to it, and only after sleeping until the moment the window
@@ -20,7 +23,9 @@ All waiting uses the event loop's clock, so tests can run it on virtual time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -29,9 +34,31 @@ from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
 from opro.checks import CONCURRENCY, REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE
+from opro.engine.aimd import AdaptiveWindow
+from opro.engine.retry import DEFAULT_MAX_RETRY_AFTER_S
+from opro.errors import OproError
+from opro.providers.errors import RateLimitError
 from opro.providers.types import RateLimitInfo
 
 DEFAULT_MAX_CONCURRENCY = 32
+
+log = logging.getLogger("opro.limits")
+
+
+class ConnectionRateLimited(OproError):
+    """The server asked a connection to pause for longer than the engine waits.
+
+    Nothing more is sent on that connection; calls in flight finish (and are cached).
+    """
+
+    def __init__(self, seconds: float, connection: str) -> None:
+        shown = f"{seconds:.0f}" if seconds < 1e9 else "more than 10^9"
+        super().__init__(
+            f"rate limited for {shown} s by {connection} (quota exhausted?); finished "
+            "results are cached: rerun the same command once the limit has reset"
+        )
+        self.seconds = seconds
+        self.connection = connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +140,32 @@ def throttle_window(rpm: float) -> tuple[int, float]:
 
 
 class ConnectionLimiter:
-    """The limits of one connection key. Use `async with limiter.slot(tokens):`."""
+    """The limits of one connection key. Use `async with limiter.slot(tokens):`.
+
+    Without a user-given rate the concurrency window adapts (`aimd.AdaptiveWindow`), told
+    by each slot on exit how its call went (success, 429, or anything else: no signal).
+    `on_rate_limited` and `on_success` carry the server's timing (Retry-After, reset
+    headers), which pauses the whole connection.
+    """
 
     # Fraction of the window added as a margin against arrival-time jitter at the server.
     RATE_MARGIN = 0.01
 
-    def __init__(self, config: LimitConfig) -> None:
+    def __init__(
+        self,
+        config: LimitConfig,
+        *,
+        name: str = "the server",
+        max_pause: float = DEFAULT_MAX_RETRY_AFTER_S,
+    ) -> None:
+        if not (math.isfinite(max_pause) and max_pause > 0):
+            raise ValueError(f"max pause must be a number of seconds > 0, got {max_pause!r}")
         self.config = config
+        self.name = name
+        self.max_pause = max_pause
+        self._halted_for: float | None = None  # a pause beyond max_pause was asked for
+        self._halted = asyncio.Event()
         self._sem = AdjustableSemaphore(config.max_concurrency)
-        self._window = float(config.max_concurrency)
         self._cooldown_until = 0.0
         self._throttler: Throttler | None = None
         self._rate_gate = AdjustableSemaphore(1)  # a lock that honours priority
@@ -136,6 +180,9 @@ class ConnectionLimiter:
             AsyncLimiter(config.tpm, 60.0) if config.tpm is not None else None
         )
         self.adaptive = config.rpm is None
+        self.window: AdaptiveWindow | None = (
+            AdaptiveWindow(config.max_concurrency) if self.adaptive else None
+        )
 
     @property
     def concurrency(self) -> int:
@@ -148,14 +195,37 @@ class ConnectionLimiter:
     def slot(self, tokens: int = 0, priority: int = 1) -> _Slot:
         return _Slot(self, tokens, priority)
 
+    @property
+    def halted_for(self) -> float | None:
+        """The pause beyond `max_pause` the server asked for (None: not halted)."""
+        return self._halted_for
+
+    def paused_for(self) -> float:
+        """Seconds until the connection's cooldown ends (0 when it is not paused)."""
+        return max(0.0, self._cooldown_until - asyncio.get_running_loop().time())
+
+    def _check_halted(self) -> None:
+        if self._halted_for is not None:
+            raise ConnectionRateLimited(self._halted_for, self.name)
+
     async def acquire(self, tokens: int = 0, priority: int = 1) -> None:
-        """Wait for every limit in turn; lower `priority` values are served first."""
+        """Wait for every limit in turn; lower `priority` values are served first.
+
+        Raises `ConnectionRateLimited` once the connection is halted (see the module
+        docstring), also to calls already waiting.
+        """
+        self._check_halted()
         await self._sem.acquire(priority)
         try:
             loop = asyncio.get_running_loop()
-            # A new 429 may push the deadline while we sleep, so re-check after waking.
-            while (wait := self._cooldown_until - loop.time()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(wait)
+            # A new 429 may push the deadline while we wait, so re-check after waking; a
+            # halt wakes every waiter at once.
+            while (wait := self._cooldown_until - loop.time()) > 0:
+                self._check_halted()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._halted.wait()
+            self._check_halted()
             if self._throttler is not None:
                 await self._rate_gate.acquire(priority)
                 try:
@@ -184,42 +254,96 @@ class ConnectionLimiter:
             self._sent.popleft()
 
     def cool_down(self, seconds: float) -> None:
-        """Hold every new request on this connection for `seconds` from now."""
-        until = asyncio.get_running_loop().time() + max(0.0, seconds)
+        """Hold every new request on this connection for `seconds` (at most `max_pause`)."""
+        seconds = min(max(0.0, seconds), self.max_pause)  # max() maps NaN to 0
+        until = asyncio.get_running_loop().time() + seconds
         self._cooldown_until = max(self._cooldown_until, until)
 
+    def _pause(self, seconds: float, why: str) -> None:
+        """Pause the connection as the server asked, or halt it if that is too long."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            log.info("%s: ignoring an unusable %s of %r s", self.name, why, seconds)
+            return
+        if seconds <= self.max_pause:
+            if seconds >= 1.0:
+                log.info("%s: pausing %.1f s (%s)", self.name, seconds, why)
+            self.cool_down(seconds)
+            return
+        log.info(  # the error the calls get says it; no stray line on stderr
+            "%s: %s asks for a %.0f s pause, longer than %.0f s: stopping",
+            self.name,
+            why,
+            seconds,
+            self.max_pause,
+        )
+        self._halted_for = max(self._halted_for or 0.0, seconds)
+        self._halted.set()
+
     def on_rate_limited(self, retry_after: float | None, fallback_s: float) -> None:
-        """A 429 arrived: pause the connection and, when adapting, halve the window."""
-        self.cool_down(retry_after if retry_after is not None else fallback_s)
-        if self.adaptive:
-            self._window = max(1.0, self._window / 2)
-            self._sem.set_limit(int(self._window))
+        """A 429 arrived: pause the connection for as long as the server asked.
+
+        Raises `ConnectionRateLimited` when that is longer than `max_pause`.
+        """
+        if retry_after is None:
+            self._pause(fallback_s, "backoff after a 429")
+        else:
+            self._pause(retry_after, "Retry-After")
+        self._check_halted()
 
     def on_success(self, info: RateLimitInfo | None) -> None:
-        """A call succeeded: grow the window (additive increase) and obey the headers."""
-        if self.adaptive and self._window < self.config.max_concurrency:
-            self._window = min(
-                float(self.config.max_concurrency), self._window + 1.0 / self._window
-            )
-            self._sem.set_limit(int(self._window))
+        """A call succeeded: obey the server's rate-limit headers.
+
+        A reset longer than `max_pause` halts the connection for the calls after this one.
+        """
         if info is None:
             return
         if info.remaining_requests == 0 and info.reset_requests_s:
-            self.cool_down(info.reset_requests_s)
+            self._pause(info.reset_requests_s, "x-ratelimit-reset-requests")
         if info.remaining_tokens == 0 and info.reset_tokens_s:
-            self.cool_down(info.reset_tokens_s)
+            self._pause(info.reset_tokens_s, "x-ratelimit-reset-tokens")
+
+    def _finished(self, episode: int | None, exc: BaseException | None) -> None:
+        """A slot's call ended: let the adaptive window learn from it."""
+        window = self.window
+        if window is None or episode is None:
+            return
+        before = window.limit
+        if exc is None:
+            changed = window.succeeded(episode)
+        elif isinstance(exc, RateLimitError):
+            changed = window.rate_limited(episode)
+            if changed:
+                log.info(
+                    "rate limited: concurrency window %d -> %d (cut %d)",
+                    before,
+                    window.limit,
+                    window.episode,
+                )
+        else:
+            return  # timeouts and server errors say nothing about our rate
+        if changed:
+            self._sem.set_limit(window.limit)
 
 
 class _Slot:
-    __slots__ = ("_limiter", "_priority", "_tokens")
+    """One admitted call; on exit it tells the limiter how the call went."""
+
+    __slots__ = ("_episode", "_limiter", "_priority", "_tokens")
 
     def __init__(self, limiter: ConnectionLimiter, tokens: int, priority: int) -> None:
         self._limiter = limiter
         self._tokens = tokens
         self._priority = priority
+        self._episode: int | None = None
 
     async def __aenter__(self) -> None:
-        await self._limiter.acquire(self._tokens, self._priority)
+        limiter = self._limiter
+        await limiter.acquire(self._tokens, self._priority)
+        if limiter.window is not None:
+            self._episode = limiter.window.admit()
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
         self._limiter.release()
+        self._limiter._finished(self._episode, exc)

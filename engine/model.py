@@ -26,6 +26,7 @@ from opro.checks import MAX_TOKENS, PRICE_PER_M, SEED, TEMPERATURE
 from opro.engine.budget import Budget, BudgetExceeded, Reservation, worst_case_usage
 from opro.engine.limits import ConnectionLimiter
 from opro.engine.retry import RetryPolicy
+from opro.engine.singleflight import SingleFlight
 from opro.engine.spend import NOTHING, Spend
 from opro.errors import OproError
 from opro.providers.base import Provider
@@ -123,14 +124,6 @@ def estimate_tokens(request: Request) -> int:
     return len(request.as_text()) // 4 + 1 + request.max_tokens * request.n
 
 
-class _Flight:
-    __slots__ = ("task", "waiters")
-
-    def __init__(self, task: asyncio.Task[Generation]) -> None:
-        self.task = task
-        self.waiters = 0
-
-
 class Model:
     """A provider wrapped with the engine's cache, single-flight, limits and retries."""
 
@@ -141,7 +134,7 @@ class Model:
         limiter: ConnectionLimiter,
         retry: RetryPolicy,
         cache: ResultCache | None,
-        inflight: dict[str, _Flight],
+        inflight: SingleFlight[str, Generation] | None = None,
         decoding: Decoding = Decoding(),
         price: Price | None = None,
         rng: random.Random | None = None,
@@ -157,7 +150,9 @@ class Model:
         self.budget = budget
         self.priority = priority
         self.stats = ModelStats()
-        self._inflight = inflight
+        self._inflight: SingleFlight[str, Generation] = (
+            inflight if inflight is not None else SingleFlight()
+        )
         self._identity = provider.cache_identity()
         self._rng = rng or random.Random()
 
@@ -198,33 +193,12 @@ class Model:
         hit = self.lookup(key)
         if hit is not None:
             return Generation(hit, cached=True)
-        flight = self._inflight.get(key)
-        leader = flight is None
-        if flight is None:
-            task = asyncio.get_running_loop().create_task(self._call_and_store(key, request))
-            flight = _Flight(task)
-            self._inflight[key] = flight
-            task.add_done_callback(partial(self._landed, key))
-        else:
-            self.stats.shared += 1
-        flight.waiters += 1
-        try:
-            generation = await asyncio.shield(flight.task)
-        except asyncio.CancelledError:
-            flight.waiters -= 1
-            if flight.waiters == 0:
-                flight.task.cancel()  # nobody wants the answer any more
-            raise
-        flight.waiters -= 1
-        if leader:
-            return generation
-        return Generation(generation.completion, shared=True)
-
-    def _landed(self, key: str, task: asyncio.Task[Generation]) -> None:
-        if self._inflight.get(key) is not None and self._inflight[key].task is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here; the waiters re-raise it themselves
+        if key in self._inflight:
+            self.stats.shared += 1  # counted on joining, for live progress displays
+        generation, joined = await self._inflight.run(
+            key, partial(self._call_and_store, key, request)
+        )
+        return Generation(generation.completion, shared=True) if joined else generation
 
     async def _call_and_store(self, key: str, request: Request) -> Generation:
         generation = await self._call(request)

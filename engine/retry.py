@@ -16,6 +16,9 @@ from opro.providers.errors import ProviderError, RateLimitError
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_TIMEOUT_S = 120.0
+# The longest wait a server may ask for before the engine gives up instead (a daily quota,
+# not a burst); `ConnectionLimiter` caps its connection-wide pause at the same value.
+DEFAULT_MAX_RETRY_AFTER_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +30,7 @@ class RetryPolicy:
     max_delay: float = 60.0
     timeout: float = DEFAULT_TIMEOUT_S
     # A server asking for a longer pause than this (a daily quota) is not waited out.
-    max_retry_after: float = 600.0
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER_S
 
     def __post_init__(self) -> None:
         ATTEMPTS.check("max attempts", self.max_attempts)

@@ -8,7 +8,10 @@ Step 0 scores the starting solutions. Every later step:
    single calls when a server ignores `n`), with `sample=step` in the cache key, so a
    resumed step gets the very answers the interrupted one got, from the cache;
 3. extracts and vets candidates (`Problem.parse` / `Problem.check`), and marks duplicates of
-   anything already scored in this run: their score is reused, never paid for again;
+   anything already scored in this run: their score is reused, never paid for again; with
+   `resample_invalid` it asks again for as many answers as were invalid (as the paper's TSP
+   code does), at most `RESAMPLE_ROUNDS` more times, each ask with its own sample index;
+   the record counts the invalid proposals (`invalid`) and the asks (`asks`) either way;
 4. scores the new ones on the training split through the engine's fan-out;
 5. every `eval_every` steps scores the best solution so far on the validation split, and
    stops after `patience` validation checks without improvement;
@@ -40,7 +43,11 @@ from opro.optimize.metaprompt import MetaPromptConfig, Scored
 from opro.optimize.problem import Problem, SolutionScore, SplitName, model_identity
 from opro.optimize.protocol import PROTOCOLS, ProtocolName, resolve_meta
 from opro.optimize.runlog import RunLog, render_summary
+from opro.providers.types import Usage
 from opro.tasks.grading import GRADINGS, Grading
+
+# How many more times a step may ask the optimizer for the answers that were invalid.
+RESAMPLE_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,7 @@ class OptimizeConfig:
     select_by: Literal["train", "validation"] = "train"
     grading: Grading = "strict"
     protocol: ProtocolName = "ours"
+    resample_invalid: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -185,6 +193,12 @@ def step_seed(seed: int, step: int) -> int:
     """The seed of one step's random stream: a pure function, so resume needs no RNG state."""
     digest = hashlib.sha256(f"opro-step/{seed}/{step}".encode()).digest()
     return int.from_bytes(digest[:6], "big")  # 48 bits: exact in any JSON reader
+
+
+def resample_seed(step: int, round_: int) -> int:
+    """The sample index of the `round_`-th re-ask of `step` (>= 1): negative, so it never
+    meets a step's own index (`sample=step`), and distinct for every (step, round)."""
+    return -(step * (RESAMPLE_ROUNDS + 1) + round_)
 
 
 def _score_fields(s: SolutionScore, grading: Grading) -> dict[str, Any]:
@@ -312,24 +326,29 @@ class _Loop:
             temperature=temperature,
             n=self.cfg.candidates_per_step,
         )
-        generation = await self.optimizer.generate(request, sample=step)
-        answers = list(generation.completion.texts)
-        optimizer_s = time.perf_counter() - started
-        per_answer = [self.problem.parse(a, self.cfg.meta) for a in answers]
+        answers: list[str] = []
         entries: list[dict[str, Any]] = []
         fresh: set[str] = set()
-        for index, raw in interleave(per_answer):
-            entries.append(self._vet(index, raw, step, fresh))
-        failures = [index for index, found in enumerate(per_answer) if not found]
-        for index in failures:  # never scored (the reference would score "" for them)
-            entries.append(
-                {"answer": index, "text": "", "status": "rejected", "reason": "no candidate"}
-            )
+        generations = []
+        sample = step
+        while True:
+            generation = await self.optimizer.generate(request, sample=sample)
+            generations.append(generation)
+            batch = list(generation.completion.texts)
+            entries += self._vet_answers(batch, len(answers), step, fresh)
+            answers += batch
+            valid = sum(e["status"] != "rejected" for e in entries)
+            missing = self.cfg.candidates_per_step - valid
+            if not self.cfg.resample_invalid or missing <= 0 or len(generations) > RESAMPLE_ROUNDS:
+                break
+            request = replace(request, n=missing)
+            sample = resample_seed(step, len(generations))
+        optimizer_s = time.perf_counter() - started
         await self._score_new(entries)
-        usage = generation.usage
+        usage = sum((g.usage for g in generations), Usage())
         cost = {
-            "calls": generation.calls,
-            "cache_hits": int(generation.cached or generation.shared),
+            "calls": sum(g.calls for g in generations),
+            "cache_hits": sum(int(g.cached or g.shared) for g in generations),
             "tokens_in": usage.input_tokens,
             "tokens_out": usage.output_tokens,
             "cost_usd": self.optimizer.cost(usage),
@@ -338,9 +357,23 @@ class _Loop:
             "step": step, "kind": "optimize", "seed": seed, "temperature": temperature,
             "exemplars": list(meta.exemplar_ids), "meta_prompt": meta.text, "answers": answers,
             "optimizer": {**cost, "wall_s": round(optimizer_s, 6)}, "candidates": entries,
-            "extraction_failures": len(failures),
+            "extraction_failures": sum(e.get("reason") == "no candidate" for e in entries),
+            "asks": len(generations),
+            "invalid": sum(e["status"] == "rejected" for e in entries),
         }  # fmt: skip
         await self._finish(record, started, cost)
+
+    def _vet_answers(
+        self, answers: list[str], first: int, step: int, fresh: set[str]
+    ) -> list[dict[str, Any]]:
+        """Extract and vet the candidates of one batch of answers (numbered from `first`)."""
+        per_answer = [self.problem.parse(a, self.cfg.meta) for a in answers]
+        entries = [
+            self._vet(first + index, raw, step, fresh) for index, raw in interleave(per_answer)
+        ]
+        empty = {"text": "", "status": "rejected", "reason": "no candidate"}
+        entries += [{"answer": first + i, **empty} for i, got in enumerate(per_answer) if not got]
+        return entries
 
     def _vet(self, answer: int, raw: str, step: int, fresh: set[str]) -> dict[str, Any]:
         canonical, reason = self.problem.check(raw)

@@ -3,7 +3,9 @@
 Everything works on a symmetric distance matrix and returns a tour as a list of node indices
 that starts at node 0 and visits every node once (the return to node 0 is implied).
 
-* `nearest_neighbour` and `farthest_insertion` are the paper's two heuristic baselines.
+* `nearest_neighbour` and `farthest_insertion` are the paper's two heuristic baselines;
+  `farthest_insertion_reference` is the variant the paper's code runs under that name (see
+  its docstring), which is what the paper's Table 3 reports.
 * `cp_sat_tour` is the exact reference: OR-Tools CP-SAT with one Boolean per arc and its
   `AddCircuit` constraint. CP-SAT needs integer costs, so distances are scaled by
   `COST_SCALE` and rounded; the tour's length is then measured on the real distances.
@@ -79,6 +81,42 @@ def farthest_insertion(dist: Matrix) -> list[int]:
         tour.insert(best_pos, node)
         for j in to_tour:
             to_tour[j] = min(to_tour[j], dist[node][j])
+    return tour
+
+
+def farthest_insertion_reference(dist: Matrix, *, integer_lengths: bool = True) -> list[int]:
+    """Farthest insertion as the paper's code (google-deepmind/opro, `optimize_tsp.py`) does it.
+
+    Starting from [0], every unvisited node is priced at its cheapest insertion (the shortest
+    tour it can be inserted into); the node whose cheapest insertion gives the longest tour
+    goes in, at that cheapest position. The textbook rule instead picks the node farthest
+    from the tour. As in that code, tour lengths are compared truncated to integers
+    (`integer_lengths`), ties go to the lowest node index and the earliest position, and
+    position 0 (before node 0) is never tried (the same place as after the last node).
+    """
+    n = len(dist)
+    tour = [0]
+    length = 0.0
+    left = list(range(1, n))
+    while left:
+        best: tuple[float, int, int] | None = None  # (priced length, node, position)
+        for node in left:
+            cheapest: tuple[float, int] | None = None
+            for pos in range(1, len(tour) + 1):  # between tour[pos - 1] and the node after
+                a, b = tour[pos - 1], tour[pos % len(tour)]
+                total = length + dist[a][node] + dist[node][b] - dist[a][b]
+                priced = float(math.floor(total)) if integer_lengths else total
+                if cheapest is None or priced < cheapest[0]:
+                    cheapest = (priced, pos)
+            assert cheapest is not None
+            if best is None or cheapest[0] > best[0]:
+                best = (cheapest[0], node, cheapest[1])
+        assert best is not None
+        _, node, pos = best
+        a, b = tour[pos - 1], tour[pos % len(tour)]
+        length += dist[a][node] + dist[node][b] - dist[a][b]
+        tour.insert(pos, node)
+        left.remove(node)
     return tour
 
 

@@ -22,7 +22,7 @@ import orjson
 
 from opro.providers.base import HttpPool, Provider, fingerprint
 from opro.providers.errors import ConfigurationError, FatalError, ProviderError, TransientError
-from opro.providers.http import classify_status, post_json, scrubbed
+from opro.providers.http import classify_status, count_header, post_json, scrubbed
 from opro.providers.types import Completion, RateLimitInfo, Request, Usage
 from opro.providers.urls import parse_base_url
 from opro.providers.usage import reported_usage
@@ -71,8 +71,8 @@ def parse_anthropic_rate_limits(
     prefix = "anthropic-ratelimit-"
     families: list[tuple[int | None, int | None, float | None]] = []
     for family in ("tokens", "input-tokens", "output-tokens"):
-        limit = _int(headers.get(f"{prefix}{family}-limit"))
-        remaining = _int(headers.get(f"{prefix}{family}-remaining"))
+        limit = count_header(headers, f"{prefix}{family}-limit")
+        remaining = count_header(headers, f"{prefix}{family}-remaining")
         reset = seconds_until(headers.get(f"{prefix}{family}-reset"), now)
         if (limit, remaining, reset) != (None, None, None):
             families.append((limit, remaining, reset))
@@ -85,8 +85,8 @@ def parse_anthropic_rate_limits(
 
     tokens = min(families, key=pressure, default=(None, None, None))
     info = RateLimitInfo(
-        limit_requests=_int(headers.get(f"{prefix}requests-limit")),
-        remaining_requests=_int(headers.get(f"{prefix}requests-remaining")),
+        limit_requests=count_header(headers, f"{prefix}requests-limit"),
+        remaining_requests=count_header(headers, f"{prefix}requests-remaining"),
         reset_requests_s=seconds_until(headers.get(f"{prefix}requests-reset"), now),
         limit_tokens=tokens[0],
         remaining_tokens=tokens[1],

@@ -8,6 +8,7 @@ without a server.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -33,19 +34,26 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
+def _seconds(value: float) -> float | None:
+    """A wait a server asked for, or None when it is no number of seconds (NaN, infinite,
+    negative): such a header is ignored, as if absent. Long finite waits are kept; what to
+    do about them is the engine's decision."""
+    return value if math.isfinite(value) and value >= 0.0 else None
+
+
 def parse_duration(text: str | None) -> float | None:
     """Parse OpenAI-style reset durations ("1s", "20ms", "6m0s", "0.5s") or bare seconds."""
     if not text:
         return None
     text = text.strip()
     try:
-        return max(0.0, float(text))
+        return _seconds(float(text))
     except ValueError:
         pass
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return _seconds(sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -56,14 +64,16 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return max(0.0, float(ms) / 1000.0)
+            seconds = _seconds(float(ms) / 1000.0)
         except ValueError:
-            pass
+            seconds = None
+        if seconds is not None:
+            return seconds
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return _seconds(float(value))
     except ValueError:
         pass
     try:
@@ -73,24 +83,26 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+def count_header(headers: Mapping[str, str], name: str) -> int | None:
+    """A header's count, or None when absent or no number >= 0 ("nan", "-1", "inf")."""
     value = headers.get(name)
     if value is None:
         return None
     try:
-        return int(float(value))
-    except ValueError:
+        number = int(float(value))
+    except (ValueError, OverflowError):  # "nan", "inf", "1e999"
         return None
+    return number if number >= 0 else None
 
 
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo | None:
     """Read OpenAI-style `x-ratelimit-*` headers; None when the server sends none."""
     info = RateLimitInfo(
-        limit_requests=_int_header(headers, "x-ratelimit-limit-requests"),
-        remaining_requests=_int_header(headers, "x-ratelimit-remaining-requests"),
+        limit_requests=count_header(headers, "x-ratelimit-limit-requests"),
+        remaining_requests=count_header(headers, "x-ratelimit-remaining-requests"),
         reset_requests_s=parse_duration(headers.get("x-ratelimit-reset-requests")),
-        limit_tokens=_int_header(headers, "x-ratelimit-limit-tokens"),
-        remaining_tokens=_int_header(headers, "x-ratelimit-remaining-tokens"),
+        limit_tokens=count_header(headers, "x-ratelimit-limit-tokens"),
+        remaining_tokens=count_header(headers, "x-ratelimit-remaining-tokens"),
         reset_tokens_s=parse_duration(headers.get("x-ratelimit-reset-tokens")),
     )
     if info == RateLimitInfo():

@@ -100,6 +100,8 @@ class FakeServerConfig:
     echo_key: str | None = None  # a 401 quotes the key it got, in this ECHO_FORMS form
     # Query parameters every completion request must carry (Azure's api-version), else 404.
     required_query: dict[str, str] = field(default_factory=dict)
+    # More requests in flight than this are answered 429 at once (Retry-After: retry_after_s).
+    max_concurrency: int | None = None
 
 
 def format_reset(seconds: float) -> str:
@@ -268,6 +270,7 @@ class FakeOpenAIServer:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._script: deque[str] = deque()
+        self._header_script: deque[dict[str, str]] = deque()
         self._bucket: _Bucket | None = None
         self._ids = 0
         self.reset_stats()
@@ -284,6 +287,7 @@ class FakeOpenAIServer:
         self._add_routes(app)
         app.router.add_get("/stats", self._get_stats)
         app.router.add_post("/stats/reset", self._reset)
+        app.router.add_post("/inject", self._inject)
         # Short shutdown timeout: in-flight sleeps are cancelled rather than awaited.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await self._runner.setup()
@@ -322,6 +326,10 @@ class FakeOpenAIServer:
                 f"unknown fault kind {kind!r}; expected one of {sorted(self.fault_kinds)}"
             )
         self._script.extend([kind] * count)
+
+    def inject_headers(self, headers: dict[str, str], count: int = 1) -> None:
+        """Add `headers` to the next ``count`` successful answers (e.g. rate-limit resets)."""
+        self._header_script.extend([dict(headers)] * count)
 
     def reset_stats(self) -> None:
         """Zero the counters and reseed the RNGs so each run is reproducible."""
@@ -373,6 +381,21 @@ class FakeOpenAIServer:
 
     async def _reset(self, request: web.Request) -> web.StreamResponse:
         self.reset_stats()
+        return json_response(200, {"ok": True})
+
+    async def _inject(self, request: web.Request) -> web.StreamResponse:
+        """`inject()` and `inject_headers()` for a server in another process:
+        `POST /inject?kind=429&count=64`, or a JSON body `{"headers": {...}, "count": 1}`."""
+        try:
+            count = int(request.query.get("count", "1"))
+            body = await request.read()
+            if body:
+                headers = orjson.loads(body)["headers"]
+                self.inject_headers({str(k): str(v) for k, v in headers.items()}, count)
+            else:
+                self.inject(request.query.get("kind", ""), count)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return _error(400, f"bad injection: {exc}", "invalid_request_error", None)
         return json_response(200, {"ok": True})
 
     async def _counted(self, request: web.Request, chat: bool) -> web.StreamResponse:
@@ -440,6 +463,12 @@ class FakeOpenAIServer:
                 return self._fail(
                     "rate_limit", _error(429, msg, "requests", "rate_limit_exceeded", headers)
                 )
+        if cfg.max_concurrency is not None and self.in_flight > cfg.max_concurrency:
+            msg = f"Too many concurrent requests: limit {cfg.max_concurrency}."
+            busy = {**headers, **self._retry_headers(cfg.retry_after_s)}
+            return self._fail(
+                "concurrency", _error(429, msg, "requests", "rate_limit_exceeded", busy)
+            )
         kind = self._next_fault()
         delay = self._sample_latency() if kind is None or kind in _SLOW_FAULTS else 0.0
         if delay > 0.0:
@@ -450,6 +479,8 @@ class FakeOpenAIServer:
         self.accepted += 1
         self.prompt_counts[req.prompt] += 1
         self.latencies.append(delay)
+        if self._header_script:
+            headers.update(self._header_script.popleft())
         return json_response(200, payload, headers)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -472,6 +503,13 @@ class FakeOpenAIServer:
             0.0,
             self._latency_rng.uniform(cfg.latency_s - cfg.jitter_s, cfg.latency_s + cfg.jitter_s),
         )
+
+    @staticmethod
+    def _retry_headers(wait: float) -> dict[str, str]:
+        return {
+            "Retry-After": str(max(1, math.ceil(wait))),
+            "retry-after-ms": str(round(wait * 1000)),
+        }
 
     def _next_fault(self) -> str | None:
         if self._script:
@@ -529,9 +567,7 @@ class FakeOpenAIServer:
             return self._fail(kind, self._unauthorized())
         if kind in ("429", "429_bare"):
             if kind == "429":
-                wait = self.config.retry_after_s
-                headers["Retry-After"] = str(max(1, math.ceil(wait)))
-                headers["retry-after-ms"] = str(round(wait * 1000))
+                headers.update(self._retry_headers(self.config.retry_after_s))
             msg = "Rate limit reached for requests."
             return self._fail(kind, _error(429, msg, "requests", "rate_limit_exceeded", headers))
         self.errors_by_kind[kind] += 1
@@ -574,6 +610,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--jitter", type=float, default=0.0, help="uniform +/- seconds")
     parser.add_argument("--rpm", type=float, default=None, help="requests per minute limit")
+    parser.add_argument(
+        "--max-concurrency", type=int, default=None, help="429 beyond this many in flight"
+    )
+    parser.add_argument(
+        "--retry-after", type=float, default=1.0, help="seconds a 429 asks the client to wait"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="require this bearer key")
     parser.add_argument("--ignore-n", action="store_true", help="always return one choice")
@@ -605,6 +647,8 @@ async def _serve(args: argparse.Namespace) -> int:
         fault_rates=rates,
         echo_key=args.echo_key,
         required_query=dict(q.partition("=")[::2] for q in args.require_query),
+        max_concurrency=args.max_concurrency,
+        retry_after_s=args.retry_after,
     )
     server = FakeOpenAIServer(config, host=args.host, port=args.port)
     done = asyncio.Event()

@@ -40,6 +40,19 @@ class ServerProcess:
         with urllib.request.urlopen(request, timeout=10):
             pass
 
+    def inject(self, kind: str, count: int = 1) -> None:
+        """The server's `inject()`: the next `count` requests fail with `kind`."""
+        self._post(f"/inject?kind={kind}&count={count}", b"")
+
+    def inject_headers(self, headers: dict[str, str], count: int = 1) -> None:
+        """The server's `inject_headers()`: on the next `count` successful answers."""
+        self._post(f"/inject?count={count}", orjson.dumps({"headers": headers}))
+
+    def _post(self, path: str, body: bytes) -> None:
+        request = urllib.request.Request(self.root + path, data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10):  # loopback only
+            pass
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -43,3 +43,35 @@ def test_throughput_benchmark_smoke(tmp_path: Path) -> None:
     assert rows[0]["warm_requests_to_server"] == 0
     assert rows[0]["max_in_flight"] <= 64
     assert "ratio to limit" in result.stdout
+
+
+def test_recovery_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "recovery.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "recovery.py"),
+            "--regime",
+            "C",
+            "--reference",
+            "2",
+            "--warmup",
+            "1",
+            "--after",
+            "2",
+            "--storm",
+            "8",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(out.read_text())
+    assert row["regime"].startswith("C") and row["storm"] == 8
+    assert row["ceiling_per_s"] > 0 and len(row["seconds_after_storm"]) == 2
+    assert row["server_429s"]["429"] == 8  # the storm reached the server
+    assert row["server_max_in_flight"] <= 33  # the server's limit, plus the one it refused
+    assert "each second after it" in result.stdout

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 
 from opro.cli.main import main
+from opro.optimize.runlog import read_steps
 from opro.problems.linreg import LinearRegressionProblem, format_pair, loss, make_data
 from opro.problems.tsp import make_instance, reference
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
@@ -215,7 +216,8 @@ def test_tsp_table(
         refs = [reference(make_instance(int(n), seed=(0, int(n), i))) for i in range(2)]
         nn = [r.gap(r.nn_length) for r in refs]
         fi = [r.gap(r.fi_length) for r in refs]
-        assert two_runs(nn) in line and two_runs(fi) in line
+        fi_paper = [r.gap(r.fi_ref_length or 0.0) for r in refs]
+        assert two_runs(nn) in line and two_runs(fi) in line and two_runs(fi_paper) in line
         assert "0.0 +- 0.0" in line and f"{TSP_STEPS}.0 +- 0.0 (2/2)" in line
         assert line.rstrip().endswith("0/32")  # 2 instances x 2 steps x 8 answers, none invalid
     assert "optimum" in err
@@ -233,6 +235,29 @@ def test_tsp_baselines_need_no_model(tmp_path: Path, capsys: pytest.CaptureFixtu
     refs = [reference(make_instance(8, seed=(0, 8, i))) for i in range(5)]
     assert table["rows"][0]["gaps"]["nn"] == pytest.approx([r.gap(r.nn_length) for r in refs])
     assert table["rows"][0]["gaps"]["fi"] == pytest.approx([r.gap(r.fi_length) for r in refs])
+    paper = [r.gap(r.fi_ref_length or 0.0) for r in refs]
+    assert table["rows"][0]["gaps"]["fi_ref"] == pytest.approx(paper)
+    assert table["instances"][0]["farthest_insertion_ref"] == list(refs[0].farthest_insertion_ref)
+    assert "FI-paper" in out and "FI-textbook" in out
+
+
+@pytest.mark.parametrize(("flag", "asks"), [((), 1), (("--resample-invalid",), 5)])
+def test_tsp_invalid_tours_are_counted_and_asking_again_is_bounded(
+    flag: tuple[str, ...],
+    asks: int,
+    server: ThreadServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server.respond(lambda prompt: "<trace>0,1,1,2</trace>")  # never a valid tour
+    args = demo("tsp", server, tmp_path, "--n", "5", "--instances", "1", "--steps", "1", *flag)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if re.match(r"\s+5\s", line))
+    assert row.rstrip().endswith(f"{8 * asks}/{8 * asks}")  # invalid / proposed
+    assert server.server.requests_total == asks  # the first ask and at most four more
+    records, _ = read_steps(tmp_path / "runs" / "n5" / "instance0" / "steps.jsonl")
+    assert (records[1]["asks"], records[1]["invalid"]) == (asks, 8 * asks)
 
 
 # -- user errors ------------------------------------------------------------------------------

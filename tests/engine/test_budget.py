@@ -44,7 +44,6 @@ def model(provider: Provider, budget: Budget, price: Price, concurrency: int = 8
         limiter=ConnectionLimiter(LimitConfig(max_concurrency=concurrency)),
         retry=RetryPolicy(base_delay=0.5, max_attempts=5),
         cache=None,
-        inflight={},
         price=price,
         rng=random.Random(0),
         budget=budget,

@@ -77,7 +77,6 @@ def scorer(provider: Provider, budget: Budget, concurrency: int) -> Model:
         limiter=ConnectionLimiter(LimitConfig(max_concurrency=concurrency)),
         retry=RetryPolicy(base_delay=0.0, max_delay=0.0, max_attempts=10),
         cache=None,
-        inflight={},
         decoding=Decoding(max_tokens=4),
         price=PRICE,
         rng=random.Random(1),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 
 import pytest
 
 from opro.caches.memory import MemoryCache
-from opro.engine.limits import ConnectionLimiter, LimitConfig
+from opro.engine.limits import ConnectionLimiter, ConnectionRateLimited, LimitConfig
 from opro.engine.model import Model, ModelCallError
 from opro.engine.retry import RetryPolicy
 from opro.providers.base import Provider
@@ -73,7 +74,6 @@ def make(
         limiter=ConnectionLimiter(limits or LimitConfig()),
         retry=retry or RetryPolicy(base_delay=1.0, max_attempts=4),
         cache=cache,
-        inflight={},
         rng=random.Random(0),
     )
 
@@ -128,6 +128,45 @@ def test_cancelling_one_waiter_does_not_cancel_the_shared_call() -> None:
     run(main())
 
 
+def test_a_caller_after_the_last_waiter_was_cancelled_gets_a_real_answer() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        provider = Scripted(gate=gate)
+        model = make(provider)
+        first = asyncio.create_task(model.generate(model.request("q")))
+        await asyncio.sleep(0)
+        first.cancel()  # the only waiter: its call is cancelled too
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        gate.set()
+        # The cancelled call has not finished unwinding yet; this caller was never cancelled
+        # and must not be handed that call's CancelledError.
+        late = await model.generate(model.request("q"))
+        assert late.completion.text == "answer to q"
+        assert (late.shared, late.calls) == (False, 1)
+        assert provider.calls == {"q": 2}
+
+    run(main())
+
+
+def test_every_waiter_of_a_failed_shared_call_gets_the_error_and_nothing_is_cached() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        cache = MemoryCache()
+        provider = Scripted([AuthenticationError("bad key", status=401)], gate=gate)
+        model = make(provider, cache=cache)
+        tasks = [asyncio.create_task(model.generate(model.request("q"))) for _ in range(3)]
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, ModelCallError) for r in results)
+        assert provider.calls == {"q": 1} and len(cache) == 0
+        again = await model.generate(model.request("q"))  # a new call, not the old error
+        assert again.completion.text == "answer to q" and provider.calls == {"q": 2}
+
+    run(main())
+
+
 def test_transient_errors_are_retried_with_backoff_then_succeed() -> None:
     provider = Scripted([TransientError("boom", status=503), TransientError("boom")])
     model = make(provider, retry=RetryPolicy(base_delay=1.0, max_attempts=4))
@@ -169,11 +208,18 @@ def test_retries_are_bounded_and_a_final_failure_is_not_cached() -> None:
     assert model.stats.failures == 1
 
 
-def test_a_retry_after_longer_than_the_cap_gives_up() -> None:
+def test_a_retry_after_longer_than_the_cap_stops_the_connection() -> None:
     provider = Scripted([RateLimitError("daily quota", retry_after=86400)])
     model = make(provider, retry=RetryPolicy(max_retry_after=600))
-    with pytest.raises(ModelCallError):
-        run(model.generate(model.request("q")))
+
+    async def main() -> None:
+        with pytest.raises(ConnectionRateLimited, match="rate limited for 86400 s"):
+            await model.generate(model.request("q"))
+        assert model.limiter.paused_for() == 0.0  # not frozen for a day
+        with pytest.raises(ConnectionRateLimited):  # and nothing else is sent on it
+            await model.generate(model.request("other"))
+
+    run(main())
     assert provider.calls == {"q": 1}
 
 

@@ -69,7 +69,6 @@ async def run(
             limiter=ConnectionLimiter(LimitConfig()),
             retry=engine.retry,
             cache=engine.cache,
-            inflight={},
             decoding=Decoding(max_tokens=64),
         )
         result = await optimize(

@@ -72,7 +72,6 @@ def optimizer_model(engine: Engine, provider: Provider) -> Model:
         limiter=ConnectionLimiter(LimitConfig()),
         retry=engine.retry,
         cache=engine.cache,
-        inflight={},
         decoding=Decoding(max_tokens=64),
     )
 

@@ -98,7 +98,6 @@ async def test_the_loop_optimizes_the_named_grading(
             limiter=ConnectionLimiter(LimitConfig()),
             retry=engine.retry,
             cache=engine.cache,
-            inflight={},
             decoding=Decoding(max_tokens=64),
         )
         cfg = OptimizeConfig(steps=1, candidates_per_step=2, test_top=1, grading=grading)

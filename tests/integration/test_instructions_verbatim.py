@@ -146,7 +146,6 @@ async def test_optimizer_proposals_are_polished_and_deduplicated(
             limiter=ConnectionLimiter(LimitConfig()),
             retry=engine.retry,
             cache=engine.cache,
-            inflight={},
         )
         problem = PromptProblem(engine, scorer, task)
         cfg = OptimizeConfig(steps=2, candidates_per_step=3, test_top=0)

@@ -340,3 +340,13 @@ async def test_live_anthropic() -> None:
         gen = await model.generate(model.request("Reply with exactly one word: pong"))
     assert "pong" in gen.completion.text.lower()
     assert gen.usage.input_tokens > 0 and gen.usage.output_tokens > 0
+
+
+def test_absurd_rate_limit_counts_are_ignored() -> None:
+    now = 1_700_000_000.0
+    absurd = {
+        "anthropic-ratelimit-requests-limit": "inf",  # used to raise OverflowError
+        "anthropic-ratelimit-requests-remaining": "-3",
+        "anthropic-ratelimit-tokens-remaining": "nan",
+    }
+    assert parse_anthropic_rate_limits(absurd, now=now) is None

@@ -143,3 +143,52 @@ def test_transport_failures_are_transient(exc: BaseException) -> None:
 
 def test_unexpected_exceptions_are_not_swallowed() -> None:
     assert classify_exception(KeyError("bug"), where="m", timeout=5) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "1e999"}, None),  # overflows to infinity
+        ({"retry-after": "1e300"}, 1e300),  # absurd but finite: the engine refuses to wait
+        ({"retry-after": "100000"}, 100000.0),
+        ({"retry-after-ms": "nan", "retry-after": "2"}, 2.0),
+        ({"retry-after-ms": "-1000", "retry-after": "2"}, 2.0),
+        ({"retry-after": "Tue, 99 Foo 2024 garbage"}, None),
+    ],
+)
+def test_absurd_retry_after_values_are_not_waits(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    assert retry_after_seconds(headers) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("99999h", 99999 * 3600.0),
+        ("nan", None),
+        ("-3s", None),
+        ("-3", None),
+        ("inf", None),
+        ("9" * 400 + "h", None),  # overflows to infinity
+        ("1e300", 1e300),
+        ("3 hours", None),
+    ],
+)
+def test_absurd_reset_durations(text: str, seconds: float | None) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_absurd_rate_limit_counts_are_ignored() -> None:
+    info = parse_rate_limit_headers(
+        {
+            "x-ratelimit-limit-requests": "inf",  # used to raise OverflowError
+            "x-ratelimit-remaining-requests": "-1",
+            "x-ratelimit-remaining-tokens": "nan",
+            "x-ratelimit-reset-tokens": "1s",
+        }
+    )
+    assert info == RateLimitInfo(reset_tokens_s=1.0)

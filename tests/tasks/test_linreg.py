@@ -67,7 +67,6 @@ def model_of(provider: Provider) -> Model:
         limiter=ConnectionLimiter(LimitConfig()),
         retry=RetryPolicy(),
         cache=None,
-        inflight={},
     )
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from opro.caches.memory import MemoryCache
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Model
 from opro.engine.retry import RetryPolicy
-from opro.optimize.loop import OptimizeConfig, optimize
+from opro.optimize.loop import RESAMPLE_ROUNDS, OptimizeConfig, optimize
 from opro.optimize.metaprompt import MetaPromptConfig, Scored
 from opro.optimize.runlog import read_steps
 from opro.problems.tsp import (
@@ -34,6 +35,7 @@ from opro.problems.tsp_solvers import (
     cp_sat_tour,
     distance_matrix,
     farthest_insertion,
+    farthest_insertion_reference,
     held_karp,
     nearest_neighbour,
     tour_length,
@@ -64,7 +66,7 @@ class ScriptedOptimizer(Provider):
 
 def model_of(provider: Provider) -> Model:
     limiter = ConnectionLimiter(LimitConfig())
-    return Model(provider, limiter=limiter, retry=RetryPolicy(), cache=None, inflight={})
+    return Model(provider, limiter=limiter, retry=RetryPolicy(), cache=None)
 
 
 # 0 --- 1, with 2 to the left of 0 and 3 far to the right, all on one line.
@@ -99,6 +101,30 @@ def test_farthest_insertion_by_hand() -> None:
     assert farthest_insertion(distance_matrix(SQUARE)) == [0, 4, 1, 2, 3]
 
 
+# Node 2 is farthest from 0; then 1 and 4 are both 5 from the tour {0, 2}, while inserting 4
+# costs 9.27 and 1 only 3.19.
+KITE = ((0, 0), (6, 0), (6, -5), (4, -2), (-5, 0))
+
+
+def test_farthest_insertion_as_the_papers_code_runs_it_by_hand() -> None:
+    dist = distance_matrix(KITE)
+    # Textbook: 2, then 1 (tied with 4 at distance 5; the lower index), then 3, then 4.
+    assert farthest_insertion(dist) == [0, 1, 2, 3, 4]
+    # The paper's code prices each node at its cheapest insertion and takes the dearest: 2
+    # (2 x 7.81), then 4 (+9.27 -> [0, 4, 2], 24.89), then 1: after 4 gives 28.81 and after
+    # 2 gives 28.08, both 28 when truncated, so the earlier place wins -> [0, 4, 1, 2]; then
+    # 3 after 4 (29.86) and after 2 (29.08) truncate to 29 alike -> [0, 4, 3, 1, 2].
+    paper = farthest_insertion_reference(dist)
+    assert paper == [0, 4, 3, 1, 2]
+    assert tour_length(dist, paper) == pytest.approx(29.858, abs=1e-3)
+    # Compared untruncated, 1 goes after 2 (28.08) and 3 between 4 and 2: the textbook cycle.
+    assert farthest_insertion_reference(dist, integer_lengths=False) == [0, 4, 3, 2, 1]
+    assert tour_length(dist, farthest_insertion(dist)) == pytest.approx(28.825, abs=1e-3)
+    # LINE: 3 is dearest (2 x 5), then 2 (+4 either side of the 0-3 edge: the earlier place),
+    # then 1 for free between 2 and 3: the optimum, as with the textbook rule.
+    assert farthest_insertion_reference(distance_matrix(LINE)) == [0, 2, 1, 3]
+
+
 @pytest.mark.requires_extra("ortools")
 @pytest.mark.parametrize("n", [5, 6, 7, 8])
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -113,7 +139,8 @@ def test_exact_solvers_agree_with_brute_force(n: int, seed: int) -> None:
     assert exact.proven and exact.length == pytest.approx(length, abs=1e-3)
     for found in (hk_tour, exact.tour):
         assert found[0] == 0 and sorted(found) == list(range(n))
-    for heuristic in (nearest_neighbour(dist), farthest_insertion(dist)):
+    heuristics = (nearest_neighbour(dist), farthest_insertion(dist))
+    for heuristic in (*heuristics, farthest_insertion_reference(dist)):
         assert sorted(heuristic) == list(range(n)) and tour_length(dist, heuristic) >= length - 1e-9
 
 
@@ -185,6 +212,9 @@ def test_reference_and_starting_tours() -> None:
     assert ref.proven and ref.optimum_length == pytest.approx(brute_force(dist)[0], abs=1e-9)
     assert ref.held_karp_length == pytest.approx(ref.optimum_length, abs=1e-9)
     assert ref.nn_length == pytest.approx(tour_length(dist, nearest_neighbour(dist)))
+    paper_fi = farthest_insertion_reference(dist)
+    assert ref.farthest_insertion_ref == tuple(paper_fi)
+    assert ref.fi_ref_length == pytest.approx(tour_length(dist, paper_fi))
     assert ref.gap(ref.optimum_length * 1.1) == pytest.approx(10.0)
     starts = problem.initial_solutions()
     assert len(set(starts)) == 5
@@ -251,31 +281,42 @@ async def test_the_loop_stops_at_the_optimum(tmp_path: Path) -> None:
     lengths = [row.train for row in result.final]
     assert any(math.isclose(v or 0.0, problem.ref.nn_length) for v in lengths)
     assert any(math.isclose(v or 0.0, problem.ref.fi_length) for v in lengths)
+    assert any(math.isclose(v or 0.0, problem.ref.fi_ref_length or 0.0) for v in lengths)
 
 
-def reference_of(optimum: float, nn: float, fi: float) -> TspReference:
+def reference_of(optimum: float, nn: float, fi: float, fi_ref: float) -> TspReference:
     tour = (0, 1, 2, 3, 4)
-    return TspReference(tour, optimum, True, tour, tour, nn, fi)
+    return TspReference(tour, optimum, True, tour, tour, nn, fi, None, tour, fi_ref)
 
 
 def test_table_three_layout() -> None:
     runs = [
-        TspRun(10, 0, 100.0, 4, reference_of(100.0, 110.0, 102.0), proposed=32, invalid=3),
-        TspRun(10, 1, 220.0, None, reference_of(200.0, 240.0, 200.0), proposed=40, invalid=1),
-        TspRun(50, 0, None, None, reference_of(300.0, 330.0, 303.0)),
+        TspRun(10, 0, 100.0, 4, reference_of(100.0, 110.0, 102.0, 104.0), proposed=32, invalid=3),
+        TspRun(
+            10, 1, 220.0, None, reference_of(200.0, 240.0, 200.0, 210.0), proposed=40, invalid=1
+        ),
+        TspRun(50, 0, None, None, reference_of(300.0, 330.0, 303.0, 309.0)),
     ]
     rows = summarize(runs)
     assert [r["n"] for r in rows] == [10, 50]
     ten = rows[0]
-    assert ten["gaps"] == {"nn": [10.0, 20.0], "fi": [2.0, 0.0], "opro": [0.0, 10.0]}
+    assert ten["gaps"] == {
+        "nn": [10.0, 20.0],
+        "fi": [2.0, 0.0],
+        "fi_ref": [4.0, 5.0],
+        "opro": [0.0, 10.0],
+    }
     assert ten["gaps_mean_std"]["nn"] == (15.0, 5.0)
     assert ten["solved"] == 1 and ten["steps"] == [4.0] and ten["runs"] == 2
     assert (ten["proposed"], ten["invalid"]) == (72, 4)
     text = render_table(rows, "openai/x")
     assert "15.0 +- 5.0" in text and "1.0 +- 1.0" in text and "5.0 +- 5.0" in text
     assert "4.0 +- 0.0 (1/2)" in text and "4/72" in text
+    assert "4.5 +- 0.5" in text  # FI as the paper's code runs it
+    head = text.splitlines()[1]
+    assert head.index("FI-paper") < head.index("FI-textbook") < head.index("OPRO")
     fifty = text.splitlines()[4]
-    assert fifty.split()[:7] == ["50", "10.0", "+-", "0.0", "1.0", "+-", "0.0"]
+    assert fifty.split()[:10] == ["50", "10.0", "+-", "0.0", "3.0", "+-", "0.0", "1.0", "+-", "0.0"]
     assert "- (no runs)" in fifty
 
 
@@ -283,3 +324,58 @@ def test_instance_digest_changes_with_the_points() -> None:
     a = TspInstance(((0, 0), (1, 1)), (0,))
     b = TspInstance(((0, 0), (1, 2)), (0,))
     assert a.digest() != b.digest()
+
+
+def invalid_then_valid(problem: TspProblem, bad: set[tuple[int, int]]) -> ScriptedOptimizer:
+    """Answers (call, sample) in `bad` repeat node 1; the others are fresh valid tours."""
+    pool = iter(other_tours(problem))
+
+    def script(call: int, sample: int) -> str:
+        if (call, sample) in bad:
+            return "<trace>0,1,1,2,3,4,5</trace>"
+        return f"<trace>{next(pool)}</trace>"
+
+    return ScriptedOptimizer(script)
+
+
+@pytest.mark.parametrize("resample", [False, True])
+async def test_invalid_tours_are_counted_and_optionally_asked_for_again(
+    resample: bool, tmp_path: Path
+) -> None:
+    problem = small_problem()
+    provider = invalid_then_valid(problem, {(1, 5), (1, 6), (1, 7)})  # 3 of step 1's 8
+    cfg = OptimizeConfig(steps=2, resample_invalid=resample)
+    await optimize(problem, model_of(provider), cfg, run_dir=tmp_path / "run")
+    records, _ = read_steps(tmp_path / "run" / "steps.jsonl")
+    one, two = records[1], records[2]
+    assert one["invalid"] == 3 and two["invalid"] == 0
+    valid = [c for c in one["candidates"] if c["status"] != "rejected"]
+    if resample:  # one more ask, for exactly the three that were invalid
+        assert (one["asks"], len(one["answers"]), len(valid)) == (2, 11, 8)
+        assert provider.calls == 3 and one["optimizer"]["calls"] == 2
+        assert sorted(c["answer"] for c in valid) == [0, 1, 2, 3, 4, 8, 9, 10]
+    else:
+        assert (one["asks"], len(one["answers"]), len(valid)) == (1, 8, 5)
+        assert provider.calls == 2
+    assert two["asks"] == 1
+
+
+async def test_asking_again_is_bounded_and_replays_from_the_cache(tmp_path: Path) -> None:
+    problem = small_problem()
+    always_bad = {(call, sample) for call in range(1, 20) for sample in range(8)}
+    provider = invalid_then_valid(problem, always_bad)
+    cache = MemoryCache()
+    model = Model(
+        provider, limiter=ConnectionLimiter(LimitConfig()), retry=RetryPolicy(), cache=cache
+    )
+    cfg = OptimizeConfig(steps=1, resample_invalid=True)
+    await optimize(problem, model, cfg, run_dir=tmp_path / "a")
+    records, _ = read_steps(tmp_path / "a" / "steps.jsonl")
+    assert records[1]["asks"] == 1 + RESAMPLE_ROUNDS  # not forever
+    assert records[1]["invalid"] == len(records[1]["answers"]) == 8 * (1 + RESAMPLE_ROUNDS)
+    assert provider.calls == 1 + RESAMPLE_ROUNDS
+    # Every ask has its own cache key, so the same run again is answered from the cache.
+    await optimize(problem, model, cfg, run_dir=tmp_path / "b")
+    assert provider.calls == 1 + RESAMPLE_ROUNDS
+    again, _ = read_steps(tmp_path / "b" / "steps.jsonl")
+    assert again[1]["answers"] == records[1]["answers"]

@@ -539,3 +539,35 @@ async def test_subprocess_mode(session: aiohttp.ClientSession) -> None:
         rest, _ = await proc.communicate()
     assert proc.returncode == 0
     assert rest == b""
+
+
+async def test_requests_beyond_the_concurrency_limit_get_an_immediate_429(
+    session: aiohttp.ClientSession,
+) -> None:
+    config = FakeServerConfig(latency_s=60.0, max_concurrency=2, retry_after_s=0.25)
+    async with FakeOpenAIServer(config) as srv:
+        url = f"{srv.base_url}/chat/completions"
+        slow = [asyncio.create_task(post(session, url, chat_body(f"p{i}"))) for i in range(2)]
+        await until(lambda: srv.in_flight == 2)
+        refused = await post(session, url, chat_body("third"))
+        assert refused.status == 429
+        assert refused.headers["retry-after-ms"] == "250" and refused.headers["Retry-After"] == "1"
+        assert srv.errors_by_kind == {"concurrency": 1} and srv.n429 == 1
+        for task in slow:
+            task.cancel()
+        await asyncio.gather(*slow, return_exceptions=True)
+
+
+async def test_injected_headers_ride_on_the_next_answers_and_inject_works_over_http(
+    server: FakeOpenAIServer, session: aiohttp.ClientSession
+) -> None:
+    url = f"{server.base_url}/chat/completions"
+    server.inject_headers({"x-ratelimit-reset-requests": "99999h"})
+    first, second = [await post(session, url, chat_body()) for _ in range(2)]
+    assert first.headers["x-ratelimit-reset-requests"] == "99999h"
+    assert "x-ratelimit-reset-requests" not in second.headers
+    root = server.base_url.rsplit("/v1", 1)[0]
+    assert (await post(session, f"{root}/inject?kind=429&count=2", b"")).status == 200
+    assert [(await post(session, url, chat_body())).status for _ in range(3)] == [429, 429, 200]
+    assert (await post(session, f"{root}/inject?kind=nope", b"")).status == 400
+    assert (await post(session, f"{root}/inject", {"headers": 3})).status == 400
