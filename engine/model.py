@@ -28,7 +28,7 @@ from opro.engine.limits import ConnectionLimiter
 from opro.engine.retry import RetryPolicy
 from opro.engine.singleflight import SingleFlight
 from opro.engine.spend import NOTHING, Spend
-from opro.errors import OproError
+from opro.errors import OproError, SettingsError
 from opro.providers.base import Provider
 from opro.providers.errors import ProviderError, RateLimitError, TransientError
 from opro.providers.types import Completion, Request, Usage
@@ -67,6 +67,11 @@ class Decoding:
     def __post_init__(self) -> None:
         TEMPERATURE.check("temperature", self.temperature)
         MAX_TOKENS.check("max tokens", self.max_tokens)
+        # A tuple or a list (argparse's) of strings, kept as a hashable tuple.
+        stop: object = self.stop
+        if not isinstance(stop, tuple | list) or not all(isinstance(s, str) for s in stop):
+            raise SettingsError(f"stop must be a tuple of strings, got {stop!r}")
+        object.__setattr__(self, "stop", tuple(stop))
         if self.seed is not None:
             SEED.check("seed", self.seed)
 
