@@ -193,6 +193,7 @@ class Engine:
         """`evaluate` with the task graders: `accuracy` by `grader` (default: the strict
         rules), `accuracy_reference` by `reference_grader` (default: the paper's rules);
         `grading` says which of the two ranks the instructions."""
+        await scorer.prepare()  # slow provider set-up in a thread, before the sync key loop
         return await evaluate(
             instructions,
             examples,

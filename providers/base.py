@@ -75,6 +75,11 @@ class Provider(ABC):
     async def complete(self, request: Request) -> Completion:
         """Send one request; raise a `ProviderError` subclass when it fails."""
 
+    async def prepare(self) -> None:
+        """Finish slow set-up (such as hashing a model file for `cache_identity`) without
+        blocking the event loop; the engine awaits it before the first cache key."""
+        return None
+
     def connection_key(self) -> str:
         """Requests with the same key share rate limits (vendor + account or server)."""
         return self.name

@@ -1,16 +1,21 @@
-"""`Engine.model()`: shared settings in typed groups, provider options to the provider."""
+"""`Engine.model()`: shared settings in typed groups, provider options to the provider, and
+slow provider set-up awaited off the event loop before the first cache key."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import opro
+from opro.caches.memory import MemoryCache
 from opro.engine.engine import Engine
-from opro.engine.limits import LimitConfig
-from opro.engine.model import Decoding
+from opro.engine.limits import ConnectionLimiter, LimitConfig
+from opro.engine.model import Decoding, Model
+from opro.engine.retry import RetryPolicy
 from opro.errors import SettingsError
 from opro.providers.simulated import SimulatedProvider
 
@@ -82,3 +87,64 @@ def test_provider_options_go_to_the_provider_and_unknown_ones_are_refused(
     with pytest.raises(SettingsError, match=r"'anthropic' takes no provider options"):
         engine.model("anthropic/claude-x", base_url=server, api="chat")
     engine.model("anthropic/claude-x", base_url=server, api=None)  # None: not given
+
+
+class SlowSetup(SimulatedProvider):
+    """A provider whose identity needs set-up that must run before any cache key."""
+
+    def __init__(self) -> None:
+        super().__init__("slow")
+        self.prepared = 0
+
+    async def prepare(self) -> None:
+        await asyncio.sleep(0)
+        self.prepared += 1
+
+    def cache_identity(self) -> dict[str, Any]:
+        assert self.prepared, "the cache identity was read before prepare() was awaited"
+        return super().cache_identity()
+
+
+def _model(provider: SlowSetup) -> Model:
+    limiter = ConnectionLimiter(LimitConfig(), name="slow")
+    return Model(provider, limiter=limiter, retry=RetryPolicy(), cache=MemoryCache())
+
+
+class AnyGrader:
+    version = "test-1"
+
+    def __call__(self, prediction: str, example: opro.Example) -> bool:
+        return True
+
+
+async def test_evaluate_and_generate_await_prepare_before_the_first_key() -> None:
+    scored = SlowSetup()
+    async with Engine(cache=MemoryCache()) as engine:
+        model = _model(scored)  # building a model reads no identity
+        report = await engine.evaluate(
+            ["a"], [opro.Example("1 + 1?", "2")], model, grader=AnyGrader()
+        )
+        assert report.totals.pairs == 1
+        direct = _model(SlowSetup())
+        await direct.generate(direct.request("q"))
+        await direct.generate(direct.request("q"))
+    assert scored.prepared == 1 and direct.provider.prepared == 1  # type: ignore[attr-defined]
+
+
+class Counting(SimulatedProvider):
+    def __init__(self) -> None:
+        super().__init__("counting")
+        self.reads = 0
+
+    def cache_identity(self) -> dict[str, Any]:
+        self.reads += 1
+        return super().cache_identity()
+
+
+def test_the_identity_is_read_at_the_first_key_not_when_the_model_is_built() -> None:
+    provider = Counting()
+    limiter = ConnectionLimiter(LimitConfig(), name="counting")
+    model = Model(provider, limiter=limiter, retry=RetryPolicy(), cache=None)
+    assert provider.reads == 0
+    first = model.key(model.request("q"))
+    assert model.key(model.request("q")) == first and provider.reads == 1
