@@ -93,11 +93,25 @@ async def evaluate(
     retry: RetryPolicy | None = None,
     grader: Grader | None = None,
     position: Any = "Q_begin",
-    **model_options: Any,
+    limits: LimitConfig | None = None,
+    decoding: Decoding | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    price: Price | None = None,
+    **provider_options: Any,
 ) -> EvalReport:
-    """One evaluation with a temporary `Engine`; `model_options` go to `Engine.model()`."""
+    """One evaluation with a temporary `Engine`; the scorer's settings are those of
+    `Engine.model()` (`provider_options` such as `api` go to its provider)."""
     async with Engine(cache_dir=cache_dir, use_cache=use_cache, retry=retry) as engine:
-        model = engine.model(scorer, **model_options)
+        model = engine.model(
+            scorer,
+            limits=limits,
+            decoding=decoding,
+            base_url=base_url,
+            api_key=api_key,
+            price=price,
+            **provider_options,
+        )
         return await engine.evaluate(
             instructions, examples, model, grader=grader, position=position
         )

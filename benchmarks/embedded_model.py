@@ -76,7 +76,9 @@ async def measure(examples: tuple[opro.Example, ...], max_tokens: int) -> tuple[
             for mode in MODES:
                 for stop in STOPS:
                     model = engine.model(
-                        "local/smollm2-135m", api=mode, max_tokens=max_tokens, stop=stop
+                        "local/smollm2-135m",
+                        decoding=opro.Decoding(max_tokens=max_tokens, stop=stop),
+                        api=mode,
                     )
                     for position in POSITIONS:
                         for instruction in INSTRUCTIONS:  # one at a time: one grader each

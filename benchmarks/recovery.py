@@ -53,7 +53,7 @@ class Regime:
     name: str
     server_args: tuple[str, ...]
     limit_per_s: float  # calls/s the server allows
-    told: dict[str, Any]  # the limits of a client that knows the server's
+    told: opro.LimitConfig  # the limits of a client that knows the server's
 
 
 REGIMES = (
@@ -61,13 +61,13 @@ REGIMES = (
         "C concurrency 32, 200 ms",
         ("--max-concurrency", "32", "--latency", "0.2", "--retry-after", "0.05"),
         32 / 0.2,
-        {"max_concurrency": 32},
+        opro.LimitConfig(max_concurrency=32),
     ),
     Regime(
         "R 3000 rpm, 1 s",
         ("--rpm", "3000", "--latency", "1.0", "--retry-after", "0.05"),
         50,
-        {"max_concurrency": 64, "rpm": 3000},
+        opro.LimitConfig(max_concurrency=64, rpm=3000),
     ),
 )
 
@@ -125,7 +125,7 @@ async def measure_ceiling(regime: Regime, seconds: float) -> float:
     ]
     done_at: list[float] = []
     async with fake_server(regime.server_args) as base_url, opro.Engine(use_cache=False) as e:
-        scorer = e.model("openai/fake-model", base_url=base_url, **regime.told)
+        scorer = e.model("openai/fake-model", base_url=base_url, limits=regime.told)
         task = asyncio.create_task(
             e.evaluate(
                 ["Reference."],
@@ -154,7 +154,9 @@ async def run_regime(
     async with fake_server(regime.server_args) as base_url:
         root = base_url.rsplit("/v1", 1)[0]
         async with opro.Engine(cache_dir=cache_dir, retry=opro.RetryPolicy(max_attempts=100)) as e:
-            scorer = e.model("openai/fake-model", base_url=base_url, max_concurrency=64)
+            scorer = e.model(
+                "openai/fake-model", base_url=base_url, limits=opro.LimitConfig(max_concurrency=64)
+            )
             last = 0
 
             def progress(p: opro.Progress) -> None:

@@ -104,8 +104,7 @@ async def run_regime(regime: Regime, n_ins: int, n_ex: int, cache_dir: Path) -> 
             scorer = engine.model(
                 "openai/fake-model",
                 base_url=base_url,
-                max_concurrency=regime.connections,
-                rpm=regime.rpm,
+                limits=opro.LimitConfig(max_concurrency=regime.connections, rpm=regime.rpm),
             )
             cpu0 = time.process_time()
             report = await engine.evaluate(ins, exs, scorer, grader=LastWordGrader())

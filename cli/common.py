@@ -28,8 +28,8 @@ from opro.checks import (
 from opro.engine.budget import Budget
 from opro.engine.engine import Engine
 from opro.engine.evaluate import ErrorPolicy
-from opro.engine.limits import DEFAULT_MAX_CONCURRENCY
-from opro.engine.model import Model
+from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, LimitConfig
+from opro.engine.model import Decoding, Model
 from opro.engine.prices import parse_price, price_option
 from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, RetryPolicy
 from opro.errors import OproError
@@ -144,14 +144,11 @@ def scorer_from_args(engine: Engine, args: argparse.Namespace) -> Model:
     )
     return engine.model(
         args.scorer or DEFAULT_MODEL,
+        limits=LimitConfig(max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm),
+        decoding=Decoding(max_tokens=max_tokens, stop=tuple(stop)),
         base_url=args.scorer_base_url,
-        api=args.scorer_api or (EMBEDDED_SCORER_API if embedded else None),
-        max_concurrency=args.max_concurrency,
-        rpm=args.rpm,
-        tpm=args.tpm,
-        max_tokens=max_tokens,
-        stop=stop,
         price=parse_price(args.price) if args.price else None,
+        api=args.scorer_api or (EMBEDDED_SCORER_API if embedded else None),
     )
 
 

@@ -44,8 +44,8 @@ from opro.cli.common import UsageError, engine_from_args
 from opro.engine.budget import BudgetExceeded
 from opro.engine.engine import Engine
 from opro.engine.ledger import LedgerError, recording, stop_message
-from opro.engine.limits import DEFAULT_MAX_CONCURRENCY
-from opro.engine.model import Model, ModelCallError
+from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, LimitConfig
+from opro.engine.model import Decoding, Model, ModelCallError
 from opro.engine.prices import parse_price, price_option
 from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from opro.optimize.loop import RESAMPLE_ROUNDS, OptimizationResult, OptimizeConfig, optimize
@@ -225,14 +225,12 @@ async def _run_jobs(args: argparse.Namespace, root: Path, jobs: Sequence[_Job]) 
 def _optimizer_model(engine: Engine, args: argparse.Namespace) -> Model:
     return engine.model(
         args.optimizer,
+        limits=LimitConfig(max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm),
+        decoding=Decoding(max_tokens=args.optimizer_max_tokens),
         base_url=args.optimizer_base_url,
-        api=args.optimizer_api,
-        max_concurrency=args.max_concurrency,
-        rpm=args.rpm,
-        tpm=args.tpm,
-        max_tokens=args.optimizer_max_tokens,
         price=parse_price(args.optimizer_price) if args.optimizer_price else None,
         priority=0,
+        api=args.optimizer_api,
     )
 
 

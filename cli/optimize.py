@@ -52,7 +52,8 @@ from opro.cli.protocol import (
 )
 from opro.engine.budget import BudgetExceeded
 from opro.engine.ledger import LedgerError, recording, stop_message
-from opro.engine.model import ModelCallError
+from opro.engine.limits import LimitConfig
+from opro.engine.model import Decoding, ModelCallError
 from opro.engine.prices import parse_price, price_option
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
 from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS, STYLES, MetaPromptConfig
@@ -281,14 +282,12 @@ async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult | Non
         scorer = scorer_from_args(engine, s)
         optimizer = engine.model(
             s.optimizer or DEFAULT_MODEL,
+            limits=LimitConfig(max_concurrency=s.max_concurrency, rpm=s.rpm, tpm=s.tpm),
+            decoding=Decoding(max_tokens=s.optimizer_max_tokens),
             base_url=s.optimizer_base_url,
-            api=s.optimizer_api,
-            max_concurrency=s.max_concurrency,
-            rpm=s.rpm,
-            tpm=s.tpm,
-            max_tokens=s.optimizer_max_tokens,
             price=parse_price(s.optimizer_price) if s.optimizer_price else None,
             priority=0,
+            api=s.optimizer_api,
         )
         problem = PromptProblem(
             engine,

@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 from opro.caches.base import ResultCache
 from opro.caches.disk import DiskCache
 from opro.engine.budget import Budget
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
-from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, ConnectionLimiter, LimitConfig
+from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Generation, Model, Price
 from opro.engine.prices import known_price
 from opro.engine.retry import RetryPolicy
 from opro.engine.singleflight import SingleFlight
+from opro.errors import SettingsError
 from opro.providers.base import HttpPool, Provider
 from opro.providers.errors import ConfigurationError
-from opro.providers.registry import ProviderOptions, create_provider
+from opro.providers.registry import Connection, create_provider
 from opro.tasks.grading import Grading, grade, grading_version
 from opro.tasks.prompts import Position
 from opro.tasks.types import Example
@@ -65,6 +67,28 @@ def connection_label(provider: Provider) -> str:
     return f"{provider.name} at {host}{port}" if host else provider.name
 
 
+# Settings that were flat keyword arguments of `Engine.model` and now live in one object.
+_GROUPED = {
+    **{f.name: "limits=LimitConfig" for f in fields(LimitConfig)},
+    **{f.name: "decoding=Decoding" for f in fields(Decoding)},
+}
+
+
+def _check_grouped(
+    limits: object, decoding: object, provider_options: Mapping[str, object]
+) -> None:
+    """One clear line for a shared setting passed the old way, or an object of the wrong type."""
+    for name in provider_options:
+        if name in _GROUPED:
+            raise SettingsError(
+                f"{name} is not a provider option: pass {_GROUPED[name]}({name}=...)"
+            )
+    if limits is not None and not isinstance(limits, LimitConfig):
+        raise SettingsError(f"limits must be an opro.LimitConfig, got {type(limits).__name__}")
+    if decoding is not None and not isinstance(decoding, Decoding):
+        raise SettingsError(f"decoding must be an opro.Decoding, got {type(decoding).__name__}")
+
+
 class Engine:
     """Builds `Model`s that share pools, limits, single-flight and the cache."""
 
@@ -96,38 +120,29 @@ class Engine:
         self,
         spec: str,
         *,
+        limits: LimitConfig | None = None,
+        decoding: Decoding | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        api: str | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        temperature: float = 0.0,
-        max_tokens: int = 256,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
         price: Price | None = None,
-        latency_s: float = 0.0,
         priority: int = 1,
-        n_ctx: int | None = None,
-        n_threads: int | None = None,
+        **provider_options: Any,
     ) -> Model:
         """A model by `provider/model` name; limits are shared per connection key.
 
-        `price` defaults to the table in `engine.prices`; a USD budget needs one.
-        `priority` orders waiting calls on a shared connection (lower first: give the
-        optimizer 0 so that it never queues behind a scorer backlog).
+        `limits` (concurrency, rpm, tpm) belong to the connection, `decoding` (temperature,
+        max tokens, stop, seed) to the requests this model builds. `price` defaults to the
+        table in `engine.prices`; a USD budget needs one. `priority` orders waiting calls on
+        a shared connection (lower first: give the optimizer 0 so that it never queues
+        behind a scorer backlog). `provider_options` go to the provider (`api` for openai
+        and local, `n_ctx`/`n_threads` for local, `latency_s` for simulated); one it does
+        not take is a `SettingsError` that lists the ones it does.
         """
-        options = ProviderOptions(
-            base_url=base_url,
-            api_key=api_key,
-            api=api,
-            timeout=self.retry.timeout + 5.0,
-            latency_s=latency_s,
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-        )
-        provider = create_provider(spec, options, http=self._http)
+        _check_grouped(limits, decoding, provider_options)
+        limits = limits if limits is not None else LimitConfig()
+        decoding = decoding if decoding is not None else Decoding()
+        connection = Connection(base_url, api_key, timeout=self.retry.timeout + 5.0)
+        provider = create_provider(spec, connection, http=self._http, **provider_options)
         price = price if price is not None else known_price(provider.spec)
         if price is None and self.budget.max_usd is not None:
             raise ConfigurationError(
@@ -135,7 +150,6 @@ class Engine:
                 "give its price with --price IN,OUT (--optimizer-price for the optimizer; "
                 "USD per million tokens)"
             )
-        limits = LimitConfig(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
         key = provider.connection_key()
         limiter = self._limiters.get(key)
         if limiter is None:
@@ -153,7 +167,7 @@ class Engine:
             retry=self.retry,
             cache=self.cache,
             inflight=self._inflight,
-            decoding=Decoding(temperature, max_tokens, tuple(stop), seed),
+            decoding=decoding,
             price=price,
             rng=random.Random(self._rng.random()),
             budget=self.budget,
@@ -179,6 +193,7 @@ class Engine:
         """`evaluate` with the task graders: `accuracy` by `grader` (default: the strict
         rules), `accuracy_reference` by `reference_grader` (default: the paper's rules);
         `grading` says which of the two ranks the instructions."""
+        await scorer.prepare()  # slow provider set-up in a thread, before the sync key loop
         return await evaluate(
             instructions,
             examples,

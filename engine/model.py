@@ -19,6 +19,7 @@ import logging
 import random
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 from opro.caches.base import ResultCache
 from opro.caches.keys import request_key
@@ -28,7 +29,7 @@ from opro.engine.limits import ConnectionLimiter
 from opro.engine.retry import RetryPolicy
 from opro.engine.singleflight import SingleFlight
 from opro.engine.spend import NOTHING, Spend
-from opro.errors import OproError
+from opro.errors import OproError, SettingsError
 from opro.providers.base import Provider
 from opro.providers.errors import ProviderError, RateLimitError, TransientError
 from opro.providers.types import Completion, Request, Usage
@@ -67,6 +68,11 @@ class Decoding:
     def __post_init__(self) -> None:
         TEMPERATURE.check("temperature", self.temperature)
         MAX_TOKENS.check("max tokens", self.max_tokens)
+        # A tuple or a list (argparse's) of strings, kept as a hashable tuple.
+        stop: object = self.stop
+        if not isinstance(stop, tuple | list) or not all(isinstance(s, str) for s in stop):
+            raise SettingsError(f"stop must be a tuple of strings, got {stop!r}")
+        object.__setattr__(self, "stop", tuple(stop))
         if self.seed is not None:
             SEED.check("seed", self.seed)
 
@@ -153,7 +159,8 @@ class Model:
         self._inflight: SingleFlight[str, Generation] = (
             inflight if inflight is not None else SingleFlight()
         )
-        self._identity = provider.cache_identity()
+        # Resolved by `prepare()` (off the loop) or, failing that, by the first `key()`.
+        self._identity: dict[str, Any] | None = None
         self._rng = rng or random.Random()
 
     @property
@@ -173,8 +180,18 @@ class Model:
     def cost(self, usage: Usage) -> float:
         return self.price.cost(usage) if self.price is not None else 0.0
 
+    async def prepare(self) -> None:
+        """Let the provider finish slow set-up off the event loop (e.g. hashing a local
+        model file) and fix the cache identity; cheap once done."""
+        if self._identity is None:
+            await self.provider.prepare()
+            self._identity = self.provider.cache_identity()
+
     def key(self, request: Request, sample: int = 0) -> str:
-        return request_key(self._identity, request, sample)
+        identity = self._identity
+        if identity is None:
+            identity = self._identity = self.provider.cache_identity()
+        return request_key(identity, request, sample)
 
     def lookup(self, key: str) -> Completion | None:
         """A synchronous cache read, so bulk callers can skip creating tasks for hits."""
@@ -189,6 +206,8 @@ class Model:
         self, request: Request, *, sample: int = 0, key: str | None = None
     ) -> Generation:
         """The completion of `request` (its `sample`-th draw when temperature > 0)."""
+        if self._identity is None:
+            await self.prepare()
         key = key or self.key(request, sample)
         hit = self.lookup(key)
         if hit is not None:

@@ -51,7 +51,7 @@ class ProtocolPreset:
 
     `scorer_max_tokens` None means the task's default (`default_scorer_max_tokens`);
     `qa_framing` None means off unless the position needs it (`default_qa_framing`).
-    Use it as ``engine.model(spec, max_tokens=p.scorer_max_tokens or ...)``,
+    Use it as ``engine.model(spec, decoding=Decoding(max_tokens=p.scorer_max_tokens or ...))``,
     ``PromptProblem(..., qa_framing=p.qa_framing)`` and
     ``OptimizeConfig(meta=p.meta, protocol=p.name)``.
     """

@@ -12,7 +12,6 @@ limiter can pause before the server starts answering 429.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,11 +19,10 @@ from typing import Any
 
 import orjson
 
-from opro.providers.base import HttpPool, Provider, fingerprint
-from opro.providers.errors import ConfigurationError, FatalError, ProviderError, TransientError
-from opro.providers.http import classify_status, count_header, post_json, scrubbed
+from opro.providers.base import HttpProvider
+from opro.providers.errors import FatalError, ProviderError, TransientError
+from opro.providers.http import RawResponse, classify_status, count_header
 from opro.providers.types import Completion, RateLimitInfo, Request, Usage
-from opro.providers.urls import parse_base_url
 from opro.providers.usage import reported_usage
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -114,48 +112,28 @@ def classify_anthropic_error(
     return err
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HttpProvider):
     """One Claude model behind the Messages API (or a proxy speaking it)."""
 
     name = "anthropic"
+    default_base_url = ANTHROPIC_DEFAULT_BASE_URL
+    base_url_env = "ANTHROPIC_BASE_URL"
+    key_envs = ("ANTHROPIC_API_KEY",)
+    missing_key = (
+        "ANTHROPIC_API_KEY is not set: export ANTHROPIC_API_KEY=<your key> "
+        "(or pass api_key=, or base_url= for a proxy that needs none)"
+    )
+    # The SDKs' base URL has no /v1; accept one anyway instead of posting to /v1/v1.
+    strip_suffix = "/v1"
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        http: HttpPool,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-    ) -> None:
-        super().__init__(model)
-        self._http = http
-        # The SDKs' base URL has no /v1; accept one anyway instead of posting to /v1/v1.
-        self._base = parse_base_url(
-            base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT_BASE_URL,
-            key_env="the ANTHROPIC_API_KEY environment variable",
-            strip_suffix="/v1",
-        )
-        self.base_url = self._base.url
-        self._api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
-        if not self._api_key and self.base_url == ANTHROPIC_DEFAULT_BASE_URL:
-            raise ConfigurationError(
-                "ANTHROPIC_API_KEY is not set: export ANTHROPIC_API_KEY=<your key> "
-                "(or pass api_key=, or base_url= for a proxy that needs none)"
-            )
-        self.timeout = timeout
-        self._headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
-        if self._api_key:
-            self._headers["x-api-key"] = self._api_key
+    def headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        return headers
 
-    def connection_key(self) -> str:
-        return f"{self.name}|{self._base.identity()}|{fingerprint(self._api_key)}"
-
-    def cache_identity(self) -> dict[str, Any]:
-        identity: dict[str, Any] = {"model": self.spec}
-        if self.base_url != ANTHROPIC_DEFAULT_BASE_URL:
-            identity["base_url"] = self._base.safe  # a proxy may serve other weights
-        return identity
+    def classify(self, resp: RawResponse) -> ProviderError:
+        return classify_anthropic_error(resp.status, resp.body, resp.headers, where=self.where)
 
     @property
     def supports_n(self) -> bool:
@@ -180,19 +158,10 @@ class AnthropicProvider(Provider):
         return body
 
     async def complete(self, request: Request) -> Completion:
-        where = f"{self.spec} at {self._base.safe}"
-        resp = await post_json(
-            self._http.session(),
-            self._base.join("/v1/messages"),
-            self.body(request),
-            headers=self._headers,
-            timeout=self.timeout,
-            where=where,
-        )
+        resp = await self.post("/v1/messages", self.body(request))
         if resp.status >= 300:
-            err = classify_anthropic_error(resp.status, resp.body, resp.headers, where=where)
-            raise scrubbed(err, self._api_key, *self._base.secrets)
-        text, finish, usage = self._parse(resp.body, where)
+            raise self.failure(resp)
+        text, finish, usage = self._parse(resp.body, self.where)
         return Completion(
             texts=(text,),
             usage=usage or Usage(),

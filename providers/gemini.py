@@ -15,7 +15,6 @@ are Google's `{"error": {"code", "message", "status", "details"}}` bodies; a 429
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -24,24 +23,21 @@ from urllib.parse import quote
 
 import orjson
 
-from opro.providers.base import HttpPool, Provider, fingerprint
+from opro.providers.base import HttpPool, HttpProvider
 from opro.providers.errors import (
     AuthenticationError,
     BadRequestError,
-    ConfigurationError,
     ProviderError,
     RateLimitError,
     TransientError,
 )
 from opro.providers.http import (
+    RawResponse,
     classify_status,
     parse_duration,
-    post_json,
     retry_after_seconds,
-    scrubbed,
 )
 from opro.providers.types import Completion, Request, Usage
-from opro.providers.urls import parse_base_url
 from opro.providers.usage import reported_usage, token_count
 
 GEMINI_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -146,10 +142,18 @@ def classify_gemini_error(
     return base
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(HttpProvider):
     """One Gemini model behind the Generative Language API (or a proxy speaking it)."""
 
     name = "google"
+    default_base_url = GEMINI_DEFAULT_BASE_URL
+    base_url_env = "GEMINI_BASE_URL"
+    key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    missing_key = (
+        "GEMINI_API_KEY is not set: export GEMINI_API_KEY=<your key> "
+        "(GOOGLE_API_KEY works too), or pass api_key="
+    )
+    strip_suffix = "/v1beta"
 
     def __init__(
         self,
@@ -160,41 +164,21 @@ class GeminiProvider(Provider):
         api_key: str | None = None,
         timeout: float = 120.0,
     ) -> None:
-        super().__init__(model.removeprefix("models/"))
-        self._http = http
-        self._base = parse_base_url(
-            base_url or os.environ.get("GEMINI_BASE_URL") or GEMINI_DEFAULT_BASE_URL,
-            key_env="the GEMINI_API_KEY environment variable",
-            strip_suffix="/v1beta",
-        )
-        self.base_url = self._base.url
-        key = api_key
-        if key is None:
-            key = os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
-        self._api_key = key
-        if not key and self.base_url == GEMINI_DEFAULT_BASE_URL:
-            raise ConfigurationError(
-                "GEMINI_API_KEY is not set: export GEMINI_API_KEY=<your key> "
-                "(GOOGLE_API_KEY works too), or pass api_key="
-            )
-        self.timeout = timeout
+        model = model.removeprefix("models/")
+        super().__init__(model, http=http, base_url=base_url, api_key=api_key, timeout=timeout)
         # Flips to False when the model rejects candidateCount > 1 or returns fewer.
         self.n_supported = True
-        self._headers = {"content-type": "application/json"}
-        if key:
-            self._headers["x-goog-api-key"] = key
-        self._url = self._base.join(
-            f"/v1beta/models/{quote(self.model, safe='-._~')}:generateContent"
-        )
+        self._path = f"/v1beta/models/{quote(self.model, safe='-._~')}:generateContent"
 
-    def connection_key(self) -> str:
-        return f"{self.name}|{self._base.identity()}|{fingerprint(self._api_key)}"
+    def headers(self, api_key: str | None) -> dict[str, str]:
+        # The key travels in a header, never in the URL (where logs and errors would show it).
+        headers = {"content-type": "application/json"}
+        if api_key:
+            headers["x-goog-api-key"] = api_key
+        return headers
 
-    def cache_identity(self) -> dict[str, Any]:
-        identity: dict[str, Any] = {"model": self.spec}
-        if self.base_url != GEMINI_DEFAULT_BASE_URL:
-            identity["base_url"] = self._base.safe
-        return identity
+    def classify(self, resp: RawResponse) -> ProviderError:
+        return classify_gemini_error(resp.status, resp.body, resp.headers, where=self.where)
 
     @property
     def supports_n(self) -> bool:
@@ -230,18 +214,10 @@ class GeminiProvider(Provider):
         return body
 
     async def complete(self, request: Request) -> Completion:
-        where = f"{self.spec} at {self._base.safe}"
         body = self.body(request)
-        resp = await post_json(
-            self._http.session(),
-            self._url,
-            body,
-            headers=self._headers,
-            timeout=self.timeout,
-            where=where,
-        )
+        resp = await self.post(self._path, body)
         if resp.status >= 300:
-            err = classify_gemini_error(resp.status, resp.body, resp.headers, where=where)
+            err = self.failure(resp)
             if (
                 isinstance(err, BadRequestError)
                 and "candidateCount" in body["generationConfig"]
@@ -252,8 +228,8 @@ class GeminiProvider(Provider):
                 # Decided on what this call sent, since concurrent calls race here.
                 self.n_supported = False
                 return await self.complete(replace(request, n=1))
-            raise scrubbed(err, self._api_key, *self._base.secrets)
-        completion = self._parse(resp.body, where, request.n)
+            raise err
+        completion = self._parse(resp.body, self.where, request.n)
         if len(completion.texts) < request.n:
             self.n_supported = False
         return completion

@@ -11,12 +11,15 @@ contexts are not thread-safe, so each provider owns one single-thread executor a
 the caller was cancelled), so two llama calls never overlap. A cancelled caller also raises
 an abort flag that llama.cpp checks after every token of a raw completion, so a timeout stops
 the compute instead of leaving it running.
-The model is loaded lazily, in that same thread, on the first call.
+The model is loaded lazily, in that same thread, on the first call. The file's identity for
+cache keys (a hash of its first MiB) is computed by `prepare()` in a thread, not when the
+provider is built, and only once per file, modification time and size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib.util
 import threading
@@ -83,14 +86,34 @@ def resolve_model_path(model: str) -> Path:
 
 
 def file_identity(path: Path) -> dict[str, Any]:
-    """Name, size and a sha256 of the first MiB: another quantisation is another file."""
-    with path.open("rb") as handle:
-        head = handle.read(_HEAD_BYTES)
-    return {
-        "name": path.name,
-        "size": path.stat().st_size,
-        "sha256_head": hashlib.sha256(head).hexdigest(),
-    }
+    """Name, size and a sha256 of the first MiB: another quantisation is another file.
+
+    Blocking file I/O (call it in a thread, see `LocalProvider.prepare`). The digest is
+    remembered per path, modification time and size, so every model and engine of a
+    process reads an unchanged file once, and a replaced file is read again.
+    """
+    try:
+        stat = path.stat()
+        with _HASHING:  # concurrent first uses of one file: the later ones find the memo
+            digest = _head_sha256(str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the model file {path}: {exc.strerror}") from exc
+    return {"name": path.name, "size": stat.st_size, "sha256_head": digest}
+
+
+_HASHING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _head_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """The digest of a file's head; `mtime_ns` and `size` only key the memo."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read(_HEAD_BYTES)).hexdigest()
+
+
+def _count(value: object) -> int:
+    """`value` when it is an int (not a bool), else -1, which fails every lower bound."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def _one_line(exc: BaseException) -> str:
@@ -114,7 +137,7 @@ class LocalProvider(Provider):
         super().__init__(model)
         # llama.cpp silently raises a smaller context to 256, which llama-cpp-python's
         # buffers do not follow: long prompts then fail with a numpy error.
-        if n_ctx < MIN_N_CTX or n_threads < 1:
+        if not (_count(n_ctx) >= MIN_N_CTX and _count(n_threads) >= 1):
             raise ConfigurationError(
                 f"local/{model}: n_ctx must be >= {MIN_N_CTX} and n_threads >= 1"
             )
@@ -124,7 +147,7 @@ class LocalProvider(Provider):
         self.api = api
         self.n_ctx = n_ctx
         self.n_threads = n_threads
-        self._file = file_identity(self.path)
+        self._file: dict[str, Any] | None = None  # hashed by `prepare`, not here
         self._llama: Any = None
         self._lock = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -132,10 +155,17 @@ class LocalProvider(Provider):
     def connection_key(self) -> str:
         return f"local|{self.path}"
 
+    async def prepare(self) -> None:
+        """Hash the model file in a thread, so the event loop never waits on the disk."""
+        if self._file is None:
+            self._file = await asyncio.to_thread(file_identity, self.path)
+
     def cache_identity(self) -> dict[str, Any]:
         # The file, not the name the user typed: `smollm2` and `smollm2-135m` share a
         # namespace, while another quantisation of the same model gets its own.
-        return {"model": "local", "gguf": self._file, "api": self.api or "auto"}
+        if self._file is None:  # not prepared: hashed here, once (remembered per file)
+            self._file = file_identity(self.path)
+        return {"model": "local", "gguf": dict(self._file), "api": self.api or "auto"}
 
     @property
     def supports_n(self) -> bool:

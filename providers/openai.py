@@ -9,18 +9,16 @@ server fault to retry, not an answer to grade.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 from typing import Any, Literal
 
 import orjson
 
-from opro.providers.base import HttpPool, Provider, fingerprint
-from opro.providers.errors import ConfigurationError, TransientError
-from opro.providers.http import classify_status, parse_rate_limit_headers, post_json, scrubbed
+from opro.providers.base import HttpPool, HttpProvider
+from opro.providers.errors import TransientError
+from opro.providers.http import parse_rate_limit_headers
 from opro.providers.types import Completion, Request, Usage
-from opro.providers.urls import parse_base_url
 from opro.providers.usage import reported_usage
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -30,10 +28,17 @@ Api = Literal["chat", "completions"]
 _COMPLETION_ONLY = re.compile(r"(-instruct$|^davinci|^babbage|^text-)")
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HttpProvider):
     """One model behind an OpenAI-compatible endpoint."""
 
     name = "openai"
+    default_base_url = OPENAI_DEFAULT_BASE_URL
+    base_url_env = "OPENAI_BASE_URL"
+    key_envs = ("OPENAI_API_KEY",)
+    missing_key = (
+        "OPENAI_API_KEY is not set: export it, or give a base URL "
+        "(--scorer-base-url / OPENAI_BASE_URL) for a local OpenAI-compatible server"
+    )
 
     def __init__(
         self,
@@ -46,40 +51,26 @@ class OpenAIProvider(Provider):
         timeout: float = 120.0,
         name: str = "openai",
     ) -> None:
-        super().__init__(model)
-        self.name = name
-        self._http = http
-        key_env = "the OPENAI_API_KEY environment variable"
-        if name != "openai":  # openai-compatible/ sends no key from the environment
-            key_env += f" and use openai/{model}, which sends it"
-        self._base = parse_base_url(
-            base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL,
-            key_env=key_env,
-        )
-        self.base_url = self._base.url
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        if not self._api_key and self.base_url == OPENAI_DEFAULT_BASE_URL:
-            raise ConfigurationError(
-                "OPENAI_API_KEY is not set: export it, or give a base URL "
-                "(--scorer-base-url / OPENAI_BASE_URL) for a local OpenAI-compatible server"
-            )
+        self.name = name  # "openai-compatible" shares the wire format, not the key
+        super().__init__(model, http=http, base_url=base_url, api_key=api_key, timeout=timeout)
         self.api: Api = api or ("completions" if _COMPLETION_ONLY.search(model) else "chat")
-        self.timeout = timeout
         # Flips to False the first time a server answers fewer choices than `n` asked for.
         self.n_supported = True
-        self._headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            self._headers["Authorization"] = f"Bearer {self._api_key}"
 
-    def connection_key(self) -> str:
-        return f"{self.name}|{self._base.identity()}|{fingerprint(self._api_key)}"
+    def key_hint(self) -> str:
+        hint = super().key_hint()
+        if self.name != "openai":  # openai-compatible/ sends no key from the environment
+            hint += f" and use openai/{self.model}, which sends it"
+        return hint
 
-    def cache_identity(self) -> dict[str, Any]:
-        identity: dict[str, Any] = {"model": self.spec, "api": self.api}
-        if self.base_url != OPENAI_DEFAULT_BASE_URL:
-            # Two local servers can answer to the same model name with different weights.
-            identity["base_url"] = self._base.safe  # a key in the query stays out of keys
-        return identity
+    def headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return headers
+
+    def identity_extra(self) -> dict[str, Any]:
+        return {"api": self.api}
 
     @property
     def supports_n(self) -> bool:
@@ -107,20 +98,10 @@ class OpenAIProvider(Provider):
 
     async def complete(self, request: Request) -> Completion:
         path = "/chat/completions" if self.api == "chat" else "/completions"
-        url = self._base.join(path)
-        where = f"{self.spec} at {self._base.safe}"
-        resp = await post_json(
-            self._http.session(),
-            url,
-            self._body(request),
-            headers=self._headers,
-            timeout=self.timeout,
-            where=where,
-        )
+        resp = await self.post(path, self._body(request))
         if resp.status >= 300:
-            err = classify_status(resp.status, resp.body, resp.headers, where=where)
-            raise scrubbed(err, self._api_key, *self._base.secrets)
-        completion = self._parse(resp.body, where)
+            raise self.failure(resp)
+        completion = self._parse(resp.body, self.where)
         info = parse_rate_limit_headers(resp.headers)
         if len(completion.texts) < request.n:
             self.n_supported = False

@@ -13,6 +13,7 @@ import hashlib
 import re
 from typing import Any
 
+from opro.checks import DELAY_SECONDS
 from opro.providers.base import Provider
 from opro.providers.types import Completion, Request, Usage
 
@@ -26,7 +27,7 @@ class SimulatedProvider(Provider):
 
     def __init__(self, model: str, *, latency_s: float = 0.0) -> None:
         super().__init__(model)
-        self.latency_s = latency_s
+        self.latency_s = DELAY_SECONDS.check("latency_s", latency_s)
 
     def connection_key(self) -> str:
         return f"simulated|{self.model}"

@@ -102,18 +102,21 @@ def test_library_settings_refuse_bad_numbers_by_name(
 @pytest.mark.parametrize(
     "options",
     [
-        {"temperature": math.nan},
-        {"max_tokens": 10**23},
-        {"max_concurrency": 10**400},
-        {"rpm": math.inf},
-        {"tpm": math.nan},
-        {"price": None, "seed": -5},
+        lambda: {"decoding": Decoding(temperature=math.nan)},
+        lambda: {"decoding": Decoding(max_tokens=10**23)},
+        lambda: {"limits": LimitConfig(max_concurrency=10**400)},
+        lambda: {"limits": LimitConfig(rpm=math.inf)},
+        lambda: {"limits": LimitConfig(tpm=math.nan)},
+        lambda: {"price": None, "decoding": Decoding(seed=-5)},
+        lambda: {"latency_s": math.inf},
     ],
 )
-def test_engine_model_refuses_bad_numbers(options: dict[str, Any], tmp_path: Path) -> None:
+def test_engine_model_refuses_bad_numbers(
+    options: Callable[[], dict[str, Any]], tmp_path: Path
+) -> None:
     engine = Engine(cache_dir=tmp_path)
     with pytest.raises(SettingsError):
-        engine.model("simulated/x", **options)
+        engine.model("simulated/x", **options())
 
 
 def test_split_fractions_are_checked() -> None:

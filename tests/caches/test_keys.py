@@ -8,6 +8,7 @@ import pytest
 
 from opro.caches.keys import request_key
 from opro.engine.engine import Engine
+from opro.engine.limits import LimitConfig
 from opro.providers.types import Message, Request
 
 BASE = Request(prompt="Q: 1+1?\n\nA:", temperature=0.0, max_tokens=64, stop=("\n",), seed=None)
@@ -60,9 +61,7 @@ async def test_credentials_timeouts_and_limits_never_enter_the_key(tmp_path: obj
             "openai/gpt-x",
             api_key="sk-two",
             base_url="http://127.0.0.1:9/v1",
-            max_concurrency=3,
-            rpm=10,
-            tpm=1000,
+            limits=LimitConfig(max_concurrency=3, rpm=10, tpm=1000),
         )
     assert a.key(BASE) == b.key(BASE)
     assert "sk-" not in repr(a.provider.cache_identity())

@@ -44,8 +44,8 @@ async def test_the_server_never_bills_more_than_the_budget(
                 "openai/fake",
                 base_url=srv.base_url,
                 price=PRICE,
-                max_concurrency=concurrency,
-                max_tokens=16,
+                limits=opro.LimitConfig(max_concurrency=concurrency),
+                decoding=opro.Decoding(max_tokens=16),
             )
             report = await engine.evaluate(["A", "B", "C"], EXAMPLES, scorer, grader=AnyGrader())
             assert report.stopped == "budget"
@@ -64,7 +64,10 @@ async def test_resuming_with_a_larger_budget_finishes_and_pays_nothing_twice(
         async def run_with(usd: float) -> opro.EvalReport:
             async with Engine(cache_dir=tmp_path, budget=Budget(max_usd=usd)) as engine:
                 scorer = engine.model(
-                    "openai/fake", base_url=srv.base_url, price=PRICE, max_tokens=16
+                    "openai/fake",
+                    base_url=srv.base_url,
+                    price=PRICE,
+                    decoding=opro.Decoding(max_tokens=16),
                 )
                 return await engine.evaluate(["A", "B"], EXAMPLES, scorer, grader=AnyGrader())
 

@@ -139,7 +139,10 @@ async def test_a_rejected_key_aborts_at_once_without_retries(tmp_path: Path) -> 
     config = FakeServerConfig(responder=responder, require_api_key="sk-right")
     async with FakeOpenAIServer(config) as srv, engine_for(tmp_path) as engine:
         scorer = engine.model(
-            "openai/fake-model", base_url=srv.base_url, api_key="sk-wrong", max_concurrency=4
+            "openai/fake-model",
+            base_url=srv.base_url,
+            api_key="sk-wrong",
+            limits=opro.LimitConfig(max_concurrency=4),
         )
         with pytest.raises(opro.EvaluationAborted, match="HTTP 401"):
             await engine.evaluate([GOOD], EXAMPLES, scorer, grader=ExactGrader())
@@ -152,7 +155,7 @@ async def test_partial_errors_leave_the_rest_graded(
 ) -> None:
     server.inject("400", count=3)
     async with engine_for(tmp_path) as engine:
-        report = await run_eval(engine, server, [GOOD], max_concurrency=1)
+        report = await run_eval(engine, server, [GOOD], limits=opro.LimitConfig(max_concurrency=1))
     score = report.instructions[0]
     assert (score.errors, score.correct, score.graded) == (3, 17, 17)
     assert score.accuracy == 1.0
@@ -162,7 +165,9 @@ async def test_partial_errors_leave_the_rest_graded(
 async def test_adapts_to_a_rate_limited_server_without_a_given_rate(tmp_path: Path) -> None:
     config = FakeServerConfig(responder=responder, rpm=1200)  # bucket of 20, 20/s
     async with FakeOpenAIServer(config) as srv, engine_for(tmp_path, max_attempts=50) as engine:
-        scorer = engine.model("openai/fake-model", base_url=srv.base_url, max_concurrency=64)
+        scorer = engine.model(
+            "openai/fake-model", base_url=srv.base_url, limits=opro.LimitConfig(max_concurrency=64)
+        )
         report = await engine.evaluate(
             [GOOD, "", "Think.", "Be brief."], EXAMPLES, scorer, grader=ExactGrader()
         )

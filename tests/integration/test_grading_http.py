@@ -39,7 +39,9 @@ async def run(
     server: FakeOpenAIServer, cache: Path, instructions: list[str], **kw: object
 ) -> opro.EvalReport:
     async with Engine(cache_dir=cache) as engine:
-        scorer = engine.model("openai/fake-model", base_url=server.base_url, max_tokens=8)
+        scorer = engine.model(
+            "openai/fake-model", base_url=server.base_url, decoding=opro.Decoding(max_tokens=8)
+        )
         return await engine.evaluate(instructions, EXAMPLES, scorer, **kw)  # type: ignore[arg-type]
 
 

@@ -103,7 +103,8 @@ async def test_evaluate_through_the_server(server: str, tmp_path: Path, api: str
     async with _engine(tmp_path) as engine:
         scorer = engine.model(
             f"openai/{ALIAS}", base_url=server, api_key="", api=api,
-            max_tokens=16, stop=("\n\n",), max_concurrency=4,
+            decoding=opro.Decoding(max_tokens=16, stop=("\n\n",)),
+            limits=opro.LimitConfig(max_concurrency=4),
         )  # fmt: skip
         report = await engine.evaluate(["", "Answer True or False."], EXAMPLES, scorer)
     totals = report.totals
@@ -119,7 +120,13 @@ async def test_overlong_prompt_is_an_error_not_a_wrong_answer(
     server: str, tmp_path: Path, api: str
 ) -> None:
     async with _engine(tmp_path) as engine:
-        scorer = engine.model(f"openai/{ALIAS}", base_url=server, api_key="", api=api, max_tokens=8)
+        scorer = engine.model(
+            f"openai/{ALIAS}",
+            base_url=server,
+            api_key="",
+            api=api,
+            decoding=opro.Decoding(max_tokens=8),
+        )
         report = await engine.evaluate([""], [*EXAMPLES[:2], OVERLONG], scorer)
     score = report.instructions[0]
     assert score.errors == 1 and score.graded == 2

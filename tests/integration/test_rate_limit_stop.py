@@ -45,7 +45,11 @@ async def server() -> AsyncIterator[FakeOpenAIServer]:
 async def evaluate_until_stopped(server: FakeOpenAIServer, tmp_path: Path) -> str:
     cache_dir = tmp_path / "cache"
     async with Engine(cache_dir=cache_dir) as engine:
-        scorer = engine.model("openai/fake-model", base_url=server.base_url, max_concurrency=4)
+        scorer = engine.model(
+            "openai/fake-model",
+            base_url=server.base_url,
+            limits=opro.LimitConfig(max_concurrency=4),
+        )
         with pytest.raises(ConnectionRateLimited) as info:
             await engine.evaluate(["Answer."], EXAMPLES, scorer, grader=AnyGrader())
         # Not paused for hours, just stopped; and nothing was sent after the stop.

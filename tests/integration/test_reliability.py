@@ -47,7 +47,9 @@ async def test_a_server_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
     await srv.start()
     retry = opro.RetryPolicy(base_delay=0.05, max_delay=0.5, max_attempts=12)
     async with Engine(cache_dir=tmp_path, retry=retry) as engine:
-        scorer = engine.model("openai/fake", base_url=srv.base_url, max_concurrency=8)
+        scorer = engine.model(
+            "openai/fake", base_url=srv.base_url, limits=opro.LimitConfig(max_concurrency=8)
+        )
         run = asyncio.create_task(engine.evaluate(["A"], EXAMPLES, scorer, grader=Grader()))
         await restart.wait()
         await srv.stop()  # in-flight requests are dropped, new ones are refused
@@ -71,7 +73,9 @@ async def test_too_many_failed_pairs_abort_instead_of_scoring_partial_data(
 ) -> None:
     config = FakeServerConfig(fault_rates={"400": 0.5})
     async with FakeOpenAIServer(config) as srv, Engine(cache_dir=tmp_path) as engine:
-        scorer = engine.model("openai/fake", base_url=srv.base_url, max_concurrency=1)
+        scorer = engine.model(
+            "openai/fake", base_url=srv.base_url, limits=opro.LimitConfig(max_concurrency=1)
+        )
         with pytest.raises(opro.EvaluationAborted, match=match):
             await engine.evaluate(["A"], EXAMPLES, scorer, grader=Grader(), errors=policy)
 

@@ -53,7 +53,13 @@ async def scorer(vendor: str, budget: Budget) -> AsyncIterator[tuple[FakeOpenAIS
         server_class(config) as srv,
         Engine(cache=MemoryCache(), retry=retry, budget=budget) as engine,
     ):
-        model = engine.model(spec, base_url=srv.base_url, api_key=KEY, price=PRICE, max_tokens=16)
+        model = engine.model(
+            spec,
+            base_url=srv.base_url,
+            api_key=KEY,
+            price=PRICE,
+            decoding=opro.Decoding(max_tokens=16),
+        )
         yield srv, model
 
 

@@ -179,7 +179,7 @@ async def test_429_carries_the_servers_retry_after(
 async def test_a_rejected_key_aborts_without_retries(tmp_path: Path) -> None:
     config = FakeServerConfig(responder=responder, require_api_key="sk-ant-right")
     async with FakeAnthropicServer(config) as srv, engine_for(tmp_path) as engine:
-        model = claude(engine, srv, max_concurrency=2)
+        model = claude(engine, srv, limits=opro.LimitConfig(max_concurrency=2))
         with pytest.raises(opro.EvaluationAborted, match="HTTP 401") as caught:
             await engine.evaluate([GOOD], EXAMPLES, model, grader=ExactGrader())
     assert KEY not in str(caught.value)
@@ -191,7 +191,7 @@ async def test_a_bad_request_is_one_pairs_error(
 ) -> None:
     server.inject("400", count=3)
     async with engine_for(tmp_path) as engine:
-        score = await run_eval(engine, server, max_concurrency=1)
+        score = await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=1))
     assert (score.errors, score.correct, score.graded) == (3, 17, 17)
     assert server.requests_total == 20  # a 400 is not retried
     assert "HTTP 400" in score.error_messages[0]
@@ -211,7 +211,7 @@ async def test_a_refusal_is_an_empty_answer_not_an_error(
 ) -> None:
     server.inject("refusal")
     async with engine_for(tmp_path) as engine:
-        score = await run_eval(engine, server, max_concurrency=1)
+        score = await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=1))
     assert (score.errors, score.correct, server.requests_total) == (0, 19, 20)
 
 
@@ -221,8 +221,8 @@ async def test_the_key_never_reaches_errors_or_the_cache(
     server.inject("429", count=2)
     server.inject("400", count=2)
     async with engine_for(tmp_path) as engine:
-        model = claude(engine, server, max_concurrency=1)
-        score = await run_eval(engine, server, max_concurrency=1)
+        model = claude(engine, server, limits=opro.LimitConfig(max_concurrency=1))
+        score = await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=1))
         provider = model.provider
     assert score.errors == 2 and score.graded == 18
     assert KEY not in " ".join(score.error_messages)
@@ -336,7 +336,7 @@ def test_a_spend_limit_429_is_not_retried() -> None:
 async def test_live_anthropic() -> None:
     name = os.environ.get("OPRO_LIVE_ANTHROPIC_MODEL", "claude-haiku-4-5")
     async with Engine(use_cache=False, retry=opro.RetryPolicy(timeout=60.0)) as engine:
-        model = engine.model(f"anthropic/{name}", max_tokens=16)
+        model = engine.model(f"anthropic/{name}", decoding=opro.Decoding(max_tokens=16))
         gen = await model.generate(model.request("Reply with exactly one word: pong"))
     assert "pong" in gen.completion.text.lower()
     assert gen.usage.input_tokens > 0 and gen.usage.output_tokens > 0

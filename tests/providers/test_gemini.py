@@ -182,7 +182,7 @@ async def test_auth_failures_abort_without_retries(
     server.inject(kind, count=100)
     async with engine_for(tmp_path) as engine:
         with pytest.raises(opro.EvaluationAborted, match="check the API key"):
-            await run_eval(engine, server, max_concurrency=2)
+            await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=2))
     assert server.accepted == 0 and server.requests_total <= 4
 
 
@@ -206,9 +206,9 @@ async def test_a_bad_request_is_a_per_pair_error_and_404_aborts(
     async with engine_for(tmp_path) as engine:
         if kind == "404":  # an unknown model fails every pair: stop at once
             with pytest.raises(opro.EvaluationAborted, match="NOT_FOUND"):
-                await run_eval(engine, server, max_concurrency=1)
+                await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=1))
             return
-        score = await run_eval(engine, server, max_concurrency=1)
+        score = await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=1))
     assert (score.errors, score.correct, server.requests_total) == (3, 17, 20)
     assert "HTTP 400 INVALID_ARGUMENT" in score.error_messages[0]
 
@@ -219,7 +219,7 @@ async def test_a_refusal_is_an_empty_answer(
 ) -> None:
     server.inject(kind)
     async with engine_for(tmp_path) as engine:
-        score = await run_eval(engine, server, max_concurrency=1)
+        score = await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=1))
     assert (score.errors, score.correct, server.requests_total) == (0, 19, 20)
 
 
@@ -229,8 +229,8 @@ async def test_the_key_never_reaches_urls_errors_or_the_cache(
     server.inject("429", count=2)
     server.inject("400", count=2)
     async with engine_for(tmp_path) as engine:
-        model = gemini(engine, server, max_concurrency=1)
-        score = await run_eval(engine, server, max_concurrency=1)
+        model = gemini(engine, server, limits=opro.LimitConfig(max_concurrency=1))
+        score = await run_eval(engine, server, limits=opro.LimitConfig(max_concurrency=1))
         provider = model.provider
     assert score.errors == 2 and score.graded == 18
     assert KEY not in " ".join(score.error_messages)
@@ -388,7 +388,7 @@ def test_response_parsing_edge_cases() -> None:
 async def test_live_gemini() -> None:
     name = os.environ.get("OPRO_LIVE_GEMINI_MODEL", "gemini-2.5-flash-lite")
     async with Engine(use_cache=False, retry=opro.RetryPolicy(timeout=60.0)) as engine:
-        model = engine.model(f"google/{name}", max_tokens=64)
+        model = engine.model(f"google/{name}", decoding=opro.Decoding(max_tokens=64))
         gen = await model.generate(model.request("Reply with exactly one word: pong"))
     assert "pong" in gen.completion.text.lower()
     assert gen.usage.input_tokens > 0 and gen.usage.output_tokens > 0

