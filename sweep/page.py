@@ -73,7 +73,7 @@ td.na { color: var(--muted); font-size: 13px; text-align: left; }
 .status-running { background: #d1e9ff; color: #194185; }
 .why { color: var(--muted); font-size: 12px; max-width: 360px; white-space: normal;
   overflow-wrap: anywhere; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr));
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr));
   gap: 16px; }
 figure { margin: 0; }
 figure img { width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }

@@ -27,11 +27,13 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float, *, layout: str | None = None) -> Any:
+    """A figure on its own Agg canvas; `layout="constrained"` fits labels of unknown width
+    (it draws the figure twice, so fixed margins are used where the labels are known)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -53,6 +55,7 @@ def curve_png(task: TaskReport, grading: str, report: Report) -> bytes | None:
     if not task.points:
         return None
     fig = _figure(5.0, 3.2)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
     ax = fig.add_subplot()
     steps = [s for s, _ in task.points]
     scores = [100 * v for _, v in task.points]
@@ -79,7 +82,7 @@ def curve_png(task: TaskReport, grading: str, report: Report) -> bytes | None:
     ax.set_xlim(-0.5, max(last, 1) + 0.5)
     ax.xaxis.get_major_locator().set_params(integer=True)
     low, high = min(scores), max(scores)
-    ax.set_ylim(max(0.0, low - 5), min(100.0, high + 5) if high < 100 else 101)
+    ax.set_ylim(max(-2.0, low - 5), min(102.0, high + 5))  # dots at 0 or 100 stay visible
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _png(fig)
@@ -99,7 +102,7 @@ def deltas_png(report: Report) -> bytes | None:
         return None
     rows.reverse()  # matplotlib draws the first row at the bottom; read top-down
     band = 0.8 / len(pairs)
-    fig = _figure(7.0, 1.6 + len(rows) * max(0.32, 0.2 * len(pairs)))
+    fig = _figure(7.0, 1.6 + len(rows) * max(0.32, 0.2 * len(pairs)), layout="constrained")
     ax = fig.add_subplot()
     for j, (column, base) in enumerate(pairs):
         offset = -0.4 + band * (len(pairs) - 1 - j + 0.5)  # the first pair on top
