@@ -71,7 +71,7 @@ td.na { color: var(--muted); font-size: 13px; text-align: left; }
 .status-failed { background: #fee4e2; color: #912018; }
 .status-stopped, .status-unfinished { background: #fef0c7; color: #93370d; }
 .status-running { background: #d1e9ff; color: #194185; }
-.why { color: var(--muted); font-size: 12px; max-width: 360px; white-space: normal;
+.why { display: block; color: var(--muted); font-size: 12px; max-width: 360px; white-space: normal;
   overflow-wrap: anywhere; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr));
   gap: 16px; }
@@ -116,7 +116,7 @@ def _status_html(t: TaskReport, *, table: bool = True) -> str:
     extras = [x for x in (t.reason, t.progress) if x]
     if not extras or (table and not t.finished):
         return _badge(t)
-    return f'{_badge(t)}<div class="why">{_e("; ".join(extras))}</div>'
+    return f'{_badge(t)}<span class="why">{_e("; ".join(extras))}</span>'
 
 
 def _no_results(t: TaskReport) -> str:

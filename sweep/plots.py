@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from typing import Any
+from typing import Any, Literal
 
 from opro.sweep.model import Report, TaskReport
 
@@ -27,7 +27,7 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _figure(width: float, height: float, *, layout: str | None = None) -> Any:
+def _figure(width: float, height: float, *, layout: Literal["constrained"] | None = None) -> Any:
     """A figure on its own Agg canvas; `layout="constrained"` fits labels of unknown width
     (it draws the figure twice, so fixed margins are used where the labels are known)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -118,7 +118,9 @@ def deltas_png(report: Report) -> bytes | None:
             label=label,
         )
         ax.bar_label(drawn, fmt="%+.1f", fontsize=7, padding=2)
-    ax.margins(x=0.12)
+    # Symmetric about 0 and at least +-5 points, so small or zero differences look small.
+    widest = max(abs(100 * v) for _, vs in rows for v in vs if v is not None)
+    ax.set_xlim(-max(5.0, 1.2 * widest), max(5.0, 1.2 * widest))
     ax.set_yticks(range(len(rows)), [_plain(name) for name, _ in rows], fontsize=9)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel(f"{split} accuracy difference, {grading} (points)")

@@ -141,13 +141,12 @@ def _steps(directory: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _planned_steps(directory: Path) -> int | None:
+def _config(directory: Path) -> dict[str, Any] | None:
+    """config.json of a run directory, or None before the run has written it."""
     path = directory / CONFIG
     if not path.exists():
         return None
-    config = obj(load_json(path), path, "the run config")
-    steps = dig(config, "run", "options", "steps")
-    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+    return obj(load_json(path), path, "the run config")
 
 
 def _check_prompt_run(run: Any, path: Path) -> dict[str, Any]:
@@ -162,33 +161,40 @@ def _check_prompt_run(run: Any, path: Path) -> dict[str, Any]:
 
 
 def read_optimize_task(
-    directory: Path, task: str, status: str, reason: str | None, *, finished: bool | None
+    directory: Path,
+    where: str,
+    task: str,
+    status: str,
+    reason: str | None,
+    *,
+    finished: bool | None,
 ) -> TaskReport:
-    """One task's report from its run directory. `finished`: True when the sweep marks it
-    done (results.json must then exist), None for a single run (done when it exists)."""
+    """One task's report from its run directory (`where`: as sweep.json names it).
+    `finished`: True when the sweep marks it done (results.json must then exist), None for a
+    single run (done when results.json exists)."""
     results_path = directory / RESULTS
     results: dict[str, Any] | None = None
     if finished or results_path.exists():
         results = obj(load_json(results_path), results_path, "results")
-    records = _steps(directory) if directory.is_dir() else []
     if results is None and not directory.is_dir():
-        return TaskReport(task, directory.name, status, reason)
-    run = _check_prompt_run(results.get("run") if results else None, results_path)
-    if results is None and (directory / CONFIG).exists():
-        config_path = directory / CONFIG
-        config = obj(load_json(config_path), config_path, "the run config")
-        run = _check_prompt_run(config.get("run"), config_path)
+        return TaskReport(task, where, status, reason)
+    records = _steps(directory)
+    config = _config(directory)
+    if results is not None:
+        run = _check_prompt_run(results.get("run"), results_path)
+    else:
+        run = _check_prompt_run(config.get("run") if config else None, directory / CONFIG)
     grading = dig(run, "options", "grading")
     cost, hits = _run_cost(results, directory, records)
-    planned = _planned_steps(directory)
+    planned = dig(config, "run", "options", "steps")
     last = records[-1]["step"] if records else None
     progress = None
     if results is None:
-        of = f" of {planned}" if planned is not None else ""
+        of = f" of {planned}" if isinstance(planned, int) else ""
         progress = "no step logged yet" if last is None else f"{last}{of} steps logged"
     report = TaskReport(
         task,
-        directory.name,
+        where,
         status if finished is not None else ("done" if results is not None else "unfinished"),
         reason,
         progress=progress,
@@ -253,11 +259,11 @@ class _EvalTask:
 
 
 def read_evaluate_task(
-    directory: Path, task: str, status: str, reason: str | None, split: str
+    directory: Path, where: str, task: str, status: str, reason: str | None, split: str
 ) -> _EvalTask:
     path = directory / EVAL_REPORT
     if status != "done" and not path.exists():
-        return _EvalTask(TaskReport(task, directory.name, status, reason))
+        return _EvalTask(TaskReport(task, where, status, reason))
     data = obj(load_json(path), path, "the evaluation report")
     items = data.get("instructions")
     if not isinstance(items, list):
@@ -267,7 +273,7 @@ def read_evaluate_task(
     out = _EvalTask(
         TaskReport(
             task,
-            directory.name,
+            where,
             status,
             reason,
             grading=grading if grading in ("strict", "reference") else "strict",
@@ -376,11 +382,14 @@ def read_sweep(root: Path) -> Report:
         if reason is not None and not isinstance(reason, str):
             raise ReportError(f"{path}: task {name} has a reason that is not a string")
         directory = _task_dir(root, entry.get("dir"), path, i)
+        where = str(entry["dir"])
         if mode == "optimize":
-            found = read_optimize_task(directory, name, status, reason, finished=status == "done")
-            optimize_tasks.append(found)
+            done = status == "done"
+            optimize_tasks.append(
+                read_optimize_task(directory, where, name, status, reason, finished=done)
+            )
         else:
-            eval_tasks.append(read_evaluate_task(directory, name, status, reason, split))
+            eval_tasks.append(read_evaluate_task(directory, where, name, status, reason, split))
     if mode == "optimize":
         tasks, columns, splits = optimize_tasks, [FOUND, EMPTY, STEP_BY_STEP], ["train", "test"]
     else:
@@ -405,7 +414,7 @@ def read_run(root: Path) -> Report:
     run = _check_prompt_run(config.get("run"), config_path)
     task_name = dig(run, "problem", "task")
     name = task_name if isinstance(task_name, str) else root.name
-    task = read_optimize_task(root, name, "unfinished", None, finished=None)
+    task = read_optimize_task(root, ".", name, "unfinished", None, finished=None)
     settings = {
         "scorer": dig(run, "problem", "scorer", "spec"),
         "optimizer": dig(run, "optimizer", "spec"),

@@ -79,6 +79,17 @@ def make_plots(report: Report) -> tuple[list[Plot], list[str]]:
     return plots, notes
 
 
+def _remove_stale_plots(plot_dir: Path, current: set[str]) -> None:
+    """Drop the plots an earlier report wrote that this one did not (a task's curve moves
+    when tasks are added; a chart may have nothing to show now). Only our own file names."""
+    if not plot_dir.is_dir():
+        return
+    for path in plot_dir.iterdir():
+        ours = path.name == "deltas.png" or re.fullmatch(r"curve(-\d+-.+)?\.png", path.name)
+        if ours and path.name not in current:
+            path.unlink(missing_ok=True)
+
+
 def write_reports(directory: Path) -> list[Path]:
     """Write the tables, plots and page of a sweep or run directory; return what was written."""
     directory = Path(directory)
@@ -92,6 +103,7 @@ def write_reports(directory: Path) -> list[Path]:
         except OSError as exc:
             raise ReportError(f"cannot create {plot_dir}: {exc.strerror}") from None
         written += [_write(plot_dir / p.name, p.png) for p in plots]
+    _remove_stale_plots(directory / PLOTS, {p.name for p in plots})
     if report.kind == "sweep":
         written.append(_write(directory / "table.md", render_md(report).encode()))
         written.append(_write(directory / "table.csv", render_csv(report).encode()))

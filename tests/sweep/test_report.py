@@ -363,3 +363,10 @@ def test_the_plots_are_pngs_embedded_in_the_page(half_sweep: Path) -> None:
     embedded = sorted(base64.b64decode(src.split(",", 1)[1]) for src in page.images())
     assert embedded == sorted(p.read_bytes() for p in pngs)
     assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+
+    # A rebuild drops the plots of an earlier report that it did not write, and only those.
+    (half_sweep / "plots" / "curve-09-gone.png").write_bytes(b"old")
+    (half_sweep / "plots" / "mine.png").write_bytes(b"a user's file")
+    write_reports(half_sweep)
+    names = sorted(p.name for p in (half_sweep / "plots").iterdir())
+    assert names == sorted([p.name for p in pngs] + ["mine.png"])
