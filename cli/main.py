@@ -36,6 +36,8 @@ from opro.cli.optimize import cmd_optimize
 from opro.cli.optimize import register as register_optimize
 from opro.cli.progress import ProgressBar
 from opro.cli.protocol import add_protocol_options, apply_protocol, qa_framing_from_args
+from opro.cli.report import cmd_report
+from opro.cli.report import register as register_report
 from opro.engine.evaluate import EvalReport
 from opro.engine.plan import plan_evaluation
 from opro.errors import OproError
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_optimize(sub)
     register_demo(sub)
+    register_report(sub)
     return parser
 
 
@@ -242,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_optimize(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "report":
+            return cmd_report(args)
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)
         return 130

@@ -50,6 +50,7 @@ from opro.cli.protocol import (
     min_score_setting,
     qa_framing_from_args,
 )
+from opro.cli.report import write_run_report
 from opro.engine.budget import BudgetExceeded
 from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.limits import LimitConfig
@@ -355,6 +356,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             f"(--resume --run-dir {run_dir}; the cap is the run's total over all sessions)",
             file=sys.stderr,
         )
+        write_run_report(run_dir)
         return 3
     except LedgerError as exc:
         raise UsageError(str(exc)) from None
@@ -363,4 +365,5 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     result = outcome
     print(render_summary(result.to_dict()), end="")
     print(f"run directory: {run_dir}")
+    write_run_report(run_dir)
     return 0 if result.best is not None else 1

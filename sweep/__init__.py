@@ -1,0 +1,1 @@
+"""Sweeps: many tasks under one engine; reports (tables, plots, page) of what they produce."""
