@@ -67,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="opro", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
     )
     _add_global_options(parser)
-    sub = parser.add_subparsers(
-        title="commands", dest="command", required=True, metavar="COMMAND"
-    )
+    sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     register_optimize(sub)
     register_evaluate(sub)
     register_demo(sub)

@@ -8,10 +8,11 @@ and the budget left are read from the engine's `Budget`, which every paid call s
 
 A `Board` holds the tasks and shows them through a renderer: on a terminal a rich `Live`
 display redrawn in place (`LiveRenderer`), elsewhere plain lines, never carriage returns
-(`PlainRenderer`: at every 10% of an evaluation of at least `MILESTONE_MIN_PAIRS` pairs and
-every `PLAIN_INTERVAL_S` while something runs). With more than one task (a sweep) the board
-shows one line per task and a totals line. The plan line (`cli/runplan.py`) is printed once
-the scorer's speed is known: at once from `--rpm`/`--tpm`, else measured over its first calls.
+(`PlainRenderer`: at every 10% of an evaluation of at least `MILESTONE_MIN_PAIRS` pairs, at
+most one every `PLAIN_MIN_GAP_S`, and every `PLAIN_INTERVAL_S` while something runs). With
+more than one task (a sweep) the board shows one line per task and a totals line. The plan
+line (`cli/runplan.py`) is printed once the scorer's speed is known: at once from
+`--rpm`/`--tpm`, else measured over its first calls.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ from opro.optimize.loop import StepInfo, StepPhase
 
 Clock = Callable[[], float]
 PLAIN_INTERVAL_S = 10.0
+PLAIN_MIN_GAP_S = 2.0  # milestones closer than this are not worth a line each
 MILESTONE_MIN_PAIRS = 50  # smaller evaluations finish too soon for 10% lines to help
-MEASURE_CALLS = 8  # calls measured (after the first one) before a speed is trusted
+# A speed is trusted after this many calls past the first one (which may load a model), or
+# after MEASURE_MIN_CALLS of them once MEASURE_S have passed (a slow local model).
+MEASURE_CALLS = 8
+MEASURE_MIN_CALLS = 2
+MEASURE_S = 10.0
 RATE_WINDOW_S = 30.0
 _PHASE_NAMES = {
     "optimizer": "optimizer call",
@@ -43,7 +49,8 @@ _PHASE_NAMES = {
 
 
 class RateMeter:
-    """Events per second over the last `window` seconds of a cumulative count."""
+    """Events per second over the last `window` seconds of a cumulative count (one
+    evaluation's: the time between evaluations, an optimizer call, is not counted)."""
 
     def __init__(self, window: float = RATE_WINDOW_S) -> None:
         self.window = window
@@ -78,7 +85,6 @@ class TaskProgress:
         self.step_seconds: list[float] = []  # durations of finished optimize steps (>= 1)
         self.finished = False
         self._base_calls = 0  # calls of the evaluations before the current one
-        self._base_pairs = 0
         self._pairs = RateMeter()
         self._calls = RateMeter()
         self._plan: RunPlan | None = None  # a plan line waiting for the scorer's speed
@@ -93,8 +99,7 @@ class TaskProgress:
         now = self.board.now()
         last = self.snapshot
         if last is not None and _new_evaluation(last, p):
-            self._base_calls += last.calls
-            self._base_pairs += last.done
+            self._close_evaluation()
             last = None
         tenth = 10 * p.done // p.total if p.total else 10
         milestone = False
@@ -106,19 +111,26 @@ class TaskProgress:
                     self._plan = None
             self._next_tenth = tenth + 1
             self._to_make = p.total - p.done
-            self._pairs.add(now, self._base_pairs + p.done)
         elif tenth >= self._next_tenth:
             self._next_tenth = tenth + 1
             milestone = self._to_make >= MILESTONE_MIN_PAIRS
         self.snapshot = p
-        calls = self._base_calls + p.calls
-        self._pairs.add(now, self._base_pairs + p.done)
-        self._calls.add(now, calls)
-        self._measure(now, calls)
+        self._pairs.add(now, p.done)
+        self._calls.add(now, p.calls)
+        self._measure(now, self._base_calls + p.calls)
         self.board.changed(milestone)
+
+    def _close_evaluation(self) -> None:
+        """The current evaluation is over: its counts move to the totals, its rates reset."""
+        if self.snapshot is not None:
+            self._base_calls += self.snapshot.calls
+        self.snapshot = None
+        self._pairs = RateMeter()
+        self._calls = RateMeter()
 
     def on_phase(self, event: StepPhase) -> None:
         now = self.board.now()
+        self._close_evaluation()
         if event.step != self.step:
             self.step_started = now
         self.step, self.steps = event.step, event.steps
@@ -154,7 +166,11 @@ class TaskProgress:
             self._first_call = (now, calls)
             return
         t0, c0 = self._first_call
-        if calls - c0 >= MEASURE_CALLS and now > t0:
+        measured = calls - c0
+        enough = measured >= MEASURE_CALLS or (
+            measured >= MEASURE_MIN_CALLS and now - t0 >= MEASURE_S
+        )
+        if enough and now > t0:
             plan, self._plan = self._plan, None
             self._show_plan(plan, (calls - c0) / (now - t0), measured=True)
 
@@ -171,7 +187,10 @@ class TaskProgress:
         return (p.total - p.done) / rate
 
     def eta_run(self) -> float | None:
+        """The rest of an optimize run, from the mean step so far (the final table unknown)."""
         if self.step is None or self.steps is None or not self.step_seconds:
+            return None
+        if self.phase == _PHASE_NAMES["final"]:
             return None
         mean = sum(self.step_seconds) / len(self.step_seconds)
         elapsed = self.board.now() - (self.step_started or self.board.now())
@@ -189,7 +208,7 @@ class TaskProgress:
         if self.phase == _PHASE_NAMES["optimizer"]:
             head += f" running {duration(self.board.now() - self.phase_started)}"
         elif p is not None:
-            head += f" {p.done:,}/{p.total:,} pairs"
+            head = f"{head} {p.done:,}/{p.total:,} pairs".strip()
             rate = self._calls.rate()
             parts.append(f"{rate:.2f} calls/s" if rate is not None else "- calls/s")
             parts.append(f"cache hits {p.cache_hits:,}")
@@ -200,7 +219,8 @@ class TaskProgress:
             parts += self.board.spend_parts()
         etas = []
         if (step_eta := self.eta_step()) is not None:
-            etas.append(("step " if self.steps is not None else "") + duration(step_eta))
+            in_step = self.steps is not None and self.phase != _PHASE_NAMES["final"]
+            etas.append(("step " if in_step else "") + duration(step_eta))
         if (run_eta := self.eta_run()) is not None:
             etas.append(f"run {duration(run_eta)}")
         if etas:
@@ -317,11 +337,19 @@ class Board:
 
 
 class PlainRenderer:
-    """Whole lines for logs and pipes: on milestones and every `interval` seconds."""
+    """Whole lines for logs and pipes: on milestones (at most one every `min_gap` seconds)
+    and every `interval` seconds."""
 
-    def __init__(self, stream: TextIO, *, interval: float = PLAIN_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        interval: float = PLAIN_INTERVAL_S,
+        min_gap: float = PLAIN_MIN_GAP_S,
+    ) -> None:
         self.stream = stream
         self.interval = interval
+        self.min_gap = min_gap
         self._last: float | None = None
 
     def start(self, board: Board) -> None:
@@ -335,7 +363,8 @@ class PlainRenderer:
         now = board.now()
         if self._last is None or not board.tasks:
             return
-        if milestone or now - self._last >= self.interval:
+        waited = now - self._last
+        if (milestone and waited >= self.min_gap) or waited >= self.interval:
             self._last = now
             for line in board.lines():
                 self.log("  " + line)

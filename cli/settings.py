@@ -202,7 +202,7 @@ def resolve(groups: Iterable[OptionGroup], args: argparse.Namespace, *, command:
     groups = tuple(groups)
     options = {o.dest: o for g in groups for o in g.options}
     given = vars(args)
-    settings = Settings(command, {d: _copy(o.default) for d, o in options.items()})
+    settings = Settings(command, {d: _initial(o) for d, o in options.items()})
     config = given.get("config")
     if config is not None:
         settings.values["config"] = config
@@ -216,7 +216,7 @@ def resolve(groups: Iterable[OptionGroup], args: argparse.Namespace, *, command:
             dests = {options_by_flag(options, f).dest for f in flags}
             if dests & flagged:
                 for dest in dests - flagged:
-                    settings.values[dest] = _copy(options[dest].default)
+                    settings.values[dest] = _initial(options[dest])
                     settings.sources.pop(dest, None)
     for dest in flagged:
         settings.values[dest] = given[dest]
@@ -228,8 +228,11 @@ def options_by_flag(options: dict[str, Option], flag: str) -> Option:
     return options[flag.removeprefix("--").replace("-", "_")]
 
 
-def _copy(value: Any) -> Any:
-    return list(value) if isinstance(value, list) else value
+def _initial(option: Option) -> Any:
+    """An option's default (a switch not given is False; a list default is copied)."""
+    if option.kind == "switch":
+        return bool(option.default)
+    return list(option.default) if isinstance(option.default, list) else option.default
 
 
 def _file_values(
