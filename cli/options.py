@@ -83,7 +83,12 @@ SCORER = (
         metavar="URL",
         default_text="$OPENAI_BASE_URL, else the vendor's",
     ),
-    Option("--scorer-api", "API flavour of the scorer", choices=APIS, default_text="chat"),
+    Option(
+        "--scorer-api",
+        "API flavour of the scorer",
+        choices=APIS,
+        default_text="chat; completions for -instruct and legacy OpenAI models",
+    ),
     Option(
         "--max-tokens",
         "tokens the scorer may write per answer",
@@ -114,7 +119,12 @@ OPTIMIZER = (
         metavar="URL",
         default_text="$OPENAI_BASE_URL, else the vendor's",
     ),
-    Option("--optimizer-api", "API flavour of the optimizer", choices=APIS, default_text="chat"),
+    Option(
+        "--optimizer-api",
+        "API flavour of the optimizer",
+        choices=APIS,
+        default_text="chat; completions for -instruct and legacy OpenAI models",
+    ),
     Option(
         "--optimizer-max-tokens",
         "tokens the optimizer may write per answer",

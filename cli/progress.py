@@ -144,7 +144,8 @@ class TaskProgress:
             self.step_seconds.append(now - self.step_started)
         self.step, self.steps = info.step, info.steps
         self.phase = None
-        self.board.log(step_line(info))
+        line = step_line(info)
+        self.board.log(f"{self.label}: {line}" if self.label else line)
 
     # ------------------------------------------------------------ plan line
 

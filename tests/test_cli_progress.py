@@ -144,7 +144,7 @@ def test_a_new_evaluation_restarts_the_counts_and_the_rate() -> None:
 
 def test_several_tasks_show_a_line_each_and_a_totals_line() -> None:
     budget = Budget(max_tokens=1000)
-    board, _out, _clock = plain_board(budget)
+    board, out, _clock = plain_board(budget)
     a, b = board.task("bbh/navigate"), board.task("gsm8k")
     a.on_phase(StepPhase(2, 5, "scoring"))
     a.on_progress(snapshot(3, 10, 3))
@@ -155,6 +155,8 @@ def test_several_tasks_show_a_line_each_and_a_totals_line() -> None:
     assert "tokens" not in lines[0]  # the spend is the engine's: on the totals line
     assert lines[1].startswith("gsm8k step 1/5 optimizer call running 0s")
     assert lines[2] == "total: 2 running | tokens 400 | cost $0.0000 | budget left 600 tokens"
+    a.on_step(StepInfo(2, 5, None, RunTotals(), {}))
+    assert out.getvalue().splitlines()[-1].startswith("bbh/navigate: step 2/5  best train -")
     board.finish(b)
     assert len(board.lines()) == 1
 
