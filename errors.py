@@ -11,7 +11,7 @@ This module imports nothing, so every layer (providers, tasks, caches, engine) m
     ├── engine.model.ModelCallError         ... for good, after its retries
     ├── tasks.errors.TaskError              a task name or data file that cannot be used
     ├── caches.disk.CacheError              the cache directory (also an OSError)
-    ├── engine.cli_common.UsageError        bad command-line input
+    ├── cli.settings.UsageError             bad command-line input or config file
     ├── engine.runlog.RunDirError           a run directory that cannot be used as asked
     ├── engine.evaluate.EvaluationAborted   too many failed pairs, or a fatal failure
     ├── engine.budget.BudgetExceeded        the next call could pass the budget

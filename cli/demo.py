@@ -25,29 +25,24 @@ from typing import Any
 
 import orjson
 
-from opro.checks import (
-    ATTEMPTS,
-    BUDGET_TOKENS,
-    BUDGET_USD,
-    CANDIDATES,
-    CONCURRENCY,
-    MAX_TOKENS,
-    REQUESTS_PER_MINUTE,
-    SECONDS,
-    SEED,
-    TEMPERATURE,
-    TOKENS_PER_MINUTE,
-    IntRange,
-)
+from opro.checks import CANDIDATES, SECONDS, SEED, TEMPERATURE, IntRange
 from opro.checks import STEPS as STEP_COUNT
-from opro.cli.common import UsageError, engine_from_args
+from opro.cli.common import build_model, engine_from_settings, optimizer_role
+from opro.cli.help import add_command
+from opro.cli.options import (
+    CACHE,
+    CALL_LIMITS,
+    COST,
+    OPTIMIZER_MODELS,
+    RUN_DIR,
+    LimitSettings,
+)
+from opro.cli.options import CONFIG as SETTINGS_FILE
+from opro.cli.settings import Option, OptionGroup, Settings, UsageError, add_groups, resolve
 from opro.engine.budget import BudgetExceeded
 from opro.engine.engine import Engine
 from opro.engine.ledger import LedgerError, recording, stop_message
-from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, LimitConfig
-from opro.engine.model import Decoding, Model, ModelCallError
-from opro.engine.prices import parse_price, price_option
-from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
+from opro.engine.model import Model, ModelCallError
 from opro.optimize.loop import RESAMPLE_ROUNDS, OptimizationResult, OptimizeConfig, optimize
 from opro.optimize.metaprompt import SHOWN, MetaPromptConfig
 from opro.optimize.problem import Problem
@@ -77,82 +72,154 @@ def _setting(text: str) -> tuple[int, int]:
     return w, b
 
 
-def _add_common(p: argparse.ArgumentParser, *, max_shown: int) -> None:
-    """The optimizer, loop and engine options both demos share (named as in `opro optimize`)."""
-    o = p.add_argument_group("optimizer")
-    o.add_argument("--optimizer", help="provider/model that proposes solutions (required)")
-    o.add_argument("--optimizer-base-url", help="OpenAI-compatible server for the optimizer")
-    o.add_argument("--optimizer-api", choices=["chat", "completions"], help="API flavour")
-    o.add_argument("--optimizer-max-tokens", type=MAX_TOKENS, default=1024)
-    o.add_argument(
-        "--optimizer-price",
-        type=price_option,
-        help="optimizer price IN,OUT in USD per million tokens",
-    )
-    o.add_argument("--candidates-per-step", type=CANDIDATES, default=8)
-    o.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="optimizer temperature")
-    o.add_argument("--max-shown", type=SHOWN, default=max_shown, help="best solutions shown")
-    o.add_argument("--seed", type=SEED, default=0, help="seed of data and starts")
-    o.add_argument("--run-dir", help="parent of the run directories (default: opro-runs/...)")
-    o.add_argument("--resume", action="store_true", help="continue the runs in --run-dir")
-    g = p.add_argument_group("engine")
-    g.add_argument("--max-concurrency", type=CONCURRENCY, default=DEFAULT_MAX_CONCURRENCY)
-    g.add_argument(
-        "--rpm", type=REQUESTS_PER_MINUTE, help="requests/minute (default: adapt to 429s)"
-    )
-    g.add_argument("--tpm", type=TOKENS_PER_MINUTE, help="tokens/minute")
-    g.add_argument("--max-attempts", type=ATTEMPTS, default=DEFAULT_MAX_ATTEMPTS)
-    g.add_argument("--timeout", type=SECONDS, default=DEFAULT_TIMEOUT_S, help="seconds per attempt")
-    g.add_argument(
-        "--budget-usd",
-        type=BUDGET_USD,
-        help="hard cap on the TOTAL cost of all runs in --run-dir (on --resume, what they "
-        "spent before counts)",
-    )
-    g.add_argument("--budget-tokens", type=BUDGET_TOKENS, help="hard cap on their total tokens")
-    cache = g.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", help="result cache (default: $OPRO_CACHE_DIR or user cache)")
-    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+MODELS = OPTIMIZER_MODELS.changed(
+    "--optimizer",
+    help="the model that proposes solutions, as provider/model (required)",
+    default_text=None,
+).changed("--optimizer-max-tokens", default=1024, default_text=None)
+DEMO_LOOP = (
+    Option(
+        "--candidates-per-step",
+        "solutions the optimizer proposes per step",
+        type=CANDIDATES,
+        default=8,
+        metavar="N",
+    ),
+    Option(
+        "--temperature", "optimizer temperature, 0 to 2", type=TEMPERATURE, default=1.0, metavar="T"
+    ),
+    Option("--max-shown", "best solutions shown in the meta-prompt", type=SHOWN, metavar="N"),
+    Option(
+        "--seed", "seed of the data and the starting solutions", type=SEED, default=0, metavar="N"
+    ),
+)
+RUNS_DIR = RUN_DIR.changed(
+    "--run-dir",
+    help="parent of the run directories (one per run), table.txt and table.json",
+    default_text="opro-runs/demo-<demo>-<time>",
+).changed("--resume", help="continue the runs in --run-dir")
+DEMO_COST = COST.without("--price", "--dry-run").changed(
+    "--budget-usd",
+    help="hard cap on the TOTAL cost of all runs in --run-dir (on --resume, what they spent "
+    "before counts)",
+)
+LINREG = OptionGroup(
+    "linear regression",
+    (
+        Option("--runs", "runs per setting", type=RUNS, default=5, metavar="N"),
+        Option("--steps", "step cap per run", type=STEP_COUNT, default=500, metavar="N"),
+        Option(
+            "--settings",
+            "true (w, b) settings; quote a negative w with a leading space: ' -3,5'",
+            type=_setting,
+            kind="list",
+            default=list(linreg.PAPER_SETTINGS),
+            metavar="W,B",
+            default_text="the paper's seven",
+        ),
+        Option("--points", "data points per setting", type=POINTS, default=linreg.N_POINTS),
+    ),
+)
+TSP = OptionGroup(
+    "traveling salesman",
+    (
+        Option("--n", "nodes per instance", type=NODES, kind="list", default=[10, 15, 20, 50]),
+        Option("--instances", "instances per n", type=INSTANCES, default=5, metavar="N"),
+        Option("--steps", "step cap per run", type=STEP_COUNT, default=500, metavar="N"),
+        Option(
+            "--solver-time-limit",
+            "CP-SAT seconds per instance for the exact optimum",
+            type=SECONDS,
+            default=60.0,
+            metavar="SECONDS",
+        ),
+        Option("--baselines-only", "only the heuristics' gaps; no model", kind="switch"),
+        Option(
+            "--resample-invalid",
+            "ask the optimizer again for every invalid tour, as the paper's code does, until a "
+            f"step has --candidates-per-step valid ones (at most {RESAMPLE_ROUNDS} more asks)",
+            kind="switch",
+        ),
+    ),
+)
+
+
+def _groups(demo: str) -> tuple[OptionGroup, ...]:
+    """The options of `opro demo linreg` or `opro demo tsp`, in help order."""
+    own = LINREG if demo == "linreg" else TSP
+    max_shown = 20 if demo == "linreg" else 10
+    loop = OptionGroup("optimizer loop", DEMO_LOOP).changed("--max-shown", default=max_shown)
+    return (SETTINGS_FILE, own, MODELS, loop, RUNS_DIR, CALL_LIMITS, DEMO_COST, CACHE)
 
 
 def register(subparsers: Any) -> None:
     """Add `demo linreg` and `demo tsp` to the `opro` parser's subcommands."""
-    demo = subparsers.add_parser("demo", help="the paper's math demos: linear regression, TSP")
-    kinds = demo.add_subparsers(dest="demo", required=True)
-    lr = kinds.add_parser("linreg", help="find integer (w, b) of least squared error (Table 2)")
-    lr.add_argument("--runs", type=RUNS, default=5, help="runs per setting")
-    lr.add_argument("--steps", type=STEP_COUNT, default=500, help="step cap per run")
-    lr.add_argument(
-        "--settings",
-        nargs="+",
-        type=_setting,
-        default=list(linreg.PAPER_SETTINGS),
-        metavar="W,B",
-        help="true (w, b) settings (default: the paper's seven); quote a negative w with a "
-        "leading space: ' -3,5'",
+    demo = add_command(
+        subparsers,
+        "demo",
+        "The paper's math demos on the OPRO loop: linear regression (Table 2) and the "
+        "traveling salesman (Table 3).",
+        [
+            "opro demo linreg --optimizer openai/gpt-4o",
+            "opro demo tsp --optimizer openai/gpt-4o --n 10 15 --instances 3",
+            "opro demo tsp --baselines-only",
+        ],
+        short="the paper's math demos: linear regression, TSP",
     )
-    lr.add_argument("--points", type=POINTS, default=linreg.N_POINTS)
-    _add_common(lr, max_shown=20)
-    ts = kinds.add_parser("tsp", help="find the shortest tour through n points (Table 3)")
-    ts.add_argument("--n", type=NODES, nargs="+", default=[10, 15, 20, 50], help="nodes")
-    ts.add_argument("--instances", type=INSTANCES, default=5, help="instances per n")
-    ts.add_argument("--steps", type=STEP_COUNT, default=500, help="step cap per run")
-    ts.add_argument(
-        "--solver-time-limit",
-        type=SECONDS,
-        default=60.0,
-        help="CP-SAT seconds per instance",
+    kinds = demo.add_subparsers(dest="demo", required=True, metavar="DEMO")
+    lr = add_command(
+        kinds,
+        "linreg",
+        "Find the integer (w, b) of least squared error, as in the paper's Table 2.",
+        usage="opro demo linreg --optimizer PROVIDER/MODEL [options]",
+        examples=[
+            "opro demo linreg --optimizer openai/gpt-4o",
+            "opro demo linreg --optimizer openai/gpt-4o --settings 15,14 ' -3,5' --runs 3",
+        ],
     )
-    ts.add_argument(
-        "--baselines-only", action="store_true", help="only the heuristics' gaps; no model"
+    add_groups(lr, _groups("linreg"))
+    ts = add_command(
+        kinds,
+        "tsp",
+        "Find the shortest tour through n points, as in the paper's Table 3.",
+        usage="opro demo tsp --optimizer PROVIDER/MODEL [options]",
+        examples=[
+            "opro demo tsp --optimizer openai/gpt-4o --n 10 15 20",
+            "opro demo tsp --baselines-only --n 10 15 --instances 3",
+        ],
+        details="The exact optimum (CP-SAT, OR-Tools) and the heuristics' tours are computed "
+        "first; the model, key and run directory are checked before that.",
     )
-    ts.add_argument(
-        "--resample-invalid",
-        action="store_true",
-        help="ask the optimizer again for every invalid tour, as the paper's code does, until "
-        f"a step has --candidates-per-step valid ones (at most {RESAMPLE_ROUNDS} more asks)",
-    )
-    _add_common(ts, max_shown=10)
+    add_groups(ts, _groups("tsp"))
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """What the demos read, typed; `source` keeps every value with where it came from."""
+
+    source: Settings
+    demo: str
+    optimizer: str | None
+    steps: int
+    candidates_per_step: int
+    temperature: float
+    max_shown: int
+    seed: int
+    run_dir: str | None = None
+    resume: bool = False
+    runs: int = 0
+    settings: list[tuple[int, int]] = field(default_factory=list)
+    points: int = 0
+    n: list[int] = field(default_factory=list)
+    instances: int = 0
+    solver_time_limit: float = 0.0
+    baselines_only: bool = False
+    resample_invalid: bool = False
+
+
+def settings_from_args(args: argparse.Namespace) -> DemoSettings:
+    s = resolve(_groups(args.demo), args, command=f"demo {args.demo}")
+    return s.pick(DemoSettings, source=s, demo=args.demo)
 
 
 @dataclass
@@ -181,7 +248,7 @@ def _count_rejections(job: _Job) -> None:
     job.invalid = sum(c["status"] == "rejected" for c in entries)
 
 
-async def _run_jobs(args: argparse.Namespace, root: Path, jobs: Sequence[_Job]) -> None:
+async def _run_jobs(args: DemoSettings, root: Path, jobs: Sequence[_Job]) -> None:
     """All runs at once on one engine; the optimizer's limiter bounds the calls in flight."""
     meta = MetaPromptConfig(max_shown=args.max_shown, exemplars=0)
     cfg = OptimizeConfig(
@@ -190,9 +257,9 @@ async def _run_jobs(args: argparse.Namespace, root: Path, jobs: Sequence[_Job]) 
         temperature=args.temperature,
         seed=args.seed,
         meta=meta,
-        resample_invalid=getattr(args, "resample_invalid", False),
+        resample_invalid=args.resample_invalid,
     )
-    async with engine_from_args(args) as engine:
+    async with engine_from_settings(args.source) as engine:
         model = _optimizer_model(engine, args)
 
         async def one(job: _Job) -> None:
@@ -222,19 +289,11 @@ async def _run_jobs(args: argparse.Namespace, root: Path, jobs: Sequence[_Job]) 
                 raise error from None
 
 
-def _optimizer_model(engine: Engine, args: argparse.Namespace) -> Model:
-    return engine.model(
-        args.optimizer,
-        limits=LimitConfig(max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm),
-        decoding=Decoding(max_tokens=args.optimizer_max_tokens),
-        base_url=args.optimizer_base_url,
-        price=parse_price(args.optimizer_price) if args.optimizer_price else None,
-        priority=0,
-        api=args.optimizer_api,
-    )
+def _optimizer_model(engine: Engine, args: DemoSettings) -> Model:
+    return build_model(engine, optimizer_role(args.source), args.source.pick(LimitSettings))
 
 
-def _run_dirs(args: argparse.Namespace, root: Path) -> list[Path]:
+def _run_dirs(args: DemoSettings, root: Path) -> list[Path]:
     """Where each run is logged; a pure function of the options, known before any work."""
     if args.demo == "linreg":
         return [_linreg_dir(root, w, b, r) for w, b in args.settings for r in range(args.runs)]
@@ -265,7 +324,7 @@ def _check_writable_dir(path: Path) -> None:
         raise UsageError(f"cannot write to --run-dir {path}: {exc.strerror}") from None
 
 
-def _preflight(args: argparse.Namespace, root: Path) -> None:
+def _preflight(args: DemoSettings, root: Path) -> None:
     """Everything that can be checked before work that costs time or money.
 
     The exact TSP solves take minutes, so a mistyped model name, a missing key or base URL,
@@ -280,7 +339,7 @@ def _preflight(args: argparse.Namespace, root: Path) -> None:
         return
 
     async def build() -> None:
-        async with engine_from_args(args) as engine:
+        async with engine_from_settings(args.source) as engine:
             _optimizer_model(engine, args)
 
     asyncio.run(build())
@@ -291,7 +350,7 @@ def _solved(problem: Problem, solution: str) -> bool:
     return hook is not None and bool(hook(solution))
 
 
-def _root(args: argparse.Namespace) -> Path:
+def _root(args: DemoSettings) -> Path:
     if args.run_dir is not None:
         return Path(args.run_dir)
     if args.resume:
@@ -320,7 +379,7 @@ def _write_table(root: Path, text: str, rows: Any) -> None:
         raise UsageError(f"cannot write the table to {root}: {exc.strerror}") from exc
 
 
-def _linreg(args: argparse.Namespace, root: Path) -> int:
+def _linreg(args: DemoSettings, root: Path) -> int:
     jobs: list[_Job] = []
     for w, b in args.settings:
         for r in range(args.runs):
@@ -343,7 +402,7 @@ def _linreg(args: argparse.Namespace, root: Path) -> int:
             )
         )  # fmt: skip
     rows = linreg.summarize(runs)
-    text = linreg.render_table(rows, args.optimizer)
+    text = linreg.render_table(rows, args.optimizer or "none")
     _write_table(root, text, {"rows": rows, "runs": [asdict(r) for r in runs]})
     print(text, end="")
     print(f"run directory: {root}")
@@ -351,7 +410,7 @@ def _linreg(args: argparse.Namespace, root: Path) -> int:
 
 
 def _tsp_references(
-    args: argparse.Namespace,
+    args: DemoSettings,
 ) -> list[tuple[int, int, tsp.TspInstance, tsp.TspReference]]:
     """Every instance with its exact optimum and heuristic tours, computed up front."""
     out = []
@@ -371,7 +430,7 @@ def _tsp_references(
     return out
 
 
-def _tsp(args: argparse.Namespace, root: Path) -> int:
+def _tsp(args: DemoSettings, root: Path) -> int:
     references = _tsp_references(args)
     jobs: list[_Job] = []
     runs: list[tsp.TspRun] = []
@@ -396,7 +455,7 @@ def _tsp(args: argparse.Namespace, root: Path) -> int:
             )
         )  # fmt: skip
     rows = tsp.summarize(runs)
-    optimizer = "none (baselines only)" if args.baselines_only else args.optimizer
+    optimizer = "none (baselines only)" if args.baselines_only else args.optimizer or "none"
     text = tsp.render_table(rows, optimizer)
     detail = [{"n": r.n, "instance": r.instance, **asdict(r.ref)} for r in runs]
     _write_table(root, text, {"rows": rows, "instances": detail})
@@ -405,8 +464,9 @@ def _tsp(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(namespace: argparse.Namespace) -> int:
     """`opro demo ...`: 0 done, 2 user error, 3 stopped by the budget."""
+    args = settings_from_args(namespace)
     needs_model = not (args.demo == "tsp" and args.baselines_only)
     if needs_model and args.optimizer is None:
         raise UsageError(

@@ -1,49 +1,53 @@
-"""The `opro` command: parse arguments, call the library once with `asyncio.run`.
+"""The `opro` command: parse the arguments, call the library once with `asyncio.run`.
 
-Every failure a user can cause or fix (bad flags, missing data, a rejected key, an
-unwritable cache) is an `OproError` and ends as one line on stderr and a non-zero exit,
-never a traceback. Results already obtained are in the cache by then, so rerunning the same
-command after a fix pays only for what is missing. Any other exception is a bug in this
-package, not a user error: it keeps its traceback, followed by one line saying so.
+`build_parser` assembles the commands (each module's `register`); `main` parses, dispatches
+and turns errors into exit codes. Every failure a user can cause or fix (bad flags, missing
+data, a rejected key, an unwritable cache) is an `OproError` and ends as one line on stderr
+and a non-zero exit, never a traceback. Results already obtained are in the cache by then, so
+rerunning the same command after a fix pays only for what is missing. Any other exception is
+a bug in this package, not a user error: it keeps its traceback, followed by one line saying
+so.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 import traceback
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-import orjson
-
-from opro.cli.common import (
-    UsageError,
-    add_engine_options,
-    add_grading_option,
-    default_position,
-    engine_from_args,
-    error_policy_from_args,
-    positive_int,
-    scorer_from_args,
-)
 from opro.cli.demo import cmd_demo
 from opro.cli.demo import register as register_demo
+from opro.cli.evaluate import cmd_evaluate
+from opro.cli.evaluate import register as register_evaluate
+from opro.cli.help import HelpFormatter, add_command, version
 from opro.cli.optimize import cmd_optimize
 from opro.cli.optimize import register as register_optimize
-from opro.cli.progress import ProgressBar
-from opro.cli.protocol import add_protocol_options, apply_protocol, qa_framing_from_args
 from opro.cli.report import cmd_report
 from opro.cli.report import register as register_report
-from opro.engine.evaluate import EvalReport
-from opro.engine.plan import plan_evaluation
 from opro.errors import OproError
-from opro.tasks import list_tasks, load_task, split
-from opro.tasks.prompts import POSITIONS, Position
-from opro.tasks.types import Example
+from opro.tasks import list_tasks
+
+DESCRIPTION = """\
+opro: find a better instruction for an LLM task with OPRO ("Large Language Models as
+Optimizers", Yang et al. 2023).
+
+An optimizer model proposes instructions, a scorer model answers the task's questions with
+each one, and the best-scoring instructions guide the next proposals. Every answer is cached
+on disk, calls are rate-limited, retried and held to a budget. With no --scorer/--optimizer
+the embedded SmolLM2-135M runs in-process: no key, no network."""
+
+EPILOG = """\
+examples:
+  opro optimize --task synthetic/boolean_expressions --steps 3    # offline, embedded model
+  opro evaluate --task bbh/navigate --instruction "Let's think step by step." \\
+      --scorer openai/gpt-4o-mini --budget-usd 1
+  opro optimize --task bbh/navigate --scorer openai/gpt-4o-mini --optimizer openai/gpt-4o \\
+      --budget-usd 20 --dry-run
+  opro tasks
+
+`opro COMMAND --help` shows a command's options, grouped, with units and defaults."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,177 +57,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="opro", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    ev = sub.add_parser("evaluate", help="score instructions on a task")
-    ev.add_argument("--task", required=True, help="task name or path to a .jsonl/.csv file")
-    ev.add_argument("--split", choices=["train", "test", "all"], default="all")
-    ev.add_argument("--limit", type=positive_int, help="use only the first N examples")
-    ins = ev.add_mutually_exclusive_group(required=True)
-    ins.add_argument("--instruction", action="append", help="an instruction (repeatable)")
-    ins.add_argument("--instructions-file", help="one instruction per line")
-    ev.add_argument(
-        "--position",
-        choices=POSITIONS,
-        help="default: A_begin for the embedded model, else Q_begin",
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Options of `opro` itself, before the command."""
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version()}", help="print the version"
     )
-    ev.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
-    ev.add_argument("--out", help="write the JSON report here")
-    add_grading_option(ev)
-    add_engine_options(ev)
-    add_protocol_options(ev)
 
-    ts = sub.add_parser("tasks", help="list the available tasks")
-    ts.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="opro", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
+    _add_global_options(parser)
+    sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     register_optimize(sub)
+    register_evaluate(sub)
     register_demo(sub)
     register_report(sub)
-    return parser
-
-
-def _instructions(args: argparse.Namespace) -> list[str]:
-    if args.instruction is not None:
-        return list(args.instruction)
-    path = Path(args.instructions_file)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read instructions file {path}: {exc.strerror}") from exc
-    found = [line for line in lines if line.strip()]
-    if not found:
-        raise UsageError(f"instructions file {path} has no instructions (one per line)")
-    return found
-
-
-def _examples(args: argparse.Namespace) -> list[Example]:
-    task = load_task(args.task, data_dir=args.data_dir)
-    if args.split == "all":
-        examples = list(task.examples)
-    else:
-        parts = split(task)
-        examples = list(parts.train if args.split == "train" else parts.test)
-    if args.limit is not None:
-        examples = examples[: args.limit]
-    if not examples:
-        raise UsageError(f"task {args.task} has no examples in split {args.split}")
-    return examples
-
-
-def _accuracy_cell(accuracy: float | None, correct: int | None, graded: int) -> str:
-    if accuracy is None or correct is None:
-        return "n/a"
-    return f"{100 * accuracy:5.1f}% {correct}/{graded}"
-
-
-def _print_report(report: EvalReport) -> None:
-    """One row per instruction: both accuracies, answers cut at the token limit, errors."""
-    rows = [("", "strict", "reference", "truncated", f"instruction (best by {report.grading})")]
-    for i, s in enumerate(report.instructions):
-        dup = f" (same as #{s.duplicate_of})" if s.duplicate_of is not None else ""
-        err = f" ({s.errors} errors)" if s.errors else ""
-        strict = _accuracy_cell(s.accuracy, s.correct, s.graded)
-        reference = _accuracy_cell(s.accuracy_reference, s.correct_reference, s.graded)
-        rows.append((f"#{i}", strict, reference, str(s.truncated), f"{s.instruction!r}{dup}{err}"))
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
-    for row in rows:
-        cells = [row[0].ljust(widths[0]), *(row[c].rjust(widths[c]) for c in (1, 2, 3))]
-        print("  ".join([*cells, row[4]]))
-    t = report.totals
-    print(
-        f"pairs={t.pairs} calls={t.calls} cache_hits={t.cache_hits} errors={t.errors} "
-        f"429s={t.n429} tokens={t.tokens_in}+{t.tokens_out} cost=${t.cost_usd:.4f} "
-        f"wall={t.wall_s:.2f}s"
+    ts = add_command(
+        sub,
+        "tasks",
+        "List the tasks --task accepts, with their sizes and answer types.",
+        ["opro tasks", "opro tasks --data-dir ../shared/data"],
+        short="list the tasks",
     )
-    for s in report.instructions:
-        for message in s.error_messages[:1]:
-            print(f"first error: {message}", file=sys.stderr)
-            return
-
-
-async def _run_evaluation(
-    args: argparse.Namespace, instructions: list[str], examples: list[Example]
-) -> EvalReport | None:
-    position: Position = args.position or default_position(args)
-    qa_framing = qa_framing_from_args(args, position)
-    async with engine_from_args(args) as eng:
-        scorer = scorer_from_args(eng, args)
-        if args.dry_run:
-            print(
-                plan_evaluation(
-                    instructions,
-                    examples,
-                    scorer,
-                    position=position,
-                    qa_framing=qa_framing,
-                ).describe()
-            )
-            return None
-        bar = ProgressBar(label="evaluate ")
-        try:
-            return await eng.evaluate(
-                instructions,
-                examples,
-                scorer,
-                position=position,
-                qa_framing=qa_framing,
-                grading=args.grading,
-                on_progress=bar,
-                errors=error_policy_from_args(args),
-            )
-        finally:
-            bar.close()
-
-
-def _writable(path: Path) -> None:
-    """Fail before anything is spent if the report could not be written afterwards.
-
-    Permission bits do not tell (root ignores them; a directory, a read-only file system or
-    an over-long name do not show in them), so the file itself is opened for writing, without
-    truncating it, and removed again if this created it.
-    """
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        if not parent.is_dir():
-            raise UsageError(f"cannot write {path}: directory {parent} does not exist")
-        if path.is_dir():
-            raise UsageError(f"cannot write {path}: it is a directory; give --out a file name")
-        existed = path.exists()
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o644))
-        if not existed:
-            path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    apply_protocol(args)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        _writable(out)
-    instructions = _instructions(args)
-    examples = _examples(args)
-    report = asyncio.run(_run_evaluation(args, instructions, examples))
-    if report is None:  # dry run
-        return 0
-    _print_report(report)
-    if out is not None:
-        try:
-            data = {**report.to_dict(), "protocol": args.protocol}
-            out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        except OSError as exc:
-            raise UsageError(f"cannot write {out}: {exc.strerror}") from exc
-    if report.stopped == "budget":
-        print(
-            f"opro: stopped by the budget after {report.totals.pairs} of "
-            f"{report.totals.pairs + report.totals.skipped} pairs; everything paid for is "
-            "cached: rerun with a larger budget to finish",
-            file=sys.stderr,
-        )
-        return 3
-    return 1 if report.totals.errors == report.totals.pairs else 0
+    ts.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the paper's data release (default: $OPRO_DATA_DIR, else ../shared/data)",
+    )
+    return parser
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -234,19 +97,19 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "evaluate": cmd_evaluate,
+    "tasks": cmd_tasks,
+    "optimize": cmd_optimize,
+    "demo": cmd_demo,
+    "report": cmd_report,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "evaluate":
-            return cmd_evaluate(args)
-        if args.command == "tasks":
-            return cmd_tasks(args)
-        if args.command == "optimize":
-            return cmd_optimize(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "report":
-            return cmd_report(args)
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)
         return 130
@@ -258,7 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"opro: error: {' '.join(str(user_error).splitlines())}", file=sys.stderr)
         return 2
-    return 0
 
 
 BUG_REPORT = (

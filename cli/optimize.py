@@ -1,11 +1,11 @@
 """`opro optimize`: run OPRO on a task from the command line or a TOML file.
 
-Settings come from three layers: the option's default, then `--config run.toml` (top-level
-keys named like the long options, dashes or underscores), then the flags actually given. To
-tell "given" from "default", every option of this command is registered with default None and
-its real default is kept aside (`_DEFAULTS`). The command builds an `Engine`, the scorer and
-optimizer `Model`s and a `PromptProblem`, and calls `optimize` once under `asyncio.run`.
-Every user error ends as one `opro: error: ...` line; a budget stop says how to continue.
+Settings come from `cli/settings.py`: each option's default, then `--config run.toml`, then
+the flags given; then the protocol's and the models' own defaults (`settings_from_args`).
+The command builds an `Engine`, the scorer and optimizer `Model`s and a `PromptProblem`, and
+calls `optimize` once under `asyncio.run`, with a progress display fed by the loop's
+callbacks (`cli/progress.py`). Every user error ends as one `opro: error: ...` line; a
+budget stop says how to continue.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import asyncio
 import re
 import sys
 import time
-import tomllib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,49 +23,54 @@ from opro.checks import (
     CANDIDATES,
     COUNT,
     FRACTION,
-    MAX_TOKENS,
     POSITIVE_COUNT,
     SEED,
     STEPS,
     TEMPERATURE,
 )
 from opro.cli.common import (
-    DEFAULT_MODEL,
-    UsageError,
-    add_engine_options,
-    add_grading_option,
+    build_model,
     default_position,
-    engine_from_args,
-    error_policy_from_args,
+    engine_from_settings,
+    error_policy,
+    optimizer_role,
     positive_int,
-    scorer_from_args,
+    scorer_role,
 )
-from opro.cli.protocol import (
-    add_meta_protocol_options,
-    add_protocol_options,
-    apply_protocol,
-    max_shown_setting,
-    min_score_setting,
-    qa_framing_from_args,
+from opro.cli.help import add_command
+from opro.cli.options import (
+    BOTH_MODELS,
+    CACHE,
+    CONFIG,
+    COST,
+    LIMITS,
+    PROMPT,
+    RUN_DIR,
+    TASK,
+    LimitSettings,
 )
+from opro.cli.progress import Board, renderer_for
+from opro.cli.protocol import apply_protocol, max_shown_setting, min_score_setting, qa_framing
 from opro.cli.report import write_run_report
+from opro.cli.runplan import RunPlan, dry_run_time, speed_from_limits
+from opro.cli.settings import Option, OptionGroup, Settings, UsageError, add_groups, resolve
 from opro.engine.budget import BudgetExceeded
 from opro.engine.ledger import LedgerError, recording, stop_message
-from opro.engine.limits import LimitConfig
-from opro.engine.model import Decoding, ModelCallError
-from opro.engine.prices import parse_price, price_option
-from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
-from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS, STYLES, MetaPromptConfig
+from opro.engine.model import ModelCallError
+from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
+from opro.optimize.metaprompt import (
+    BUCKETS,
+    EXEMPLAR_RULES,
+    EXEMPLARS,
+    EXTRACTIONS,
+    ORDERS,
+    STYLES,
+    MetaPromptConfig,
+)
 from opro.optimize.plan import plan_optimization
 from opro.optimize.problem import PromptProblem
 from opro.optimize.runlog import RunDirError, logged_spend, render_summary
 from opro.tasks import load_task
-from opro.tasks.prompts import POSITIONS
-
-OPTIMIZER_MAX_TOKENS = 512
-EMBEDDED_OPTIMIZER_MAX_TOKENS = 96
-_DEFAULTS_KEY = "_optimize_defaults"
-_NOT_FROM_TOML = {"config", "command", _DEFAULTS_KEY}
 
 
 def _buckets(text: str) -> int | None:
@@ -81,143 +84,194 @@ def _buckets(text: str) -> int | None:
         ) from None
 
 
+SPLITS = (
+    Option(
+        "--train-fraction",
+        "fraction of the examples the instructions are optimized on",
+        type=FRACTION,
+        metavar="FRACTION",
+        default_text="the task's own: 3.5% for GSM8K, 20% for BBH",
+    ),
+    Option(
+        "--validation-fraction",
+        "fraction held out to check the best instruction every --eval-every steps",
+        type=FRACTION,
+        default=0.0,
+        metavar="FRACTION",
+    ),
+    Option(
+        "--split-seed",
+        "seed of the train/validation/test split",
+        type=SEED,
+        default=0,
+        metavar="N",
+    ),
+    Option(
+        "--test-limit",
+        "use only the first N test examples in the final table",
+        type=positive_int,
+        metavar="N",
+        default_text="all",
+    ),
+)
+LOOP = OptionGroup(
+    "optimizer loop",
+    (
+        Option("--steps", "optimization steps after step 0", type=STEPS, default=200, metavar="N"),
+        Option(
+            "--candidates-per-step",
+            "instructions the optimizer proposes per step",
+            type=CANDIDATES,
+            default=8,
+            metavar="N",
+        ),
+        Option(
+            "--temperature",
+            "optimizer temperature, 0 to 2",
+            type=TEMPERATURE,
+            default=1.0,
+            metavar="T",
+        ),
+        Option(
+            "--temperature-end",
+            "rise linearly to this temperature by the last step",
+            type=TEMPERATURE,
+            metavar="T",
+            default_text="no schedule",
+        ),
+        Option("--seed", "seed of the exemplar draws", type=SEED, default=0, metavar="N"),
+        Option(
+            "--start",
+            "a starting instruction; repeat for more",
+            kind="append",
+            metavar="TEXT",
+            default_text='"Let\'s solve the problem." for GSM8K, else the empty one',
+        ),
+        Option(
+            "--eval-every",
+            "validation interval in steps",
+            type=POSITIVE_COUNT,
+            default=3,
+            metavar="N",
+        ),
+        Option(
+            "--patience",
+            "stop after N validations without a gain",
+            type=POSITIVE_COUNT,
+            metavar="N",
+            default_text="never stop early",
+        ),
+        Option(
+            "--test-top",
+            "instructions scored on every split at the end (0: no final table)",
+            type=COUNT,
+            default=3,
+            metavar="N",
+        ),
+        Option(
+            "--select-by",
+            "the score that ranks the final table",
+            choices=("train", "validation"),
+            default="train",
+        ),
+    ),
+)
+META = OptionGroup(
+    "meta-prompt",
+    (
+        Option(
+            "--meta-prompt",
+            "meta-prompt style; auto: gpt for GPT optimizers, else instruction-tuned (as the "
+            "paper)",
+            choices=("auto", *STYLES),
+            default="auto",
+        ),
+        Option(
+            "--max-shown",
+            "earlier instructions shown: N, all, or auto (20; all in the pretrained style)",
+            type=max_shown_setting,
+            metavar="N|all|auto",
+            default_text="20; auto under --protocol paper",
+        ),
+        Option("--order", "order of the instructions shown", choices=ORDERS, default="ascending"),
+        Option(
+            "--score-buckets",
+            "score granularity shown: 100 (percent), 20, or none (raw)",
+            type=_buckets,
+            default=100,
+            metavar="N|none",
+        ),
+        Option(
+            "--min-score",
+            "hide earlier instructions scoring below this: a number, none, or auto (0.3 for a "
+            "GPT scorer, else 0; none in the pretrained style)",
+            type=min_score_setting,
+            metavar="SCORE|none|auto",
+            default_text="none; auto under --protocol paper",
+        ),
+        Option(
+            "--exemplars", "task examples shown per step", type=EXEMPLARS, default=3, metavar="N"
+        ),
+        Option("--exemplars-first", "examples before the instructions", kind="switch"),
+        Option(
+            "--exemplar-selection",
+            "which training examples the meta-prompt shows",
+            choices=EXEMPLAR_RULES,
+            default="random",
+        ),
+        Option(
+            "--extraction",
+            "how candidates are read from the optimizer's answers: lenient (ours) or "
+            "reference (only what the paper's code takes; a miss is counted, never scored)",
+            choices=EXTRACTIONS,
+            default_text="lenient; reference under --protocol paper",
+        ),
+    ),
+)
+GROUPS = (
+    CONFIG,
+    TASK.plus(*SPLITS),
+    BOTH_MODELS,
+    LOOP,
+    META,
+    PROMPT,
+    LIMITS,
+    COST,
+    CACHE,
+    RUN_DIR,
+)
+EXAMPLES = (
+    "opro optimize --task synthetic/boolean_expressions --steps 3 --train-fraction 0.15",
+    "opro optimize --task bbh/navigate --scorer openai/gpt-4o-mini --optimizer openai/gpt-4o \\\n"
+    "    --budget-usd 20 --run-dir runs/navigate",
+    "opro optimize --task bbh/navigate --scorer openai/gpt-4o-mini --dry-run   # the plan only",
+    "opro optimize --config run.toml --steps 50     # flags override the file",
+    "opro optimize --resume --run-dir runs/navigate --budget-usd 40",
+)
+
+
 def register(subparsers: Any) -> None:
     """Add the `optimize` command to the `opro` parser's subcommands."""
-    p = subparsers.add_parser("optimize", help="search for a better instruction (OPRO)")
-    p.add_argument("--config", help="TOML file holding any of these settings; flags override it")
-    p.add_argument("--task", help="task name or path to a .jsonl/.csv file")
-    p.add_argument(
-        "--optimizer",
-        help=f"provider/model that proposes instructions (default: {DEFAULT_MODEL})",
+    p = add_command(
+        subparsers,
+        "optimize",
+        "Search for a better instruction for a task with OPRO: an optimizer model proposes "
+        "instructions, a scorer model's accuracy with each one ranks them.",
+        EXAMPLES,
+        "The run is logged in --run-dir and can be resumed; --dry-run prints the plan "
+        "(calls, tokens, cost) without a key, a server or model weights.",
+        short="search for a better instruction (OPRO)",
+        usage="opro optimize --task NAME|FILE [options]",
     )
-    p.add_argument("--optimizer-base-url", help="OpenAI-compatible server for the optimizer")
-    p.add_argument("--optimizer-api", choices=["chat", "completions"], help="API flavour")
-    p.add_argument(
-        "--optimizer-max-tokens",
-        type=MAX_TOKENS,
-        help=f"default {OPTIMIZER_MAX_TOKENS}; {EMBEDDED_OPTIMIZER_MAX_TOKENS} for the "
-        "embedded model, whose longer answers ramble past the 500-character limit",
-    )
-    p.add_argument(
-        "--optimizer-price",
-        type=price_option,
-        help="optimizer price IN,OUT in USD per million tokens",
-    )
-    p.add_argument("--steps", type=STEPS, default=200)
-    p.add_argument("--candidates-per-step", type=CANDIDATES, default=8)
-    p.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="optimizer temperature")
-    p.add_argument(
-        "--temperature-end", type=TEMPERATURE, help="rise linearly to this by the last step"
-    )
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the exemplar draws")
-    p.add_argument(
-        "--position",
-        choices=POSITIONS,
-        help="default: A_begin for the embedded scorer, else Q_begin",
-    )
-    p.add_argument("--no-qa", action="store_true", help="no Q:/A: framing around the prompt")
-    p.add_argument(
-        "--meta-prompt",
-        choices=("auto", *STYLES),
-        default="auto",
-        help="default auto: gpt for GPT optimizers, else instruction-tuned (as the paper)",
-    )
-    p.add_argument(
-        "--max-shown",
-        type=max_shown_setting,
-        help="earlier solutions shown: N, all, or auto (20; all in the pretrained style); "
-        "default 20 (--protocol paper: auto)",
-    )
-    p.add_argument("--order", choices=ORDERS, default="ascending")
-    p.add_argument("--score-buckets", type=_buckets, default=100, help="100, 20 or none")
-    p.add_argument(
-        "--min-score",
-        type=min_score_setting,
-        help="hide earlier solutions scoring below this: a number, none, or auto (0.3 for a "
-        "GPT scorer, else 0; none in the pretrained style); default none (--protocol paper: auto)",
-    )
-    p.add_argument("--exemplars", type=EXEMPLARS, default=3, help="task examples shown")
-    p.add_argument("--exemplars-first", action="store_true", help="examples before solutions")
-    p.add_argument("--start", action="append", help="a starting instruction (repeatable)")
-    p.add_argument("--train-fraction", type=FRACTION, help="default: the task's own")
-    p.add_argument("--validation-fraction", type=FRACTION, default=0.0)
-    p.add_argument("--split-seed", type=SEED, default=0)
-    p.add_argument("--eval-every", type=POSITIVE_COUNT, default=3, help="validation interval")
-    p.add_argument("--patience", type=POSITIVE_COUNT, help="stop after P validations w/o gain")
-    p.add_argument("--test-top", type=COUNT, default=3, help="0: no final table")
-    p.add_argument("--select-by", choices=["train", "validation"], default="train")
-    p.add_argument("--test-limit", type=positive_int, help="use only the first N test examples")
-    p.add_argument("--run-dir", help="where the run is logged (default: opro-runs/<task>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    add_grading_option(p)
-    add_meta_protocol_options(p)
-    add_engine_options(p)
-    add_protocol_options(p)
-    defaults: dict[str, Any] = {}
-    for action in p._actions:
-        if action.dest in ("help", "config") or action.default is argparse.SUPPRESS:
-            continue
-        defaults[action.dest] = action.default
-    p.set_defaults(**dict.fromkeys(defaults), **{_DEFAULTS_KEY: (defaults, p)})
+    add_groups(p, GROUPS)
 
 
-def _toml_value(action: argparse.Action, key: str, value: Any, where: str) -> Any:
-    if isinstance(value, dict):
-        raise UsageError(f"{where}: {key} must be a value, not a table")
-    if action.nargs == 0:  # a flag
-        if not isinstance(value, bool):
-            raise UsageError(f"{where}: {key} must be true or false")
-        return value if value else None
-    if isinstance(action, argparse._AppendAction):
-        items = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, str) for v in items):
-            raise UsageError(f"{where}: {key} must be a string or a list of strings")
-        return list(items)
-    if isinstance(value, bool | list):
-        raise UsageError(f"{where}: {key} must be a single value")
-    try:
-        converted = action.type(str(value)) if callable(action.type) else str(value)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        raise UsageError(f"{where}: {key}: {exc}") from None
-    if action.choices is not None and converted not in action.choices:
-        choices = ", ".join(map(str, action.choices))
-        raise UsageError(f"{where}: {key} must be one of {choices}, got {value!r}")
-    return converted
-
-
-def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Defaults, overlaid by the TOML file, overlaid by the flags given."""
-    defaults, parser = getattr(args, _DEFAULTS_KEY)
-    layered = dict(defaults)
-    if args.config:
-        path = Path(args.config)
-        try:
-            table = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-        actions = {a.dest: a for a in parser._actions if a.dest in defaults}
-        for key, value in table.items():
-            dest = key.replace("-", "_")
-            if dest not in actions or dest in _NOT_FROM_TOML:
-                raise UsageError(f"{path}: unknown setting {key!r} (see opro optimize --help)")
-            converted = _toml_value(actions[dest], key, value, str(path))
-            if converted is not None:
-                layered[dest] = converted
-    for dest in defaults:
-        given = getattr(args, dest)
-        if given is not None:
-            layered[dest] = given
-    s = argparse.Namespace(**layered, command=args.command, config=args.config)
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Defaults, the TOML file, the flags given; then the protocol's and the models' defaults."""
+    s = resolve(GROUPS, args, command="optimize")
     apply_protocol(s)
-    # Defaults that depend on which models are used (the embedded one has its own).
-    if s.position is None:
-        s.position = default_position(s)
-    if s.optimizer_max_tokens is None:
-        s.optimizer_max_tokens = (
-            EMBEDDED_OPTIMIZER_MAX_TOKENS if s.optimizer is None else OPTIMIZER_MAX_TOKENS
-        )
+    if s["position"] is None:
+        s.derive("position", default_position(s), "the scorer")
     return s
 
 
@@ -235,96 +289,114 @@ def _safe_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _configs(s: argparse.Namespace) -> tuple[OptimizeConfig, MetaPromptConfig]:
+def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
+    """The loop's and the meta-prompt's settings; a bad combination fails here."""
     meta = MetaPromptConfig(
-        style=s.meta_prompt,
-        max_shown=s.max_shown,
-        order=s.order,
-        score_buckets=s.score_buckets,
-        min_score=s.min_score,
-        exemplars=s.exemplars,
-        exemplars_first=bool(s.exemplars_first),
-        exemplar_selection=s.exemplar_selection,
-        extraction=s.extraction,
+        style=s["meta_prompt"],
+        max_shown=s["max_shown"],
+        order=s["order"],
+        score_buckets=s["score_buckets"],
+        min_score=s["min_score"],
+        exemplars=s["exemplars"],
+        exemplars_first=bool(s["exemplars_first"]),
+        exemplar_selection=s["exemplar_selection"],
+        extraction=s["extraction"],
     )
     cfg = OptimizeConfig(
-        steps=s.steps,
-        candidates_per_step=s.candidates_per_step,
-        temperature=s.temperature,
-        temperature_end=s.temperature_end,
-        seed=s.seed,
+        steps=s["steps"],
+        candidates_per_step=s["candidates_per_step"],
+        temperature=s["temperature"],
+        temperature_end=s["temperature_end"],
+        seed=s["seed"],
         meta=meta,
-        eval_every=s.eval_every,
-        patience=s.patience,
-        test_top=s.test_top,
-        select_by=s.select_by,
-        grading=s.grading,
-        protocol=s.protocol,
+        eval_every=s["eval_every"],
+        patience=s["patience"],
+        test_top=s["test_top"],
+        select_by=s["select_by"],
+        grading=s["grading"],
+        protocol=s["protocol"],
     )
     return cfg, meta
 
 
-def _progress(info: StepInfo) -> None:
-    t = info.totals
-    best = f"{100 * info.best.score:.1f}%" if info.best is not None else "-"
-    run = info.record.get("spend") or asdict(t)  # the ledger's run totals, all sessions
-    print(
-        f"step {info.step}/{info.steps}  best train {best}  calls {run['calls']}  "
-        f"cache hits {t.cache_hits}  cost ${run['cost_usd']:.4f}  errors {t.errors}",
-        file=sys.stderr,
-        flush=True,
-    )
+def _check_combinations(s: Settings) -> None:
+    """Settings that only fail together, named by where each came from."""
+    if s["validation_fraction"] == 0:
+        if s["patience"] is not None:
+            raise UsageError(
+                f"{s.where('patience')} needs validation examples: set "
+                f"{s.where('validation_fraction')} above 0"
+            )
+        if s["select_by"] == "validation":
+            raise UsageError(
+                f"{s.where('select_by')} validation needs validation examples: set "
+                f"{s.where('validation_fraction')} above 0"
+            )
 
 
-async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult | None:
-    cfg, _ = _configs(s)
-    task = load_task(s.task, data_dir=s.data_dir)
-    async with engine_from_args(s) as engine:
-        scorer = scorer_from_args(engine, s)
-        optimizer = engine.model(
-            s.optimizer or DEFAULT_MODEL,
-            limits=LimitConfig(max_concurrency=s.max_concurrency, rpm=s.rpm, tpm=s.tpm),
-            decoding=Decoding(max_tokens=s.optimizer_max_tokens),
-            base_url=s.optimizer_base_url,
-            price=parse_price(s.optimizer_price) if s.optimizer_price else None,
-            priority=0,
-            api=s.optimizer_api,
-        )
+def _run_info(s: Settings) -> dict[str, Any]:
+    """What config.json keeps about the run's setup, for reference (never keys)."""
+    return {
+        "scorer_base_url": _safe_url(s["scorer_base_url"]),
+        "optimizer_base_url": _safe_url(s["optimizer_base_url"]),
+        "max_concurrency": s["max_concurrency"],
+        "rpm": s["rpm"],
+        "tpm": s["tpm"],
+        "cache_dir": None if s["no_cache"] else s["cache_dir"],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
+    cfg, _ = configs(s)
+    task = load_task(s["task"], data_dir=s["data_dir"])
+    limits = s.pick(LimitSettings)
+    dry_run = bool(s["dry_run"])
+    async with engine_from_settings(s) as engine:
+        scorer = build_model(engine, scorer_role(s), limits, plan_only=dry_run)
+        optimizer = build_model(engine, optimizer_role(s), limits, plan_only=dry_run)
+        board = Board(engine.budget, renderer_for(sys.stderr))
+        progress = board.task()
         problem = PromptProblem(
             engine,
             scorer,
             task,
-            train_fraction=s.train_fraction,
-            validation_fraction=s.validation_fraction,
-            split_seed=s.split_seed,
-            position=s.position,
-            qa_framing=qa_framing_from_args(s, s.position),
-            starting=s.start,
-            test_limit=s.test_limit,
-            errors=error_policy_from_args(s),
+            train_fraction=s["train_fraction"],
+            validation_fraction=s["validation_fraction"],
+            split_seed=s["split_seed"],
+            position=s["position"],
+            qa_framing=qa_framing(s, s["position"]),
+            starting=s["start"],
+            test_limit=s["test_limit"],
+            errors=error_policy(s),
+            on_progress=progress.on_progress,
         )
-        if s.dry_run:
-            scorer_plan, optimizer_plan = plan_optimization(problem, optimizer, cfg)
+        scorer_plan, optimizer_plan = plan_optimization(problem, optimizer, cfg)
+        plan = RunPlan(
+            scorer_plan,
+            upper_bound=True,
+            optimizer_calls=optimizer_plan.calls,
+            optimizer_cost_usd=optimizer_plan.est_cost_usd,
+            shorten="--train-fraction / --steps",
+        )
+        speed = speed_from_limits(scorer_plan, limits.rpm, limits.tpm)
+        if dry_run:
             print(f"scorer (at most): {scorer_plan.describe()}")
             print(f"optimizer (at most): {optimizer_plan.describe()}")
+            print(dry_run_time(plan, speed))
             return None
-        info = {
-            "scorer_base_url": _safe_url(s.scorer_base_url),
-            "optimizer_base_url": _safe_url(s.optimizer_base_url),
-            "max_concurrency": s.max_concurrency,
-            "rpm": s.rpm,
-            "tpm": s.tpm,
-            "cache_dir": None if s.no_cache else s.cache_dir,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
         # The budget is the run's: what earlier sessions spent counts against the cap.
-        async with recording(
-            engine.budget, run_dir, resume=s.resume, earlier=lambda: logged_spend(run_dir)
+        async with (
+            recording(
+                engine.budget, run_dir, resume=s["resume"], earlier=lambda: logged_spend(run_dir)
+            ),
+            board.showing(),
         ):
+            progress.announce(plan, speed)
             try:
                 return await optimize(
-                    problem, optimizer, cfg, run_dir=run_dir, resume=s.resume, info=info,
-                    on_step=_progress,
+                    problem, optimizer, cfg, run_dir=run_dir, resume=s["resume"],
+                    info=_run_info(s), on_step=progress.on_step, on_phase=progress.on_phase,
                 )  # fmt: skip
             except BudgetExceeded as exc:
                 raise BudgetExceeded(stop_message(engine.budget, exc)) from None
@@ -332,18 +404,19 @@ async def _run(s: argparse.Namespace, run_dir: Path) -> OptimizationResult | Non
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     """`opro optimize`: 0 done, 1 nothing scored, 2 user error, 3 stopped by the budget."""
-    s = resolve(args)
-    if s.task is None:
+    s = settings_from_args(args)
+    if s["task"] is None:
         raise UsageError(
             "give a task: --task synthetic/boolean_expressions (or task = ... in --config)"
         )
-    _configs(s)  # invalid combinations fail here, before any model is built
-    if s.run_dir is None:
-        if s.resume:
-            raise UsageError("--resume needs the --run-dir of the run to continue")
-        run_dir = Path("opro-runs") / f"{_slug(s.task)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    configs(s)  # invalid combinations fail here, before any model is built
+    _check_combinations(s)
+    if s["run_dir"] is None:
+        if s["resume"]:
+            raise UsageError(f"{s.where('resume')} needs the --run-dir of the run to continue")
+        run_dir = Path("opro-runs") / f"{_slug(s['task'])}-{time.strftime('%Y%m%d-%H%M%S')}"
     else:
-        run_dir = Path(s.run_dir)
+        run_dir = Path(s["run_dir"])
     try:
         outcome = asyncio.run(_run(s, run_dir))
     except RunDirError as exc:

@@ -1,11 +1,11 @@
-"""`--protocol ours|paper` and the options whose defaults it decides, for `evaluate` and `optimize`.
+"""`--protocol ours|paper` and the settings whose defaults it decides (evaluate, optimize).
 
-Every protocol-dependent option is registered with default None ("not given"); after the
-flags (and, for optimize, the TOML file) are read, `apply_protocol` fills in what the chosen
-protocol says (`protocol.protocol_preset`) and turns the spelled-out values ("none", "all")
-into the settings' own values. So a flag or a TOML key always beats the protocol. Settings
-that also depend on the scorer (the max tokens of the embedded model, its framing) are
-decided where the scorer is known: `cli_common.scorer_from_args` and `qa_framing_from_args`.
+Every protocol-dependent option has no default of its own (None: "not given"); after the
+flags and the config file are resolved (`cli/settings.py`), `apply_protocol` fills in what the
+chosen protocol says (`protocol.protocol_preset`) and turns the spelled-out values ("none",
+"all") into the settings' own values. So a flag or a config key always beats the protocol.
+Settings that also depend on the scorer (the max tokens of the embedded model, its framing)
+are decided where the scorer is known: `cli/common.scorer_role` and `qa_framing`.
 """
 
 from __future__ import annotations
@@ -13,43 +13,11 @@ from __future__ import annotations
 import argparse
 
 from opro.checks import SCORE
-from opro.cli.common import UsageError, uses_embedded_scorer
-from opro.optimize.metaprompt import EXEMPLAR_RULES, EXTRACTIONS, SHOWN
-from opro.optimize.protocol import PROTOCOLS, protocol_preset
+from opro.cli.common import uses_embedded_scorer
+from opro.cli.settings import Settings, UsageError
+from opro.optimize.metaprompt import SHOWN
+from opro.optimize.protocol import protocol_preset
 from opro.tasks.prompts import Position, needs_qa_framing
-
-
-def add_protocol_options(p: argparse.ArgumentParser) -> None:
-    """Options `evaluate` and `optimize` share."""
-    g = p.add_argument_group("protocol")
-    g.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        help="ours (default) or paper: the reference code's settings for every option not "
-        "given (grading, 1024 scorer tokens, no Q:/A: framing, meta-prompt rules, extraction)",
-    )
-    g.add_argument(
-        "--qa",
-        action="store_true",
-        help="Q:/A: framing around the prompt (default: off, as in the paper's code; on for "
-        "A_begin/before_Q, which need it, and for the embedded scorer)",
-    )
-
-
-def add_meta_protocol_options(p: argparse.ArgumentParser) -> None:
-    """`optimize`'s options for the meta-prompt rules the paper's code has."""
-    p.add_argument(
-        "--exemplar-selection",
-        choices=EXEMPLAR_RULES,
-        default="random",
-        help="which training examples the meta-prompt shows (default random, as the paper)",
-    )
-    p.add_argument(
-        "--extraction",
-        choices=EXTRACTIONS,
-        help="how candidates are read from the optimizer's answers: lenient (ours, default) "
-        "or reference (only what the paper's code takes; a miss is counted, never scored)",
-    )
 
 
 def min_score_setting(text: str) -> float | str:
@@ -74,38 +42,42 @@ def max_shown_setting(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{exc} (or all, or auto)") from None
 
 
-def apply_protocol(args: argparse.Namespace) -> None:
+def apply_protocol(s: Settings) -> None:
     """Fill every protocol-dependent setting left unset (None) from the chosen protocol."""
-    args.protocol = args.protocol or "ours"
-    preset = protocol_preset(args.protocol)
-    if getattr(args, "grading", None) is None:
-        args.grading = preset.grading  # read by the grading option's owner
-    if args.max_tokens is None and preset.scorer_max_tokens is not None:
-        args.max_tokens = preset.scorer_max_tokens
-    if not hasattr(args, "min_score"):  # evaluate has no meta-prompt
+    name = s["protocol"] or "ours"
+    s.values["protocol"] = name
+    because = f"--protocol {name}"
+    preset = protocol_preset(name)
+    if s.get("grading") is None:
+        s.derive("grading", preset.grading, because)
+    if s["max_tokens"] is None and preset.scorer_max_tokens is not None:
+        s.derive("max_tokens", preset.scorer_max_tokens, because)
+    if "min_score" not in s:  # evaluate has no meta-prompt
         return
     meta = preset.meta
-    if args.min_score is None:
-        args.min_score = meta.min_score
-    elif args.min_score == "none":
-        args.min_score = None
-    if args.max_shown is None:
-        args.max_shown = meta.max_shown
-    elif args.max_shown == "all":
-        args.max_shown = None
-    if args.extraction is None:
-        args.extraction = meta.extraction
+    if s["min_score"] is None:
+        s.derive("min_score", meta.min_score, because)
+    elif s["min_score"] == "none":
+        s.values["min_score"] = None
+    if s["max_shown"] is None:
+        s.derive("max_shown", meta.max_shown, because)
+    elif s["max_shown"] == "all":
+        s.values["max_shown"] = None
+    if s["extraction"] is None:
+        s.derive("extraction", meta.extraction, because)
 
 
-def qa_framing_from_args(args: argparse.Namespace, position: Position) -> bool:
+def qa_framing(s: Settings, position: Position) -> bool:
     """--qa / --no-qa, else off unless the position needs it; the embedded scorer keeps the
     framing it was measured with (`benchmarks/embedded_model.py`) under our protocol."""
-    if args.qa and args.no_qa:
-        raise UsageError("--qa and --no-qa contradict each other: give one of them")
-    if args.qa:
+    if s["qa"] and s["no_qa"]:
+        raise UsageError(
+            f"{s.where('qa')} and {s.where('no_qa')} contradict each other: give one of them"
+        )
+    if s["qa"]:
         return True
-    if args.no_qa:
+    if s["no_qa"]:
         return False
-    if uses_embedded_scorer(args) and args.protocol == "ours":
+    if uses_embedded_scorer(s) and s["protocol"] == "ours":
         return True
     return needs_qa_framing(position)

@@ -14,15 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from opro.cli.help import add_command
 from opro.sweep import plots
 from opro.sweep.report import NO_MATPLOTLIB, ReportError, write_reports
 
 
 def register(subparsers: Any) -> None:
     """Add the `report` command to the `opro` parser's subcommands."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "report",
-        help="rebuild tables, plots and report.html of a sweep or run directory from disk",
+        "Rebuild the tables, plots and report.html of a sweep or run directory from what is "
+        "on disk (nothing is re-run or paid for).",
+        ["opro report sweeps/bbh", "opro report opro-runs/navigate"],
+        short="rebuild tables, plots and report.html from a run or sweep directory",
     )
     p.add_argument(
         "directory",

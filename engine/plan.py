@@ -4,6 +4,9 @@ It renders every (canonical instruction, example) prompt exactly as `evaluate` w
 checks the cache for it, so the count of calls is exact; tokens are estimated (about four
 characters per prompt token, and `max_tokens` as the ceiling of each answer), and cost is
 shown both as that estimate and as the budget's worst case.
+
+`plan_model` builds the scorer or optimizer a plan needs without a key, a server or model
+weights (`providers.offline`): a plan must work before any of them is set up.
 """
 
 from __future__ import annotations
@@ -11,9 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opro.engine.budget import worst_case_usage
+from opro.caches.base import ResultCache
+from opro.engine.budget import Budget, worst_case_usage
 from opro.engine.dedup import dedupe
-from opro.engine.model import Model, estimate_tokens
+from opro.engine.limits import ConnectionLimiter, LimitConfig
+from opro.engine.model import Decoding, Model, Price, estimate_tokens
+from opro.engine.prices import known_price
+from opro.engine.retry import RetryPolicy
+from opro.providers.errors import ConfigurationError
+from opro.providers.offline import OfflineProvider, offline_provider
 from opro.providers.types import Usage
 from opro.tasks.prompts import Position, render_prompt
 from opro.tasks.types import Example
@@ -28,13 +37,15 @@ class Plan:
     max_tokens_out: int = 0
     est_cost_usd: float | None = 0.0
     worst_cost_usd: float | None = 0.0
+    cache_checked: bool = True  # False: the model's identity was unknown, every pair counted
 
     def describe(self) -> str:
         def usd(x: float | None) -> str:
             return "unknown (no price)" if x is None else f"${x:.4f}"
 
+        cached = f"{self.cached} cached" if self.cache_checked else "cache not checked"
         return (
-            f"{self.pairs} pairs: {self.cached} cached, {self.calls} calls to make; "
+            f"{self.pairs} pairs: {cached}, {self.calls} calls to make; "
             f"~{self.est_tokens_in} input tokens + at most {self.max_tokens_out} output tokens; "
             f"estimated cost {usd(self.est_cost_usd)}, at most {usd(self.worst_cost_usd)}"
         )
@@ -47,9 +58,13 @@ def plan_evaluation(
     *,
     position: Position = "Q_begin",
     qa_framing: bool | None = None,
+    check_cache: bool = True,
 ) -> Plan:
+    """Pairs, calls, tokens and cost of an evaluation; `check_cache` False counts every pair
+    as a call (for a caller that learns the cache hits from the evaluation itself)."""
     unique, _ = dedupe(instructions)
-    plan = Plan()
+    plan = Plan(cache_checked=check_cache and identity_known(scorer))
+    cache = scorer.cache if plan.cache_checked else None
     worst = Usage()
     for canon in unique:
         for ex in examples:
@@ -57,7 +72,7 @@ def plan_evaluation(
                 render_prompt(canon, ex.input, position, qa_framing=qa_framing)
             )
             plan.pairs += 1
-            if scorer.cache is not None and scorer.cache.get(scorer.key(request)) is not None:
+            if cache is not None and cache.get(scorer.key(request)) is not None:
                 plan.cached += 1
                 continue
             plan.calls += 1
@@ -79,3 +94,44 @@ def price_plan(plan: Plan, model: Model) -> None:
         return
     plan.est_cost_usd = model.price.cost_of(plan.est_tokens_in, plan.max_tokens_out)
     plan.worst_cost_usd = model.price.cost_of(4 * plan.est_tokens_in, plan.max_tokens_out)
+
+
+def identity_known(model: Model) -> bool:
+    """Whether the model's cache keys are those a real run uses (see `plan_model`)."""
+    provider = model.provider
+    return not isinstance(provider, OfflineProvider) or provider.identity_known
+
+
+def plan_model(
+    spec: str,
+    *,
+    cache: ResultCache | None,
+    decoding: Decoding,
+    base_url: str | None = None,
+    api: str | None = None,
+    price: Price | None = None,
+    budget: Budget | None = None,
+) -> Model:
+    """A `Model` that can render requests, key them and look them up, but never call.
+
+    Its cache keys are the real model's (`providers.offline`), so a plan's cache hits are the
+    ones the run will have. Like `Engine.model`, a USD budget on a model with no known price
+    is refused: the run would refuse it too.
+    """
+    provider = offline_provider(spec, base_url=base_url, api=api)
+    price = price if price is not None else known_price(provider.spec)
+    if price is None and budget is not None and budget.max_usd is not None:
+        raise ConfigurationError(
+            f"no known price for {provider.spec}, so a USD budget cannot bound it: "
+            "give its price with --price IN,OUT (--optimizer-price for the optimizer; "
+            "USD per million tokens)"
+        )
+    return Model(
+        provider,
+        limiter=ConnectionLimiter(LimitConfig(), name=provider.spec),
+        retry=RetryPolicy(),
+        cache=cache,
+        decoding=decoding,
+        price=price,
+        budget=budget,
+    )

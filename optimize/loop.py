@@ -178,6 +178,19 @@ def _scored(s: Scored) -> dict[str, Any]:
     return {"solution": s.solution, "score": s.score, "step": s.step}
 
 
+Phase = Literal["optimizer", "scoring", "validation", "final"]
+
+
+@dataclass(frozen=True, slots=True)
+class StepPhase:
+    """What a progress display gets when a step starts a phase that calls models: the
+    optimizer call, scoring the new candidates, the validation check, the final table."""
+
+    step: int
+    steps: int
+    phase: Phase
+
+
 @dataclass(frozen=True, slots=True)
 class StepInfo:
     """What a progress display gets after every step."""
@@ -290,6 +303,7 @@ class _Loop:
         state: _State,
         log: RunLog | None,
         on_step: Callable[[StepInfo], None] | None,
+        on_phase: Callable[[StepPhase], None] | None = None,
     ) -> None:
         self.problem = problem
         self.optimizer = optimizer
@@ -297,7 +311,12 @@ class _Loop:
         self.state = state
         self.log = log
         self.on_step = on_step
+        self.on_phase = on_phase
         self.splits = problem.splits
+
+    def _phase(self, step: int, phase: Phase) -> None:
+        if self.on_phase is not None:
+            self.on_phase(StepPhase(step, self.cfg.steps, phase))
 
     async def initial(self) -> None:
         started = time.perf_counter()
@@ -311,6 +330,7 @@ class _Loop:
                 entry["duplicate_of_step"] = 0
             fresh.add(canonical)
             entries.append(entry)
+        self._phase(0, "scoring")
         await self._score_new(entries)
         record = {"step": 0, "kind": "start", "candidates": entries}
         await self._finish(record, started, {})
@@ -331,6 +351,7 @@ class _Loop:
         fresh: set[str] = set()
         generations = []
         sample = step
+        self._phase(step, "optimizer")
         while True:
             generation = await self.optimizer.generate(request, sample=sample)
             generations.append(generation)
@@ -344,6 +365,7 @@ class _Loop:
             request = replace(request, n=missing)
             sample = resample_seed(step, len(generations))
         optimizer_s = time.perf_counter() - started
+        self._phase(step, "scoring")
         await self._score_new(entries)
         usage = sum((g.usage for g in generations), Usage())
         cost = {
@@ -416,6 +438,7 @@ class _Loop:
         step = record["step"]
         record["validation"] = None
         if "validation" in self.splits and step % self.cfg.eval_every == 0:
+            self._phase(step, "validation")
             record["validation"] = check = await self._validate()
             if check is not None:
                 totals.add(check)
@@ -451,6 +474,7 @@ class _Loop:
         spent = RunTotals()
         if self.cfg.test_top == 0:
             return [], spent
+        self._phase(self.state.last_step, "final")
         roles: dict[str, str] = {}
         for rank, solution in enumerate(self._top(), start=1):
             roles.setdefault(solution, f"top {rank}")
@@ -556,12 +580,15 @@ async def optimize(
     resume: bool = False,
     info: Mapping[str, Any] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    on_phase: Callable[[StepPhase], None] | None = None,
 ) -> OptimizationResult:
     """Run OPRO on `problem` with `optimizer` proposing solutions; see the module docstring.
 
     With `run_dir` every step is logged there; `resume=True` continues the run logged there
     (refusing if a result-changing setting differs) without paying again for anything that
     was scored or proposed before. `info` is stored in config.json for reference only.
+    `on_step` gets a `StepInfo` after every step, `on_phase` a `StepPhase` when a step starts
+    calling models (for progress displays; neither may raise).
     """
     started = time.perf_counter()
     cfg = config or OptimizeConfig()
@@ -585,7 +612,7 @@ async def optimize(
             state.apply(record)
     else:
         log = RunLog.create(run_dir, {"run": identity, "info": dict(info or {})})
-    loop = _Loop(problem, optimizer, cfg, state, log, on_step)
+    loop = _Loop(problem, optimizer, cfg, state, log, on_step, on_phase)
     if state.last_step < 0:
         await loop.initial()
     # Optional hook: a problem with a known optimum (linreg, TSP) ends the run once it is found.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from opro.cli.main import build_parser, main
-from opro.cli.optimize import _configs, resolve
+from opro.cli.optimize import configs, settings_from_args
+from opro.cli.settings import Settings
 from opro.optimize.metaprompt import MetaPromptConfig
 from opro.optimize.protocol import protocol_preset
 from opro.optimize.runlog import read_steps
 from opro.testing.process import ServerProcess
 
 
-def settings(*argv: str) -> argparse.Namespace:
-    return resolve(build_parser().parse_args(["optimize", *argv]))
+def settings(*argv: str) -> Settings:
+    return settings_from_args(build_parser().parse_args(["optimize", *argv]))
 
 
 def exit_code(argv: list[str]) -> int:
@@ -30,16 +30,16 @@ def exit_code(argv: list[str]) -> int:
 
 def test_paper_sets_every_reference_setting() -> None:
     s = settings("--protocol", "paper", "--task", "bbh/navigate", "--scorer", "openai/gpt-4o")
-    assert (s.protocol, s.max_tokens, s.grading) == ("paper", 1024, "reference")
-    cfg, meta = _configs(s)
+    assert (s["protocol"], s["max_tokens"], s["grading"]) == ("paper", 1024, "reference")
+    cfg, meta = configs(s)
     assert cfg.protocol == "paper" and meta == protocol_preset("paper").meta
     assert (cfg.steps, cfg.candidates_per_step, cfg.temperature) == (200, 8, 1.0)
 
 
 def test_ours_is_the_default() -> None:
     s = settings("--task", "bbh/navigate", "--scorer", "openai/gpt-4o")
-    assert (s.protocol, s.max_tokens, s.grading) == ("ours", None, "strict")
-    cfg, meta = _configs(s)
+    assert (s["protocol"], s["max_tokens"], s["grading"]) == ("ours", None, "strict")
+    cfg, meta = configs(s)
     assert cfg.protocol == "ours" and meta == MetaPromptConfig() == protocol_preset("ours").meta
 
 
@@ -49,8 +49,8 @@ def test_flags_and_the_config_file_beat_the_protocol(tmp_path: Path) -> None:
         "--extraction", "lenient", "--max-tokens", "64", "--meta-prompt", "pretrained",
         "--exemplar-selection", "current_most_frequent",
     )  # fmt: skip
-    _, meta = _configs(s)
-    assert (meta.min_score, meta.max_shown, meta.extraction, s.max_tokens) == (
+    _, meta = configs(s)
+    assert (meta.min_score, meta.max_shown, meta.extraction, s["max_tokens"]) == (
         None,
         None,
         "lenient",
@@ -59,10 +59,10 @@ def test_flags_and_the_config_file_beat_the_protocol(tmp_path: Path) -> None:
     assert (meta.style, meta.exemplar_selection) == ("pretrained", "current_most_frequent")
     toml = tmp_path / "run.toml"
     toml.write_text('protocol = "paper"\nmin-score = 0.5\nmax-shown = "auto"\n')
-    _, meta = _configs(settings("--config", str(toml), "--max-shown", "7"))
+    _, meta = configs(settings("--config", str(toml), "--max-shown", "7"))
     assert (meta.min_score, meta.max_shown, meta.extraction) == (0.5, 7, "reference")
     toml.write_text('protocol = "paper"\nmin-score = "none"\n')
-    assert _configs(settings("--config", str(toml)))[1].min_score is None
+    assert configs(settings("--config", str(toml)))[1].min_score is None
 
 
 @pytest.mark.parametrize(
