@@ -34,8 +34,10 @@ from opro.engine.budget import BudgetExceeded
 from opro.engine.dedup import dedupe
 from opro.engine.limits import ConnectionRateLimited
 from opro.engine.model import Generation, Model, ModelCallError
+from opro.engine.spend import NOTHING, Spend, SpendFields
 from opro.errors import OproError, SettingsError
 from opro.providers.errors import BadRequestError, FatalError
+from opro.providers.types import Usage
 from opro.tasks.grading import GRADINGS, Grading
 from opro.tasks.prompts import Position, render_prompt
 from opro.tasks.types import Example
@@ -93,7 +95,10 @@ class ErrorPolicy:
 
 
 @dataclass(slots=True)
-class InstructionScore:
+class InstructionScore(SpendFields):
+    """One instruction's score; `spend` is what its pairs paid (`calls`, `tokens_in`, ...
+    read through to it)."""
+
     instruction: str
     canonical: str
     duplicate_of: int | None
@@ -101,11 +106,8 @@ class InstructionScore:
     correct: int
     n: int
     errors: int
-    calls: int
+    spend: Spend
     cache_hits: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
     skipped: int = 0
     error_messages: list[str] = field(default_factory=list)
     accuracy_reference: float | None = None
@@ -122,21 +124,36 @@ class InstructionScore:
         """The accuracy by one set of rules: `accuracy` (strict) or `accuracy_reference`."""
         return self.accuracy_reference if grading == "reference" else self.accuracy
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report's JSON entry: `spend` spread into calls, tokens_in, tokens_out, cost_usd."""
+        return _spread(asdict(self))
+
 
 @dataclass(slots=True)
-class Totals:
+class Totals(SpendFields):
     pairs: int = 0
-    calls: int = 0
+    spend: Spend = NOTHING
     cache_hits: int = 0
     cache_unreadable: int = 0  # damaged cache entries met (misses, so paid again)
     cache_write_errors: int = 0  # results the cache could not store (kept in memory)
     errors: int = 0
     n429: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
     wall_s: float = 0.0
     skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _spread(asdict(self))
+
+
+def _spread(fields: dict[str, Any]) -> dict[str, Any]:
+    """A report dict with its nested `spend` replaced by the spend's own fields, in place."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "spend":
+            out.update(value)
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass(slots=True)
@@ -151,7 +168,12 @@ class EvalReport:
     reference_grader_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON report (`opro evaluate --out`): spends spread into their fields."""
+        return {
+            **asdict(self),
+            "instructions": [s.to_dict() for s in self.instructions],
+            "totals": self.totals.to_dict(),
+        }
 
     def best(self) -> InstructionScore:
         return max(self.instructions, key=lambda s: (s.score(self.grading) or 0.0, -s.errors))
@@ -171,14 +193,16 @@ class Progress:
 
 @dataclass(slots=True)
 class _Acc:
+    """One instruction's pairs so far; `calls` and `usage` are priced into a `Spend` at the
+    end (`_report`), at the scorer's price."""
+
     correct: int = 0
     n: int = 0
     errors: int = 0
     calls: int = 0
     cache_hits: int = 0
     n429: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
+    usage: Usage = field(default_factory=Usage)
     messages: list[str] = field(default_factory=list)
     correct_reference: int = 0
     truncated: int = 0
@@ -197,16 +221,14 @@ class _Acc:
         self.calls += generation.calls
         self.n429 += generation.n429
         self.cache_hits += generation.cached or generation.shared
-        self.tokens_in += generation.usage.input_tokens
-        self.tokens_out += generation.usage.output_tokens
+        self.usage += generation.usage
 
     def fail(self, error: ModelCallError) -> None:
         self.n += 1
         self.errors += 1
         self.calls += error.attempts
         self.n429 += error.n429
-        self.tokens_in += error.paid.tokens_in
-        self.tokens_out += error.paid.tokens_out
+        self.usage += error.paid.usage
         if len(self.messages) < 3:
             self.messages.append(str(error))
 
@@ -214,8 +236,7 @@ class _Acc:
         """A pair the budget stopped: skipped, but its earlier attempts were paid for."""
         self.calls += stop.paid.calls
         self.n429 += stop.n429
-        self.tokens_in += stop.paid.tokens_in
-        self.tokens_out += stop.paid.tokens_out
+        self.usage += stop.paid.usage
 
 
 _Pair = tuple[int, int, Example, Any, str]  # instruction, example index, example, request, key
@@ -396,7 +417,7 @@ def _report(
         acc = accs[u]
         dup = first_of.setdefault(u, i)
         graded = acc.n - acc.errors
-        cost = scorer.price.cost_of(acc.tokens_in, acc.tokens_out) if scorer.price else 0.0
+        spend = Spend.of(acc.usage, scorer.cost(acc.usage), acc.calls)
         scores.append(
             InstructionScore(
                 instruction=ins,
@@ -406,11 +427,8 @@ def _report(
                 correct=acc.correct,
                 n=acc.n,
                 errors=acc.errors,
-                calls=acc.calls,
+                spend=spend,
                 cache_hits=acc.cache_hits,
-                tokens_in=acc.tokens_in,
-                tokens_out=acc.tokens_out,
-                cost_usd=cost,
                 skipped=n_examples - acc.n,
                 error_messages=list(acc.messages),
                 accuracy_reference=(
@@ -423,13 +441,10 @@ def _report(
         )
         if dup == i:  # totals count each canonical instruction once
             totals.pairs += acc.n
-            totals.calls += acc.calls
+            totals.spend += spend
             totals.cache_hits += acc.cache_hits
             totals.errors += acc.errors
             totals.n429 += acc.n429
-            totals.tokens_in += acc.tokens_in
-            totals.tokens_out += acc.tokens_out
-            totals.cost_usd += cost
             totals.skipped += n_examples - acc.n
     totals.wall_s = time.perf_counter() - started
     return EvalReport(
