@@ -16,7 +16,6 @@ import re
 import sys
 import time
 import tomllib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,6 +53,7 @@ from opro.engine.budget import BudgetExceeded
 from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.model import ModelCallError
 from opro.engine.prices import parse_price, price_option
+from opro.engine.spend import Spend
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
 from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS, STYLES, MetaPromptConfig
 from opro.optimize.plan import plan_optimization
@@ -265,10 +265,11 @@ def _configs(s: argparse.Namespace) -> tuple[OptimizeConfig, MetaPromptConfig]:
 def _progress(info: StepInfo) -> None:
     t = info.totals
     best = f"{100 * info.best.score:.1f}%" if info.best is not None else "-"
-    run = info.record.get("spend") or asdict(t)  # the ledger's run totals, all sessions
+    # The ledger's run totals (all sessions) when the budget records them, else this run's.
+    run = Spend.from_dict(info.record.get("spend")) or t.spend
     print(
-        f"step {info.step}/{info.steps}  best train {best}  calls {run['calls']}  "
-        f"cache hits {t.cache_hits}  cost ${run['cost_usd']:.4f}  errors {t.errors}",
+        f"step {info.step}/{info.steps}  best train {best}  calls {run.calls}  "
+        f"cache hits {t.cache_hits}  cost ${run.cost_usd:.4f}  errors {t.errors}",
         file=sys.stderr,
         flush=True,
     )
