@@ -1,6 +1,7 @@
 """The OPRO loop: one optimizer coroutine per run, generic over the `Problem` it optimizes.
 
-Step 0 scores the starting solutions. Every later step:
+Step 0 scores the starting solutions exactly as the problem gives them (a user's typed
+instructions are never polished; only the optimizer's proposals are). Every later step:
 
 1. builds the meta-prompt from the scored history with the step's own `random.Random`,
    seeded from (run seed, step) so a resumed step draws the same exemplars;
@@ -312,17 +313,14 @@ class _Loop:
         entries: list[_Entry] = []
         fresh: set[str] = set()
         for text in self.problem.initial_solutions():
-            canonical = self.problem.check(text)[0]  # vetting is for proposals, not for seeds
-            if canonical in fresh:
+            # Scored exactly as given: polishing and vetting are for the optimizer's proposals.
+            if text in fresh:
                 entries.append(
-                    {
-                        "text": text, "canonical": canonical, "status": "duplicate",
-                        "duplicate_of_step": 0,
-                    }
-                )  # fmt: skip
+                    {"text": text, "canonical": text, "status": "duplicate", "duplicate_of_step": 0}
+                )
             else:
-                fresh.add(canonical)
-                entries.append(_Fresh("start", text, canonical))
+                fresh.add(text)
+                entries.append(_Fresh("start", text, text))
         candidates, cost = await self._score_new(entries)
         record: StepRecord = {"step": 0, "kind": "start", "candidates": candidates, "totals": {}}
         await self._finish(record, started, cost)
@@ -481,10 +479,10 @@ class _Loop:
         roles: dict[str, str] = {}
         for rank, solution in enumerate(self._top(), start=1):
             roles.setdefault(solution, f"top {rank}")
-        starts = {self.problem.check(s)[0] for s in self.problem.initial_solutions()}
+        # Like the starting solutions, baselines are scored exactly as given.
+        starts = set(self.problem.initial_solutions())
         for text in self.problem.baselines():
-            canonical = self.problem.check(text)[0]
-            roles.setdefault(canonical, "start" if canonical in starts else "baseline")
+            roles.setdefault(text, "start" if text in starts else "baseline")
         solutions = list(roles)
         columns: dict[SplitName, list[float | None]] = {}
         graded: dict[str, dict[str, dict[str, Any]]] = {}

@@ -35,7 +35,7 @@ from opro.optimize.metaprompt import (
 )
 from opro.optimize.protocol import reference_min_score
 from opro.tasks.datasets import Task
-from opro.tasks.prompts import Position, needs_qa_framing
+from opro.tasks.prompts import Position, needs_qa_framing, placed
 from opro.tasks.splits import Split, split
 from opro.tasks.types import Example
 
@@ -83,7 +83,9 @@ class Problem(Protocol):
         """Everything about the problem that changes results (JSON), for resume checks."""
         ...
 
-    def initial_solutions(self) -> list[str]: ...
+    def initial_solutions(self) -> list[str]:
+        """The starting solutions, scored and recorded exactly as given (not `check`ed)."""
+        ...
 
     def baselines(self) -> list[str]:
         """Solutions reported beside the best ones in the final table."""
@@ -224,10 +226,12 @@ class PromptProblem:
         }
 
     def initial_solutions(self) -> list[str]:
-        return list(self.starting)
+        """The starting instructions exactly as given (a blank one is the empty one): the
+        loop scores them verbatim; only the optimizer's proposals are polished."""
+        return [placed(s) for s in self.starting]
 
     def baselines(self) -> list[str]:
-        return [*self.starting, THINK_STEP_BY_STEP]
+        return [*self.initial_solutions(), THINK_STEP_BY_STEP]
 
     def reference_min_score(self) -> float:
         """The reference's threshold for listing earlier instructions, set by the scorer."""
