@@ -336,7 +336,9 @@ class Model:
     ) -> None:
         """Add what the sibling calls of a split request paid to the error that ends it."""
         paid = sum((Spend.of(p.usage, self.cost(p.usage), p.calls) for p in parts), NOTHING)
-        paid += sum((getattr(e, "paid", NOTHING) for e in others), NOTHING)
+        paid += sum(
+            (e.paid for e in others if isinstance(e, BudgetExceeded | ModelCallError)), NOTHING
+        )
         if isinstance(error, BudgetExceeded | ModelCallError):
             error.paid += paid
         if isinstance(error, ModelCallError):
