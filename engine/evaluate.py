@@ -193,8 +193,8 @@ class Progress:
 
 @dataclass(slots=True)
 class _Acc:
-    """One instruction's pairs so far; `calls` and `usage` are priced into a `Spend` at the
-    end (`_report`), at the scorer's price."""
+    """One instruction's pairs so far (plain ints on the hot path: `_report` turns calls and
+    tokens into its `Spend`, priced at the scorer's price)."""
 
     correct: int = 0
     n: int = 0
@@ -202,7 +202,8 @@ class _Acc:
     calls: int = 0
     cache_hits: int = 0
     n429: int = 0
-    usage: Usage = field(default_factory=Usage)
+    tokens_in: int = 0
+    tokens_out: int = 0
     messages: list[str] = field(default_factory=list)
     correct_reference: int = 0
     truncated: int = 0
@@ -221,14 +222,16 @@ class _Acc:
         self.calls += generation.calls
         self.n429 += generation.n429
         self.cache_hits += generation.cached or generation.shared
-        self.usage += generation.usage
+        self.tokens_in += generation.usage.input_tokens
+        self.tokens_out += generation.usage.output_tokens
 
     def fail(self, error: ModelCallError) -> None:
         self.n += 1
         self.errors += 1
         self.calls += error.attempts
         self.n429 += error.n429
-        self.usage += error.paid.usage
+        self.tokens_in += error.paid.tokens_in
+        self.tokens_out += error.paid.tokens_out
         if len(self.messages) < 3:
             self.messages.append(str(error))
 
@@ -236,7 +239,8 @@ class _Acc:
         """A pair the budget stopped: skipped, but its earlier attempts were paid for."""
         self.calls += stop.paid.calls
         self.n429 += stop.n429
-        self.usage += stop.paid.usage
+        self.tokens_in += stop.paid.tokens_in
+        self.tokens_out += stop.paid.tokens_out
 
 
 _Pair = tuple[int, int, Example, Any, str]  # instruction, example index, example, request, key
@@ -417,7 +421,8 @@ def _report(
         acc = accs[u]
         dup = first_of.setdefault(u, i)
         graded = acc.n - acc.errors
-        spend = Spend.of(acc.usage, scorer.cost(acc.usage), acc.calls)
+        usage = Usage(acc.tokens_in, acc.tokens_out)
+        spend = Spend.of(usage, scorer.cost(usage), acc.calls)
         scores.append(
             InstructionScore(
                 instruction=ins,
