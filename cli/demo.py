@@ -46,6 +46,7 @@ from opro.engine.model import Model, ModelCallError
 from opro.optimize.loop import RESAMPLE_ROUNDS, OptimizationResult, OptimizeConfig, optimize
 from opro.optimize.metaprompt import SHOWN, MetaPromptConfig
 from opro.optimize.problem import Problem
+from opro.optimize.records import proposals
 from opro.optimize.runlog import CONFIG, STEPS, RunDirError, read_steps
 from opro.problems import linreg, tsp
 from opro.problems.tsp_solvers import SolverError
@@ -243,7 +244,7 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 def _count_rejections(job: _Job) -> None:
     """Proposals and rejected ones (invalid or unparsable), from the run log: survives resume."""
     records, _ = read_steps(job.run_dir / STEPS)
-    entries = [c for r in records if r["step"] > 0 for c in r["candidates"]]
+    entries = proposals(records)
     job.proposed = len(entries)
     job.invalid = sum(c["status"] == "rejected" for c in entries)
 

@@ -9,11 +9,9 @@ cleanly. So the total can never pass the cap, at any concurrency and through any
 retries. Reservations are taken only by calls that hold a connection slot, so a long queue
 of waiting requests never blocks the budget.
 
-The prompt bound is the UTF-8 byte count plus a per-message allowance: byte-level BPE
-tokenizers never produce more tokens than bytes, and chat templates add a few tokens per
-message. It over-reserves about fourfold on English text, which only means the run stops
-one reservation early rather than one call late. A server that reports more than the
-bound is charged what it reports (it billed that); the model logs it.
+The worst case is `engine.tokens.worst_case_usage` (the prompt's UTF-8 bytes plus a
+per-message allowance, and max_tokens per sample: a true upper bound). A server that
+reports more than the bound is charged what it reports (it billed that); the model logs it.
 
 A budget belongs to a run, not to a process: it can start from what earlier sessions spent
 (`spent=` or `record_to`), so a cap given on resume is the run's total. With a `Journal`
@@ -35,12 +33,9 @@ from typing import Protocol
 from opro.checks import BUDGET_TOKENS, BUDGET_USD
 from opro.engine.spend import NOTHING, Spend
 from opro.errors import OproError, SettingsError
-from opro.providers.types import Request, Usage
 
 log = logging.getLogger("opro.budget")
 
-# Tokens a chat template may add around each message (role markers, separators).
-MESSAGE_OVERHEAD_TOKENS = 16
 # A journal write grants room for up to this fraction of a cap beyond the call that needed
 # it (see `Budget._headroom`), so writes stay rare.
 HEADROOM_PARTS = 32
@@ -59,15 +54,6 @@ class BudgetExceeded(OproError):
         super().__init__(message)
         self.paid = paid
         self.n429 = n429
-
-
-def worst_case_usage(request: Request) -> Usage:
-    """An upper bound on the tokens `request` can be billed for."""
-    if request.messages is not None:
-        prompt = sum(len(m.content.encode()) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
-    else:
-        prompt = len(request.as_text().encode()) + MESSAGE_OVERHEAD_TOKENS
-    return Usage(prompt, request.max_tokens * request.n)
 
 
 class Journal(Protocol):

@@ -34,8 +34,10 @@ from opro.engine.budget import BudgetExceeded
 from opro.engine.dedup import dedupe
 from opro.engine.limits import ConnectionRateLimited
 from opro.engine.model import Generation, Model, ModelCallError
+from opro.engine.spend import NOTHING, Spend, SpendFields
 from opro.errors import OproError, SettingsError
 from opro.providers.errors import BadRequestError, FatalError
+from opro.providers.types import Usage
 from opro.tasks.grading import GRADINGS, Grading
 from opro.tasks.prompts import Position, render_prompt
 from opro.tasks.types import Example
@@ -93,7 +95,10 @@ class ErrorPolicy:
 
 
 @dataclass(slots=True)
-class InstructionScore:
+class InstructionScore(SpendFields):
+    """One instruction's score; `spend` is what its pairs paid (`calls`, `tokens_in`, ...
+    read through to it)."""
+
     instruction: str
     canonical: str
     duplicate_of: int | None
@@ -101,11 +106,8 @@ class InstructionScore:
     correct: int
     n: int
     errors: int
-    calls: int
+    spend: Spend
     cache_hits: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
     skipped: int = 0
     error_messages: list[str] = field(default_factory=list)
     accuracy_reference: float | None = None
@@ -122,21 +124,36 @@ class InstructionScore:
         """The accuracy by one set of rules: `accuracy` (strict) or `accuracy_reference`."""
         return self.accuracy_reference if grading == "reference" else self.accuracy
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report's JSON entry: `spend` spread into calls, tokens_in, tokens_out, cost_usd."""
+        return _spread(asdict(self))
+
 
 @dataclass(slots=True)
-class Totals:
+class Totals(SpendFields):
     pairs: int = 0
-    calls: int = 0
+    spend: Spend = NOTHING
     cache_hits: int = 0
     cache_unreadable: int = 0  # damaged cache entries met (misses, so paid again)
     cache_write_errors: int = 0  # results the cache could not store (kept in memory)
     errors: int = 0
     n429: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
     wall_s: float = 0.0
     skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _spread(asdict(self))
+
+
+def _spread(fields: dict[str, Any]) -> dict[str, Any]:
+    """A report dict with its nested `spend` replaced by the spend's own fields, in place."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "spend":
+            out.update(value)
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass(slots=True)
@@ -151,7 +168,12 @@ class EvalReport:
     reference_grader_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON report (`opro evaluate --out`): spends spread into their fields."""
+        return {
+            **asdict(self),
+            "instructions": [s.to_dict() for s in self.instructions],
+            "totals": self.totals.to_dict(),
+        }
 
     def best(self) -> InstructionScore:
         return max(self.instructions, key=lambda s: (s.score(self.grading) or 0.0, -s.errors))
@@ -171,6 +193,9 @@ class Progress:
 
 @dataclass(slots=True)
 class _Acc:
+    """One instruction's pairs so far (plain ints on the hot path: `_report` turns calls and
+    tokens into its `Spend`, priced at the scorer's price)."""
+
     correct: int = 0
     n: int = 0
     errors: int = 0
@@ -396,7 +421,8 @@ def _report(
         acc = accs[u]
         dup = first_of.setdefault(u, i)
         graded = acc.n - acc.errors
-        cost = scorer.price.cost_of(acc.tokens_in, acc.tokens_out) if scorer.price else 0.0
+        usage = Usage(acc.tokens_in, acc.tokens_out)
+        spend = Spend.of(usage, scorer.cost(usage), acc.calls)
         scores.append(
             InstructionScore(
                 instruction=ins,
@@ -406,11 +432,8 @@ def _report(
                 correct=acc.correct,
                 n=acc.n,
                 errors=acc.errors,
-                calls=acc.calls,
+                spend=spend,
                 cache_hits=acc.cache_hits,
-                tokens_in=acc.tokens_in,
-                tokens_out=acc.tokens_out,
-                cost_usd=cost,
                 skipped=n_examples - acc.n,
                 error_messages=list(acc.messages),
                 accuracy_reference=(
@@ -423,13 +446,10 @@ def _report(
         )
         if dup == i:  # totals count each canonical instruction once
             totals.pairs += acc.n
-            totals.calls += acc.calls
+            totals.spend += spend
             totals.cache_hits += acc.cache_hits
             totals.errors += acc.errors
             totals.n429 += acc.n429
-            totals.tokens_in += acc.tokens_in
-            totals.tokens_out += acc.tokens_out
-            totals.cost_usd += cost
             totals.skipped += n_examples - acc.n
     totals.wall_s = time.perf_counter() - started
     return EvalReport(

@@ -24,11 +24,12 @@ from typing import Any
 from opro.caches.base import ResultCache
 from opro.caches.keys import request_key
 from opro.checks import MAX_TOKENS, PRICE_PER_M, SEED, TEMPERATURE
-from opro.engine.budget import Budget, BudgetExceeded, Reservation, worst_case_usage
+from opro.engine.budget import Budget, BudgetExceeded, Reservation
 from opro.engine.limits import ConnectionLimiter
 from opro.engine.retry import RetryPolicy
 from opro.engine.singleflight import SingleFlight
-from opro.engine.spend import NOTHING, Spend
+from opro.engine.spend import NOTHING, Spend, SpendFields
+from opro.engine.tokens import expected_usage, worst_case_usage
 from opro.errors import OproError, SettingsError
 from opro.providers.base import Provider
 from opro.providers.errors import ProviderError, RateLimitError, TransientError
@@ -113,21 +114,20 @@ class ModelCallError(OproError):
 
 
 @dataclass(slots=True)
-class ModelStats:
-    """Live counters, read by progress displays while calls are still running."""
+class ModelStats(SpendFields):
+    """Live counters, read by progress displays while calls are still running.
 
-    calls: int = 0
+    `spend` is what every attempt was charged, counted as each one ends (the same charge
+    the budget settles); the other counters are events, not spend.
+    """
+
+    spend: Spend = NOTHING
     n429: int = 0
     retries: int = 0
     failures: int = 0
     cache_hits: int = 0
     shared: int = 0
     unknown_usage: int = 0  # answers whose usage report was unusable: charged the worst case
-
-
-def estimate_tokens(request: Request) -> int:
-    """Worst-case tokens of a request: ~4 characters per prompt token plus max_tokens."""
-    return len(request.as_text()) // 4 + 1 + request.max_tokens * request.n
 
 
 class Model:
@@ -257,7 +257,8 @@ class Model:
         )
 
     async def _attempts(self, request: Request) -> Generation:
-        tokens = estimate_tokens(request)
+        expected = expected_usage(request)
+        tokens = expected.input_tokens + expected.output_tokens  # what tpm limits are charged
         budget = self.budget
         worst = worst_case_usage(request)
         worst_cost = Spend.of(worst, self.cost(worst))
@@ -265,6 +266,7 @@ class Model:
         paid = Spend()  # what this request's attempts were charged so far
         while True:
             reservation: Reservation | None = None
+            sent = False
             try:
                 if budget is not None:
                     budget.check(worst_cost)  # stop before queueing, not after
@@ -272,7 +274,7 @@ class Model:
                     if budget is not None:
                         reservation = await budget.reserve(worst_cost)
                     attempts += 1
-                    self.stats.calls += 1
+                    sent = True
                     try:
                         async with asyncio.timeout(self.retry.timeout):
                             completion = await self.provider.complete(request)
@@ -288,8 +290,7 @@ class Model:
                 billed = err.status is None or 200 <= err.status < 300
                 charge = worst_cost if billed else Spend(calls=1)
                 paid += charge
-                if budget is not None and reservation is not None:
-                    budget.settle(reservation, charge)
+                self._charge(reservation, charge)
                 if isinstance(err, RateLimitError):
                     n429 += 1
                     self.stats.n429 += 1
@@ -304,19 +305,24 @@ class Model:
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
-                if budget is not None and reservation is not None:
-                    # Cancelled mid-call: the request may have been sent and billed.
-                    budget.settle(reservation, worst_cost)
+                # Cancelled mid-call: the request may have been sent and billed.
+                if sent:
+                    self._charge(reservation, worst_cost)
                 raise
             usage = self._charged_usage(completion, worst)
             if usage != completion.usage:
                 completion = replace(completion, usage=usage)
             charge = Spend.of(usage, self.cost(usage))
             paid += charge
-            if budget is not None and reservation is not None:
-                budget.settle(reservation, charge)
+            self._charge(reservation, charge)
             self.limiter.on_success(completion.rate_limit)
             return Generation(completion, calls=attempts, n429=n429, usage=paid.usage)
+
+    def _charge(self, reservation: Reservation | None, charge: Spend) -> None:
+        """Count what one attempt was charged, and settle its budget reservation with it."""
+        self.stats.spend += charge
+        if self.budget is not None and reservation is not None:
+            self.budget.settle(reservation, charge)
 
     def _charged_usage(self, completion: Completion, worst: Usage) -> Usage:
         """What an answer is charged: its usage, or the worst case when that is unusable."""
@@ -349,7 +355,9 @@ class Model:
     ) -> None:
         """Add what the sibling calls of a split request paid to the error that ends it."""
         paid = sum((Spend.of(p.usage, self.cost(p.usage), p.calls) for p in parts), NOTHING)
-        paid += sum((getattr(e, "paid", NOTHING) for e in others), NOTHING)
+        paid += sum(
+            (e.paid for e in others if isinstance(e, BudgetExceeded | ModelCallError)), NOTHING
+        )
         if isinstance(error, BudgetExceeded | ModelCallError):
             error.paid += paid
         if isinstance(error, ModelCallError):

@@ -1,9 +1,9 @@
 """What an evaluation would cost, computed before anything is spent (`--dry-run`).
 
 It renders every (canonical instruction, example) prompt exactly as `evaluate` would and
-checks the cache for it, so the count of calls is exact; tokens are estimated (about four
-characters per prompt token, and `max_tokens` as the ceiling of each answer), and cost is
-shown both as that estimate and as the budget's worst case.
+checks the cache for it, so the count of calls is exact; tokens come from `engine.tokens`
+(the expected count, and `max_tokens` as the ceiling of each answer), and cost is shown both
+as that estimate and as the budget's worst case (the same bound the budget reserves).
 
 `plan_model` builds the scorer or optimizer a plan needs without a key, a server or model
 weights (`providers.offline`): a plan must work before any of them is set up.
@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opro.caches.base import ResultCache
-from opro.engine.budget import Budget, worst_case_usage
+from opro.engine.budget import Budget
 from opro.engine.dedup import dedupe
 from opro.engine.limits import ConnectionLimiter, LimitConfig
-from opro.engine.model import Decoding, Model, Price, estimate_tokens
+from opro.engine.model import Decoding, Model, Price
 from opro.engine.prices import known_price
 from opro.engine.retry import RetryPolicy
+from opro.engine.tokens import expected_usage, worst_case_usage
 from opro.providers.errors import ConfigurationError
 from opro.providers.offline import OfflineProvider, offline_provider
-from opro.providers.types import Usage
 from opro.tasks.prompts import Position, render_prompt
 from opro.tasks.types import Example
 
@@ -35,6 +35,7 @@ class Plan:
     calls: int = 0
     est_tokens_in: int = 0
     max_tokens_out: int = 0
+    worst_tokens_in: int = 0  # the budget's bound of the input tokens
     est_cost_usd: float | None = 0.0
     worst_cost_usd: float | None = 0.0
     cache_checked: bool = True  # False: the model's identity was unknown, every pair counted
@@ -65,7 +66,6 @@ def plan_evaluation(
     unique, _ = dedupe(instructions)
     plan = Plan(cache_checked=check_cache and identity_known(scorer))
     cache = scorer.cache if plan.cache_checked else None
-    worst = Usage()
     for canon in unique:
         for ex in examples:
             request = scorer.request(
@@ -76,14 +76,11 @@ def plan_evaluation(
                 plan.cached += 1
                 continue
             plan.calls += 1
-            plan.est_tokens_in += estimate_tokens(request) - request.max_tokens * request.n
-            plan.max_tokens_out += request.max_tokens * request.n
-            worst = worst + worst_case_usage(request)
-    if scorer.price is None:
-        plan.est_cost_usd = plan.worst_cost_usd = None
-    else:
-        plan.est_cost_usd = scorer.price.cost_of(plan.est_tokens_in, plan.max_tokens_out)
-        plan.worst_cost_usd = scorer.price.cost(worst)
+            expected, worst = expected_usage(request), worst_case_usage(request)
+            plan.est_tokens_in += expected.input_tokens
+            plan.max_tokens_out += worst.output_tokens
+            plan.worst_tokens_in += worst.input_tokens
+    price_plan(plan, scorer)
     return plan
 
 
@@ -93,7 +90,7 @@ def price_plan(plan: Plan, model: Model) -> None:
         plan.est_cost_usd = plan.worst_cost_usd = None
         return
     plan.est_cost_usd = model.price.cost_of(plan.est_tokens_in, plan.max_tokens_out)
-    plan.worst_cost_usd = model.price.cost_of(4 * plan.est_tokens_in, plan.max_tokens_out)
+    plan.worst_cost_usd = model.price.cost_of(plan.worst_tokens_in, plan.max_tokens_out)
 
 
 def identity_known(model: Model) -> bool:

@@ -2,7 +2,10 @@
 
 A `Spend` counts attempts sent (`calls`), the tokens they were billed for and the USD
 that makes at the model's price. Spends add with `+`, so a run's total is the sum of its
-calls' spends, whichever process made them. The field names are the ones run reports use
+calls' spends, whichever process made them. Every counter that carries these numbers (model
+stats, evaluation reports, solution scores, the optimizer's step and run totals) holds a
+`Spend` rather than copies of its fields, and converts at the JSON edge with `to_dict()` /
+`from_dict()`. The field names are the ones run reports use
 (`calls`, `tokens_in`, `tokens_out`, `cost_usd`), so `to_dict()` can be stored as is.
 """
 
@@ -107,3 +110,30 @@ class Spend:
 
 
 NOTHING = Spend()
+
+
+class SpendFields:
+    """Read-only `calls`, `tokens_in`, `tokens_out`, `cost_usd` of a counter's `spend`.
+
+    Counters that carry a `Spend` beside counts of their own (cache hits, errors) mix this
+    in, so `report.totals.calls` reads as it always did while the numbers live in one type.
+    """
+
+    __slots__ = ()
+    spend: Spend
+
+    @property
+    def calls(self) -> int:
+        return self.spend.calls
+
+    @property
+    def tokens_in(self) -> int:
+        return self.spend.tokens_in
+
+    @property
+    def tokens_out(self) -> int:
+        return self.spend.tokens_out
+
+    @property
+    def cost_usd(self) -> float:
+        return self.spend.cost_usd

@@ -1,6 +1,7 @@
 """The OPRO loop: one optimizer coroutine per run, generic over the `Problem` it optimizes.
 
-Step 0 scores the starting solutions. Every later step:
+Step 0 scores the starting solutions exactly as the problem gives them (a user's typed
+instructions are never polished; only the optimizer's proposals are). Every later step:
 
 1. builds the meta-prompt from the scored history with the step's own `random.Random`,
    seeded from (run seed, step) so a resumed step draws the same exemplars;
@@ -36,14 +37,29 @@ from typing import Any, Literal
 from opro.checks import CANDIDATES, COUNT, POSITIVE_COUNT, SEED, STEPS, TEMPERATURE
 from opro.engine.ledger import run_spend
 from opro.engine.model import Model
+from opro.engine.spend import Spend
 from opro.errors import SettingsError
 from opro.optimize.candidates import interleave
 from opro.optimize.gradings import chosen_score, final_gradings, grading_fields, gradings_of
 from opro.optimize.metaprompt import MetaPromptConfig, Scored
-from opro.optimize.problem import Problem, SolutionScore, SplitName, model_identity
+from opro.optimize.problem import Problem, SplitName, model_identity
 from opro.optimize.protocol import PROTOCOLS, ProtocolName, resolve_meta
-from opro.optimize.runlog import RunLog, render_summary
-from opro.providers.types import Usage
+from opro.optimize.records import (
+    Candidate,
+    OtherCandidate,
+    RunTotals,
+    ScoredStatus,
+    StepRecord,
+    ValidationCheck,
+    is_scored,
+    no_candidate,
+    optimizer_call,
+    scored_candidate,
+    spend_record,
+    validation_check,
+    wrong_examples,
+)
+from opro.optimize.runlog import RunLog, flatten, render_summary
 from opro.tasks.grading import GRADINGS, Grading
 
 # How many more times a step may ask the optimizer for the answers that were invalid.
@@ -104,23 +120,6 @@ class OptimizeConfig:
         )
 
 
-_COST_FIELDS = ("calls", "cache_hits", "errors", "tokens_in", "tokens_out", "cost_usd")
-
-
-@dataclass(slots=True)
-class RunTotals:
-    calls: int = 0
-    cache_hits: int = 0
-    errors: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-
-    def add(self, other: Mapping[str, Any]) -> None:
-        for name in _COST_FIELDS:
-            setattr(self, name, getattr(self, name) + other.get(name, 0))
-
-
 @dataclass(frozen=True, slots=True)
 class FinalRow:
     solution: str
@@ -165,7 +164,7 @@ class OptimizationResult:
             "final": [asdict(r) for r in self.final],
             "steps_completed": self.steps_completed,
             "stopped_early": self.stopped_early,
-            "totals": asdict(self.totals),
+            "totals": self.totals.to_dict(),
             "wall_s": self.wall_s,
             "run": self.run,
             "answers": self.answers,
@@ -199,7 +198,7 @@ class StepInfo:
     steps: int
     best: Scored | None
     totals: RunTotals
-    record: Mapping[str, Any]
+    record: StepRecord
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -214,10 +213,21 @@ def resample_seed(step: int, round_: int) -> int:
     return -(step * (RESAMPLE_ROUNDS + 1) + round_)
 
 
-def _score_fields(s: SolutionScore, grading: Grading) -> dict[str, Any]:
-    costs = {name: getattr(s, name) for name in _COST_FIELDS}
-    score = chosen_score(s, grading)
-    return {"score": score, **costs, **grading_fields(s), "detail": dict(s.detail)}
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    """A candidate to score in this step; its record entry is written once it is scored."""
+
+    status: ScoredStatus
+    text: str
+    canonical: str
+    answer: int | None = None
+
+
+_Entry = Candidate | _Fresh
+
+
+def _rejected(e: _Entry) -> bool:
+    return not isinstance(e, _Fresh) and e["status"] == "rejected"
 
 
 class _State:
@@ -261,35 +271,34 @@ class _State:
         ranked = self.ranked()
         return ranked[0] if ranked else None
 
-    def apply_candidates(self, record: Mapping[str, Any]) -> None:
+    def apply_candidates(self, record: StepRecord) -> None:
         for c in record["candidates"]:
-            if c["status"] in ("start", "new"):
+            if is_scored(c):
                 self.scores[c["canonical"]] = (c["score"], record["step"], c["errors"] == 0)
                 if (found := gradings_of(c)) is not None:
                     self.gradings[c["canonical"]] = found
-                wrong = c.get("detail", {}).get("wrong")
-                if wrong is not None:
-                    self.wrong[c["canonical"]] = tuple(wrong)
+                if (wrong := wrong_examples(c)) is not None:
+                    self.wrong[c["canonical"]] = wrong
 
-    def apply_rest(self, record: Mapping[str, Any]) -> None:
+    def apply_rest(self, record: StepRecord) -> None:
         check = record.get("validation")
-        if check is not None and check["score"] is not None:
-            self.validation[check["solution"]] = check["score"]
+        if check is not None and (value := check.get("score")) is not None:
+            self.validation[check["solution"]] = value
             if (found := gradings_of(check)) is not None:
                 self.validation_gradings[check["solution"]] = found
-            score = self.sign * check["score"]
+            score = self.sign * value
             if self.best_validation is None or score > self.sign * self.best_validation:
-                self.best_validation, self.stale = check["score"], 0
+                self.best_validation, self.stale = value, 0
             else:
                 self.stale += 1
                 if self.patience is not None and self.stale >= self.patience:
                     self.stopped_early = True
-        self.totals.add(record["totals"])
+        self.totals += RunTotals.from_dict(record["totals"])
         self.last_step = record["step"]
         self.answers += len(record.get("answers", ()))
         self.extraction_failures += record.get("extraction_failures", 0)
 
-    def apply(self, record: Mapping[str, Any]) -> None:
+    def apply(self, record: StepRecord) -> None:
         self.apply_candidates(record)
         self.apply_rest(record)
 
@@ -320,20 +329,21 @@ class _Loop:
 
     async def initial(self) -> None:
         started = time.perf_counter()
-        entries: list[dict[str, Any]] = []
+        entries: list[_Entry] = []
         fresh: set[str] = set()
         for text in self.problem.initial_solutions():
-            canonical = self.problem.check(text)[0]  # vetting is for proposals, not for seeds
-            entry: dict[str, Any] = {"text": text, "canonical": canonical, "status": "start"}
-            if canonical in fresh:
-                entry["status"] = "duplicate"
-                entry["duplicate_of_step"] = 0
-            fresh.add(canonical)
-            entries.append(entry)
+            # Scored exactly as given: polishing and vetting are for the optimizer's proposals.
+            if text in fresh:
+                entries.append(
+                    {"text": text, "canonical": text, "status": "duplicate", "duplicate_of_step": 0}
+                )
+            else:
+                fresh.add(text)
+                entries.append(_Fresh("start", text, text))
         self._phase(0, "scoring")
-        await self._score_new(entries)
-        record = {"step": 0, "kind": "start", "candidates": entries}
-        await self._finish(record, started, {})
+        candidates, cost = await self._score_new(entries)
+        record: StepRecord = {"step": 0, "kind": "start", "candidates": candidates, "totals": {}}
+        await self._finish(record, started, cost)
 
     async def step(self, step: int) -> None:
         started = time.perf_counter()
@@ -347,7 +357,7 @@ class _Loop:
             n=self.cfg.candidates_per_step,
         )
         answers: list[str] = []
-        entries: list[dict[str, Any]] = []
+        entries: list[_Entry] = []
         fresh: set[str] = set()
         generations = []
         sample = step
@@ -358,94 +368,111 @@ class _Loop:
             batch = list(generation.completion.texts)
             entries += self._vet_answers(batch, len(answers), step, fresh)
             answers += batch
-            valid = sum(e["status"] != "rejected" for e in entries)
-            missing = self.cfg.candidates_per_step - valid
+            invalid = sum(_rejected(e) for e in entries)
+            missing = self.cfg.candidates_per_step - (len(entries) - invalid)
             if not self.cfg.resample_invalid or missing <= 0 or len(generations) > RESAMPLE_ROUNDS:
                 break
             request = replace(request, n=missing)
             sample = resample_seed(step, len(generations))
         optimizer_s = time.perf_counter() - started
         self._phase(step, "scoring")
-        await self._score_new(entries)
-        usage = sum((g.usage for g in generations), Usage())
-        cost = {
-            "calls": sum(g.calls for g in generations),
-            "cache_hits": sum(int(g.cached or g.shared) for g in generations),
-            "tokens_in": usage.input_tokens,
-            "tokens_out": usage.output_tokens,
-            "cost_usd": self.optimizer.cost(usage),
-        }
-        record: dict[str, Any] = {
+        candidates, scoring = await self._score_new(entries)
+        asked = RunTotals(
+            sum(
+                (Spend.of(g.usage, self.optimizer.cost(g.usage), g.calls) for g in generations),
+                Spend(),
+            ),
+            cache_hits=sum(int(g.cached or g.shared) for g in generations),
+        )
+        record: StepRecord = {
             "step": step, "kind": "optimize", "seed": seed, "temperature": temperature,
             "exemplars": list(meta.exemplar_ids), "meta_prompt": meta.text, "answers": answers,
-            "optimizer": {**cost, "wall_s": round(optimizer_s, 6)}, "candidates": entries,
-            "extraction_failures": sum(e.get("reason") == "no candidate" for e in entries),
+            "optimizer": optimizer_call(asked, optimizer_s), "candidates": candidates,
+            "extraction_failures": sum(
+                c["status"] == "rejected" and c.get("reason") == "no candidate"
+                for c in candidates
+            ),
             "asks": len(generations),
-            "invalid": sum(e["status"] == "rejected" for e in entries),
+            "invalid": sum(c["status"] == "rejected" for c in candidates),
+            "totals": {},
         }  # fmt: skip
-        await self._finish(record, started, cost)
+        await self._finish(record, started, asked + scoring)
 
     def _vet_answers(
         self, answers: list[str], first: int, step: int, fresh: set[str]
-    ) -> list[dict[str, Any]]:
+    ) -> list[_Entry]:
         """Extract and vet the candidates of one batch of answers (numbered from `first`)."""
         per_answer = [self.problem.parse(a, self.cfg.meta) for a in answers]
         entries = [
             self._vet(first + index, raw, step, fresh) for index, raw in interleave(per_answer)
         ]
-        empty = {"text": "", "status": "rejected", "reason": "no candidate"}
-        entries += [{"answer": first + i, **empty} for i, got in enumerate(per_answer) if not got]
+        entries += [no_candidate(first + i) for i, got in enumerate(per_answer) if not got]
         return entries
 
-    def _vet(self, answer: int, raw: str, step: int, fresh: set[str]) -> dict[str, Any]:
+    def _vet(self, answer: int, raw: str, step: int, fresh: set[str]) -> _Entry:
         canonical, reason = self.problem.check(raw)
-        entry: dict[str, Any] = {"answer": answer, "text": raw, "canonical": canonical}
         known = self.state.final_score(canonical)
+        entry: OtherCandidate = {
+            "answer": answer, "text": raw, "canonical": canonical, "status": "rejected"
+        }  # fmt: skip
         if reason is not None:
-            entry.update(status="rejected", reason=reason)
+            entry["reason"] = reason
         elif canonical in fresh:
-            entry.update(status="duplicate", duplicate_of_step=step)
+            entry["status"] = "duplicate"
+            entry["duplicate_of_step"] = step
         elif known is not None:
-            entry.update(status="duplicate", duplicate_of_step=known[1], score=known[0])
+            entry["status"] = "duplicate"
+            entry["duplicate_of_step"], entry["score"] = known[1], known[0]
         elif len(fresh) >= self.cfg.candidates_per_step:
-            entry.update(status="surplus", reason="the step already has enough candidates")
+            entry["status"] = "surplus"
+            entry["reason"] = "the step already has enough candidates"
         else:
-            entry["status"] = "new"
             fresh.add(canonical)
+            return _Fresh("new", raw, canonical, answer)
         return entry
 
-    async def _score_new(self, entries: list[dict[str, Any]]) -> None:
-        """Score the step's new solutions in one fan-out; fill in the in-step duplicates."""
-        new = [e for e in entries if e["status"] in ("new", "start")]
-        scores = await self.problem.score([e["canonical"] for e in new], "train")
-        by_solution: dict[str, float | None] = {}
-        for entry, score in zip(new, scores, strict=True):
-            entry.update(_score_fields(score, self.cfg.grading))
-            by_solution[entry["canonical"]] = entry["score"]
-        for entry in entries:
-            if entry["status"] == "duplicate" and "score" not in entry:
-                entry["score"] = by_solution.get(entry["canonical"])
+    async def _score_new(self, entries: list[_Entry]) -> tuple[list[Candidate], RunTotals]:
+        """Score the step's fresh solutions in one fan-out; fill in the in-step duplicates.
 
-    async def _finish(
-        self, record: dict[str, Any], started: float, optimizer_cost: Mapping[str, Any]
-    ) -> None:
-        totals = RunTotals()
-        totals.add(optimizer_cost)
-        for entry in record["candidates"]:
-            if entry["status"] in ("new", "start"):
-                totals.add(entry)
+        Returns the step's candidate entries in order, and what scoring them cost.
+        """
+        fresh = [e for e in entries if isinstance(e, _Fresh)]
+        scores = iter(await self.problem.score([e.canonical for e in fresh], "train"))
+        out: list[Candidate] = []
+        by_solution: dict[str, float | None] = {}
+        cost = RunTotals()
+        for entry in entries:
+            if isinstance(entry, _Fresh):
+                s = next(scores)
+                value = chosen_score(s, self.cfg.grading)
+                out.append(
+                    scored_candidate(
+                        entry.status, entry.text, entry.canonical, value, s, entry.answer
+                    )
+                )
+                by_solution[entry.canonical] = value
+                cost += RunTotals.of(s)
+            else:
+                out.append(entry)
+        for c in out:
+            if c["status"] == "duplicate" and "score" not in c:
+                c["score"] = by_solution.get(c.get("canonical", ""))
+        return out, cost
+
+    async def _finish(self, record: StepRecord, started: float, cost: RunTotals) -> None:
+        """Validate if due, add the step's totals and the run's spend, and log the record."""
         self.state.apply_candidates(record)
         step = record["step"]
         record["validation"] = None
         if "validation" in self.splits and step % self.cfg.eval_every == 0:
             self._phase(step, "validation")
-            record["validation"] = check = await self._validate()
-            if check is not None:
-                totals.add(check)
-        record["totals"] = asdict(totals)
+            check, validated = await self._validate()
+            record["validation"] = check
+            cost += validated
+        record["totals"] = cost.to_dict()
         spent = run_spend(self.optimizer.budget, self.log.directory if self.log else None)
         if spent is not None:
-            record["spend"] = spent.to_dict()  # the run's total so far, over all sessions
+            record["spend"] = spend_record(spent)  # the run's total so far, over all sessions
         record["wall_s"] = round(time.perf_counter() - started, 6)
         self.state.apply_rest(record)
         if self.log is not None:
@@ -455,19 +482,17 @@ class _Loop:
                 StepInfo(step, self.cfg.steps, self.state.best(), self.state.totals, record)
             )
 
-    async def _validate(self) -> dict[str, Any] | None:
+    async def _validate(self) -> tuple[ValidationCheck | None, RunTotals]:
+        """The best solution's validation check, and what scoring it cost."""
         best = self.state.best()
         if best is None:
-            return None
+            return None, RunTotals()
         known = self.state.validation.get(best.solution)
         if known is not None:
-            return {"solution": best.solution, "score": known, "reused": True}
+            return {"solution": best.solution, "score": known, "reused": True}, RunTotals()
         [score] = await self.problem.score([best.solution], "validation")
-        return {
-            "solution": best.solution,
-            "reused": False,
-            **_score_fields(score, self.cfg.grading),
-        }
+        value = chosen_score(score, self.cfg.grading)
+        return validation_check(best.solution, value, score), RunTotals.of(score)
 
     async def final(self) -> tuple[list[FinalRow], RunTotals]:
         """Score the top solutions and the baselines on every split, side by side."""
@@ -478,10 +503,10 @@ class _Loop:
         roles: dict[str, str] = {}
         for rank, solution in enumerate(self._top(), start=1):
             roles.setdefault(solution, f"top {rank}")
-        starts = {self.problem.check(s)[0] for s in self.problem.initial_solutions()}
+        # Like the starting solutions, baselines are scored exactly as given.
+        starts = set(self.problem.initial_solutions())
         for text in self.problem.baselines():
-            canonical = self.problem.check(text)[0]
-            roles.setdefault(canonical, "start" if canonical in starts else "baseline")
+            roles.setdefault(text, "start" if text in starts else "baseline")
         solutions = list(roles)
         columns: dict[SplitName, list[float | None]] = {}
         graded: dict[str, dict[str, dict[str, Any]]] = {}
@@ -497,7 +522,7 @@ class _Loop:
                 known[solution] = chosen_score(score, self.cfg.grading)
                 if found := grading_fields(score):
                     graded[split][solution] = found
-                spent.add(asdict(score))
+                spent += RunTotals.of(score)
             columns[split] = [known[s] for s in solutions]
         rows = [
             FinalRow(
@@ -563,12 +588,15 @@ def _resumable_changes(cfg: OptimizeConfig) -> frozenset[str]:
     return frozenset(free)
 
 
-# Options added after runs were first logged, with the value those runs behaved as.
-_ADDED_OPTIONS = {
-    "options.protocol": "ours",
-    "options.meta.exemplar_selection": "random",
-    "options.meta.extraction": "lenient",
-}
+def option_defaults() -> dict[str, Any]:
+    """Every option's default, keyed as config.json's flattened keys ("options.grading").
+
+    A run directory written before an option existed has no key for it, and that run
+    behaved as the option's default: a new option's default must keep the behaviour runs had
+    before it (e.g. `grading` strict, `protocol` ours, `resample_invalid` off). So resume
+    compares a key missing from an old config with the default, for every option at once.
+    """
+    return dict(flatten({"options": asdict(OptimizeConfig())}))
 
 
 async def optimize(
@@ -606,7 +634,7 @@ async def optimize(
             raise SettingsError("resume needs the run directory of the run to continue")
     elif resume:
         log, records = RunLog.resume(
-            run_dir, identity, ignore=_resumable_changes(cfg), added=_ADDED_OPTIONS
+            run_dir, identity, ignore=_resumable_changes(cfg), added=option_defaults()
         )
         for record in records:
             state.apply(record)
@@ -625,11 +653,9 @@ async def optimize(
     while state.last_step < cfg.steps and not state.stopped_early and not done():
         await loop.step(state.last_step + 1)
     final, final_cost = await loop.final()
-    totals = RunTotals()
-    totals.add(asdict(state.totals))
-    totals.add(asdict(final_cost))
+    totals = state.totals + final_cost
     if (spent := run_spend(optimizer.budget, run_dir)) is not None:
-        totals = replace(totals, **spent.to_dict())  # the ledger: stopped steps included
+        totals = replace(totals, spend=spent)  # the ledger: stopped steps included
     result = OptimizationResult(
         best=state.best(),
         history=state.history(),

@@ -1,24 +1,24 @@
 """Upper bounds of an OPRO run's calls, tokens and cost, before anything is spent.
 
 Built on `engine.plan`: the starting instructions are planned exactly (rendered and looked up
-in the cache), every later step at its worst case.
+in the cache), every later step at its worst case. Tokens come from `engine.tokens` (the one
+estimator); a later candidate is taken as `MAX_CHARS` single-byte characters.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
 from opro.engine.model import Model
 from opro.engine.plan import Plan, plan_evaluation, price_plan
+from opro.engine.tokens import expected_tokens_of_chars, worst_tokens_of_bytes
+from opro.optimize.candidates import MAX_CHARS
 from opro.optimize.loop import OptimizeConfig
 from opro.optimize.metaprompt import Scored, shown_cap
 from opro.optimize.problem import PromptProblem
 from opro.optimize.protocol import resolve_meta
-from opro.providers.types import Request
-
-# A candidate may be at most 500 characters (the paper's filter): at most this many tokens.
-CANDIDATE_TOKENS = 500 // 4 + 1
 
 
 def plan_optimization(
@@ -41,7 +41,7 @@ def plan_optimization(
         position=problem.position,
         qa_framing=problem.qa_framing,
     )
-    filler = "x" * (4 * CANDIDATE_TOKENS)
+    filler = "x" * MAX_CHARS  # the longest candidate the filters let through
     per_candidate = plan_evaluation(
         [filler],
         problem.data.train,
@@ -55,10 +55,12 @@ def plan_optimization(
     validations = cfg.steps // cfg.eval_every if "validation" in problem.splits else 0
     final_pairs += validations * len(problem.examples("validation"))
     per_pair_in = per_candidate.est_tokens_in / max(1, per_candidate.calls)
+    per_pair_worst = per_candidate.worst_tokens_in / max(1, per_candidate.calls)
     extra_pairs = cfg.steps * cfg.candidates_per_step * per_candidate.pairs + final_pairs
     scorer_plan.pairs += extra_pairs
     scorer_plan.calls += extra_pairs
     scorer_plan.est_tokens_in += int(per_pair_in * extra_pairs)
+    scorer_plan.worst_tokens_in += math.ceil(per_pair_worst * extra_pairs)
     scorer_plan.max_tokens_out += scorer.decoding.max_tokens * extra_pairs
     price_plan(scorer_plan, scorer)
 
@@ -74,18 +76,23 @@ def plan_optimization(
         for s in range(1, cfg.steps + 1)
     ]
     longest = max(listed, default=0)
-    text = problem.meta_prompt([Scored(filler, 1.0, 0)] * longest, meta, random.Random(0)).text
-    request = Request(
-        prompt=text, max_tokens=optimizer.decoding.max_tokens, n=cfg.candidates_per_step
-    )
+    full = problem.meta_prompt([Scored(filler, 1.0, 0)] * longest, meta, random.Random(0)).text
     opt_plan.pairs = opt_plan.calls = cfg.steps * cfg.candidates_per_step
-    if cap is not None:
-        prompt_tokens = cfg.steps * (len(text) // 4 + 1)
-    else:
-        empty = len(problem.meta_prompt([], meta, random.Random(0)).text)
-        per_entry = (len(text) - empty) / max(1, longest)
-        prompt_tokens = sum(int((empty + per_entry * n) // 4) + 1 for n in listed)
-    opt_plan.est_tokens_in = cfg.candidates_per_step * prompt_tokens
-    opt_plan.max_tokens_out = cfg.steps * request.max_tokens * request.n
+    # The meta-prompt of a step listing n solutions, in characters and in UTF-8 bytes: the
+    # fullest one at a cap, else interpolated between the empty and the fullest listing.
+    empty = problem.meta_prompt([], meta, random.Random(0)).text
+    sizes = [(len(full), len(full.encode()))] * cfg.steps
+    if cap is None:
+        chars_per = (len(full) - len(empty)) / max(1, longest)
+        bytes_per = (len(full.encode()) - len(empty.encode())) / max(1, longest)
+        sizes = [
+            (int(len(empty) + chars_per * n), math.ceil(len(empty.encode()) + bytes_per * n))
+            for n in listed
+        ]
+    # Each of a step's N answers may be a call of its own (a server that ignores `n`).
+    n = cfg.candidates_per_step
+    opt_plan.est_tokens_in = n * sum(expected_tokens_of_chars(c) for c, _ in sizes)
+    opt_plan.worst_tokens_in = n * sum(worst_tokens_of_bytes(b) for _, b in sizes)
+    opt_plan.max_tokens_out = cfg.steps * optimizer.decoding.max_tokens * n
     price_plan(opt_plan, optimizer)
     return scorer_plan, opt_plan

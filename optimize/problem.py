@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from opro.engine.budget import BudgetExceeded
 from opro.engine.evaluate import ErrorPolicy, Grader, Progress
+from opro.engine.spend import NOTHING, Spend, SpendFields
 from opro.errors import SettingsError
 from opro.optimize.candidates import check, extract, extract_reference
 from opro.optimize.exemplars import choose_exemplars
@@ -34,7 +35,7 @@ from opro.optimize.metaprompt import (
 )
 from opro.optimize.protocol import reference_min_score
 from opro.tasks.datasets import Task
-from opro.tasks.prompts import Position, needs_qa_framing
+from opro.tasks.prompts import Position, needs_qa_framing, placed
 from opro.tasks.splits import Split, split
 from opro.tasks.types import Example
 
@@ -48,8 +49,8 @@ GSM8K_START = "Let's solve the problem."
 
 
 @dataclass(frozen=True, slots=True)
-class SolutionScore:
-    """One solution's score on one split, and what obtaining it cost.
+class SolutionScore(SpendFields):
+    """One solution's score on one split, and what obtaining it cost (`spend`).
 
     `score` is None when nothing could be graded (every call failed); a score with
     `errors` > 0 rests on fewer examples and is re-scored if the solution comes up again.
@@ -59,12 +60,9 @@ class SolutionScore:
     """
 
     score: float | None
-    calls: int = 0
+    spend: Spend = NOTHING
     cache_hits: int = 0
     errors: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
     detail: Mapping[str, Any] = field(default_factory=dict)
     by_grading: Mapping[str, float | None] = field(default_factory=dict)
     truncated: int = 0
@@ -85,7 +83,9 @@ class Problem(Protocol):
         """Everything about the problem that changes results (JSON), for resume checks."""
         ...
 
-    def initial_solutions(self) -> list[str]: ...
+    def initial_solutions(self) -> list[str]:
+        """The starting solutions, scored and recorded exactly as given (not `check`ed)."""
+        ...
 
     def baselines(self) -> list[str]:
         """Solutions reported beside the best ones in the final table."""
@@ -226,10 +226,12 @@ class PromptProblem:
         }
 
     def initial_solutions(self) -> list[str]:
-        return list(self.starting)
+        """The starting instructions exactly as given (a blank one is the empty one): the
+        loop scores them verbatim; only the optimizer's proposals are polished."""
+        return [placed(s) for s in self.starting]
 
     def baselines(self) -> list[str]:
-        return [*self.starting, THINK_STEP_BY_STEP]
+        return [*self.initial_solutions(), THINK_STEP_BY_STEP]
 
     def reference_min_score(self) -> float:
         """The reference's threshold for listing earlier instructions, set by the scorer."""
@@ -274,12 +276,9 @@ class PromptProblem:
         return [
             SolutionScore(
                 score=s.accuracy,
-                calls=s.calls,
+                spend=s.spend,
                 cache_hits=s.cache_hits,
                 errors=s.errors,
-                tokens_in=s.tokens_in,
-                tokens_out=s.tokens_out,
-                cost_usd=s.cost_usd,
                 detail={
                     "correct": s.correct,
                     "correct_reference": s.correct_reference,

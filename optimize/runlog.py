@@ -18,7 +18,6 @@ temporary file, fsync, rename).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ import orjson
 
 from opro.engine.spend import Spend
 from opro.errors import OproError
+from opro.optimize.records import RunTotals, StepRecord, as_step_record, step_record_problem
 
 FORMAT = 1
 CONFIG = "config.json"
@@ -40,10 +40,11 @@ class RunDirError(OproError):
     """The run directory cannot be used as asked; the message says what to do instead."""
 
 
-def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a JSON object (config.json's keys)."""
     if isinstance(value, Mapping) and value:
         for key in sorted(value):
-            yield from _flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
+            yield from flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
     else:
         yield prefix, value
 
@@ -60,7 +61,7 @@ def config_differences(
     `added` maps settings introduced after a run may have been made to the value that run
     behaved as; an old config without the key matches exactly that value.
     """
-    a, b = dict(_flatten(old)), dict(_flatten(new))
+    a, b = dict(flatten(old)), dict(flatten(new))
     missing = object()
     diffs = []
     for key in sorted(a.keys() | b.keys()):
@@ -83,59 +84,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-# The step totals resume adds up (optimizer.RunTotals); each must be a non-negative number.
-_TOTALS = ("calls", "cache_hits", "errors", "tokens_in", "tokens_out", "cost_usd")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def step_record_problem(record: Any) -> str | None:
-    """What makes `record` unusable as a step record (resume replays it), or None.
-
-    Checks what readers rely on: `step`, `candidates` (status; the canonical text, score and
-    error count of scored ones), `totals` and `validation`. Other keys are free, so records
-    may grow new fields.
-    """
-    if not isinstance(record, dict):
-        return f"a JSON {type(record).__name__}, not an object"
-    if not _count(record.get("step")):
-        return "no step number"
-    candidates = record.get("candidates")
-    if not isinstance(candidates, list):
-        return "no candidates list"
-    for entry in candidates:
-        if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
-            return "a candidate without a status"
-        if entry["status"] in ("start", "new") and not (
-            isinstance(entry.get("canonical"), str)
-            and (entry.get("score") is None or _number(entry.get("score")))
-            and _count(entry.get("errors"))
-        ):
-            return "a scored candidate without its text, score or error count"
-    totals = record.get("totals")
-    if not isinstance(totals, dict) or not all(
-        _number(totals.get(name, 0)) and totals.get(name, 0) >= 0 for name in _TOTALS
-    ):
-        return "no totals, or totals that are not non-negative numbers"
-    check = record.get("validation")
-    if check is not None and not (
-        isinstance(check, dict)
-        and (
-            check.get("score") is None
-            or (_number(check.get("score")) and isinstance(check.get("solution"), str))
-        )
-    ):
-        return "a validation check without its solution or score"
-    return None
-
-
-def read_steps(path: Path) -> tuple[list[dict[str, Any]], int]:
+def read_steps(path: Path) -> tuple[list[StepRecord], int]:
     """The complete step records and the byte length they occupy (a torn tail excluded).
 
     Only the last line may be torn (the append protocol guarantees that); a bad line before
@@ -145,7 +94,7 @@ def read_steps(path: Path) -> tuple[list[dict[str, Any]], int]:
         raw = path.read_bytes()
     except FileNotFoundError:
         return [], 0
-    records: list[dict[str, Any]] = []
+    records: list[StepRecord] = []
     good = 0
     lines = raw.split(b"\n")
     for number, line in enumerate(lines, start=1):
@@ -166,7 +115,7 @@ def read_steps(path: Path) -> tuple[list[dict[str, Any]], int]:
                 f"{path} line {number} is not a step record ({problem}); the run log is "
                 "damaged: restore it from a backup, or start again in a new --run-dir"
             )
-        records.append(record)
+        records.append(as_step_record(record))
         good += len(line) + 1
     return records, good
 
@@ -202,7 +151,7 @@ class RunLog:
         *,
         ignore: frozenset[str] = frozenset(),
         added: Mapping[str, Any] | None = None,
-    ) -> tuple[RunLog, list[dict[str, Any]]]:
+    ) -> tuple[RunLog, list[StepRecord]]:
         """Reopen a run made with the same result-changing settings; return its steps."""
         path = Path(directory)
         try:
@@ -237,7 +186,7 @@ class RunLog:
                 os.fsync(fh.fileno())
         return log, records
 
-    def append(self, record: Mapping[str, Any]) -> None:
+    def append(self, record: StepRecord) -> None:
         """Durably add one complete line (one write call, then fsync)."""
         data = orjson.dumps(record) + b"\n"
         fd = os.open(self.steps_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -349,8 +298,4 @@ def logged_spend(run_dir: Path) -> Spend:
     """The spend the step records of a run show (for runs logged before the ledger existed;
     a lower bound: it misses stopped steps)."""
     records, _ = read_steps(run_dir / STEPS)
-    total = Spend()
-    for record in records:
-        found = Spend.from_dict(record.get("totals"))
-        total += found or Spend()
-    return total
+    return sum((RunTotals.from_dict(r["totals"]).spend for r in records), Spend())

@@ -60,9 +60,7 @@ class OfflineProvider(Provider):
         raise RuntimeError(f"{self.spec}: a plan-only model was asked to call (a bug)")
 
 
-def offline_provider(
-    spec: str, *, base_url: str | None = None, **options: Any
-) -> OfflineProvider:
+def offline_provider(spec: str, *, base_url: str | None = None, **options: Any) -> OfflineProvider:
     """The stand-in for `spec`; a name, URL or option a real run would refuse is refused here
     too. `options` are the provider's own (e.g. `api`), as `Engine.model` takes them."""
     name, model = parse_spec(spec)

@@ -138,7 +138,7 @@ def _steps(directory: Path) -> list[dict[str, Any]]:
         raise ReportError(str(exc)) from None
     except OSError as exc:
         raise ReportError(f"cannot read {directory / STEPS}: {exc.strerror}") from None
-    return records
+    return [dict(record) for record in records]
 
 
 def _config(directory: Path) -> dict[str, Any] | None:

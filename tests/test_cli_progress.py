@@ -35,7 +35,8 @@ from opro.engine.budget import Budget
 from opro.engine.evaluate import Progress
 from opro.engine.plan import Plan
 from opro.engine.spend import Spend
-from opro.optimize.loop import RunTotals, StepInfo, StepPhase
+from opro.optimize.loop import StepInfo, StepPhase
+from opro.optimize.records import RunTotals, StepRecord
 from opro.testing.process import ServerProcess
 
 
@@ -45,6 +46,11 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+def _record(step: int) -> StepRecord:
+    """The smallest step record a progress display may be handed."""
+    return {"step": step, "candidates": [], "totals": {}}
 
 
 def snapshot(done: int, total: int, calls: int, **kw: int) -> Progress:
@@ -115,7 +121,7 @@ def test_optimize_steps_show_the_optimizer_call_then_scoring_with_step_and_run_e
         for done in range(1, 81):
             clock.t += 0.25
             task.on_progress(snapshot(done, 80, done))
-        task.on_step(StepInfo(step, 10, None, RunTotals(), {}))
+        task.on_step(StepInfo(step, 10, None, RunTotals(), _record(step)))
     # Two steps of 50 s each; 25 s into step 3: its other 25 s and 7 more steps.
     task.on_phase(StepPhase(3, 10, "optimizer"))
     clock.t += 25.0
@@ -155,7 +161,7 @@ def test_several_tasks_show_a_line_each_and_a_totals_line() -> None:
     assert "tokens" not in lines[0]  # the spend is the engine's: on the totals line
     assert lines[1].startswith("gsm8k step 1/5 optimizer call running 0s")
     assert lines[2] == "total: 2 running | tokens 400 | cost $0.0000 | budget left 600 tokens"
-    a.on_step(StepInfo(2, 5, None, RunTotals(), {}))
+    a.on_step(StepInfo(2, 5, None, RunTotals(), _record(2)))
     assert out.getvalue().splitlines()[-1].startswith("bbh/navigate: step 2/5  best train -")
     board.finish(b)
     assert len(board.lines()) == 1

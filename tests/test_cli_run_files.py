@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from opro.cli.main import main
-from opro.optimize.runlog import RunDirError, read_steps, step_record_problem
+from opro.optimize.records import step_record_problem
+from opro.optimize.runlog import RunDirError, read_steps
 from opro.testing.process import ServerProcess
 
 

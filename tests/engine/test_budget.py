@@ -7,12 +7,13 @@ import random
 
 import pytest
 
-from opro.engine.budget import Budget, BudgetExceeded, worst_case_usage
+from opro.engine.budget import Budget, BudgetExceeded
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Model, ModelCallError, Price
 from opro.engine.prices import known_price, parse_price
 from opro.engine.retry import RetryPolicy
 from opro.engine.spend import Spend
+from opro.engine.tokens import worst_case_usage
 from opro.providers.base import Provider
 from opro.providers.errors import ProviderError, TransientError
 from opro.providers.types import Completion, Message, Request, Usage

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opro.engine.budget import Budget, BudgetExceeded, worst_case_usage
+from opro.engine.budget import Budget, BudgetExceeded
 from opro.engine.ledger import (
     LEDGER,
     LedgerError,
@@ -23,6 +23,7 @@ from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Model, Price
 from opro.engine.retry import RetryPolicy
 from opro.engine.spend import Spend
+from opro.engine.tokens import worst_case_usage
 from opro.optimize.runlog import logged_spend
 from opro.providers.base import Provider
 from opro.providers.errors import TransientError

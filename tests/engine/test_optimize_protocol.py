@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -78,7 +78,8 @@ async def run(
 
 
 def records(tmp_path: Path) -> list[dict[str, Any]]:
-    return read_steps(tmp_path / "run" / "steps.jsonl")[0]
+    """The records as the JSON they are (the tests pin the public format)."""
+    return cast(list[dict[str, Any]], read_steps(tmp_path / "run" / "steps.jsonl")[0])
 
 
 ANSWERS = ["Sure: [Be brief.]", "no brackets here", "", "[]"]

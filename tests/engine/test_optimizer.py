@@ -11,7 +11,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -20,6 +20,7 @@ import opro
 from opro.engine.engine import Engine
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Model
+from opro.engine.spend import Spend
 from opro.optimize.candidates import check, extract
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize, step_seed
 from opro.optimize.metaprompt import MetaPrompt, MetaPromptConfig, Scored, build_meta_prompt
@@ -119,7 +120,8 @@ def stable(value: Any) -> Any:
 
 
 def steps_of(run_dir: Path) -> list[dict[str, Any]]:
-    return read_steps(run_dir / "steps.jsonl")[0]
+    """The records as the JSON they are (the tests pin the public format)."""
+    return cast(list[dict[str, Any]], read_steps(run_dir / "steps.jsonl")[0])
 
 
 async def test_every_step_and_candidate_is_logged(tmp_path: Path) -> None:
@@ -339,7 +341,9 @@ class WordProblem:
             if split == "validation":
                 value = self.validation_score
             out.append(
-                SolutionScore(value if self.higher_is_better else -value, calls=1, detail={})
+                SolutionScore(
+                    value if self.higher_is_better else -value, spend=Spend(calls=1), detail={}
+                )
             )
         return out
 

@@ -16,6 +16,7 @@ import pytest
 from opro.engine.engine import Engine
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Model
+from opro.engine.spend import Spend
 from opro.optimize.candidates import check, extract
 from opro.optimize.loop import OptimizeConfig, optimize
 from opro.optimize.metaprompt import (
@@ -63,7 +64,9 @@ class TwoGradings:
         for s in solutions:
             strict = STRICT[s] if split == "train" else STRICT[s] / 2
             by = {"strict": strict, "reference": round(1 - strict, 6)}
-            out.append(SolutionScore(strict, calls=1, by_grading=by, truncated=len(s) % 3))
+            out.append(
+                SolutionScore(strict, spend=Spend(calls=1), by_grading=by, truncated=len(s) % 3)
+            )
         return out
 
 

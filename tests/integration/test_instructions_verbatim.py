@@ -2,9 +2,9 @@
 
 `opro evaluate` (library and CLI) must send a typed instruction byte for byte (`**`,
 newlines, a lowercase start, trailing spaces) and merge two instructions only when the
-prompts sent would be identical. The optimizer loop still polishes its own proposals
-(`engine.candidates`) and deduplicates them by the polished text, and the run log shows the
-polished text that was scored.
+prompts sent would be identical; so must `opro optimize` for its starting instructions. The
+optimizer loop still polishes its own proposals (`engine.candidates`) and deduplicates them
+by the polished text, and the run log shows the text that was scored.
 """
 
 from __future__ import annotations
@@ -161,3 +161,62 @@ async def test_optimizer_proposals_are_polished_and_deduplicated(
     assert [c["status"] for c in step1] == ["new", "duplicate", "duplicate"]
     assert {c["status"] for c in step2} == {"duplicate"}
     assert step1[0]["text"] == raw.strip("[]")
+
+
+# What the paper's polishing makes of the first: before, both were scored as the second.
+TYPED_STARTS = ["be **bold**:  think\nfirst ", "Be bold: think first"]
+
+
+async def test_optimize_scores_typed_starting_instructions_verbatim(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    task = load_task("synthetic/boolean_expressions", size=30)
+    train = split(task).train
+    proposal = "Check each operator"
+    async with Engine(cache_dir=tmp_path / "cache") as engine:
+        scorer = engine.model("openai/fake-model", base_url=server.base_url)
+        optimizer = Model(
+            Proposer(f"[{proposal}]"),
+            limiter=ConnectionLimiter(LimitConfig()),
+            retry=engine.retry,
+            cache=engine.cache,
+        )
+        problem = PromptProblem(engine, scorer, task, starting=[*TYPED_STARTS, "   "])
+        cfg = OptimizeConfig(steps=1, candidates_per_step=1, test_top=0)
+        await optimize(problem, optimizer, cfg, run_dir=tmp_path / "run")
+    # Each typed start reached the scorer byte for byte (a blank one as the empty
+    # instruction), and the optimizer's proposal as polished; each once per example.
+    scored = [*TYPED_STARTS, "", proposal]
+    assert set(server.prompt_counts) == {
+        sent_prompt(ins, ex.input) if ins else ex.input for ins in scored for ex in train
+    }
+    assert all(count == 1 for count in server.prompt_counts.values())
+    # The record shows the text that was scored.
+    start = read_steps(tmp_path / "run" / "steps.jsonl")[0][0]["candidates"]
+    assert [(c["text"], c["canonical"], c["status"]) for c in start] == [
+        (TYPED_STARTS[0], TYPED_STARTS[0], "start"),
+        (TYPED_STARTS[1], TYPED_STARTS[1], "start"),
+        ("", "", "start"),
+    ]
+
+
+def test_cli_optimize_sends_the_typed_start(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "".join(json.dumps({"input": ex.input, "target": ex.target}) + "\n" for ex in EXAMPLES)
+    )
+    args = ["--task", str(data), "--scorer", "openai/fake-model", "--optimizer", "simulated/o"]
+    args += ["--steps", "0", "--test-top", "0", "--train-fraction", "1"]
+    args += ["--start", TYPED_STARTS[0], "--run-dir", str(tmp_path / "run")]
+    with ServerProcess() as srv:
+        args += ["--scorer-base-url", srv.base_url, "--cache-dir", str(tmp_path / "cache")]
+        result = subprocess.run(
+            [sys.executable, "-m", "opro.cli.main", "optimize", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ),
+        )
+        assert result.returncode == 0, result.stderr
+        prompts = srv.stats(prompts=True)["prompt_counts"]
+    assert set(prompts) == {sent_prompt(TYPED_STARTS[0], ex.input) for ex in EXAMPLES}

@@ -16,10 +16,11 @@ import pytest
 
 import opro
 from opro.caches.memory import MemoryCache
-from opro.engine.budget import Budget, worst_case_usage
+from opro.engine.budget import Budget
 from opro.engine.engine import Engine
 from opro.engine.evaluate import evaluate
 from opro.engine.model import Model
+from opro.engine.tokens import worst_case_usage
 from opro.testing.fake_anthropic import FakeAnthropicServer
 from opro.testing.fake_gemini import FakeGeminiServer
 from opro.testing.fake_openai import (
