@@ -28,7 +28,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -290,7 +290,9 @@ class _Loop:
         state: _State,
         log: RunLog | None,
         on_step: Callable[[StepInfo], None] | None,
+        flow: Hashable = None,
     ) -> None:
+        self.flow = flow
         self.problem = problem
         self.optimizer = optimizer
         self.cfg = cfg
@@ -332,7 +334,7 @@ class _Loop:
         generations = []
         sample = step
         while True:
-            generation = await self.optimizer.generate(request, sample=sample)
+            generation = await self.optimizer.generate(request, sample=sample, flow=self.flow)
             generations.append(generation)
             batch = list(generation.completion.texts)
             entries += self._vet_answers(batch, len(answers), step, fresh)
@@ -556,12 +558,14 @@ async def optimize(
     resume: bool = False,
     info: Mapping[str, Any] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    flow: Hashable = None,
 ) -> OptimizationResult:
     """Run OPRO on `problem` with `optimizer` proposing solutions; see the module docstring.
 
     With `run_dir` every step is logged there; `resume=True` continues the run logged there
     (refusing if a result-changing setting differs) without paying again for anything that
     was scored or proposed before. `info` is stored in config.json for reference only.
+    `flow` names who the optimizer's calls are for on a shared connection (a sweep task).
     """
     started = time.perf_counter()
     cfg = config or OptimizeConfig()
@@ -585,7 +589,7 @@ async def optimize(
             state.apply(record)
     else:
         log = RunLog.create(run_dir, {"run": identity, "info": dict(info or {})})
-    loop = _Loop(problem, optimizer, cfg, state, log, on_step)
+    loop = _Loop(problem, optimizer, cfg, state, log, on_step, flow)
     if state.last_step < 0:
         await loop.initial()
     # Optional hook: a problem with a known optimum (linreg, TSP) ends the run once it is found.
