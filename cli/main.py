@@ -36,6 +36,8 @@ from opro.cli.optimize import cmd_optimize
 from opro.cli.optimize import register as register_optimize
 from opro.cli.progress import ProgressBar
 from opro.cli.protocol import add_protocol_options, apply_protocol, qa_framing_from_args
+from opro.cli.sweep import cmd_sweep
+from opro.cli.sweep import register as register_sweep
 from opro.engine.evaluate import EvalReport
 from opro.engine.plan import plan_evaluation
 from opro.errors import OproError
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
 
     register_optimize(sub)
+    register_sweep(sub)
     register_demo(sub)
     return parser
 
@@ -242,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_optimize(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)
         return 130

@@ -1,0 +1,337 @@
+"""`opro sweep`: OPRO (or an evaluation) on many tasks under one engine.
+
+The command takes every option of `opro optimize` (the same definitions, through argparse's
+`parents`, resolved by the same `cli.optimize.resolve`: defaults, then `--config`, then
+flags) plus the sweep's own: `--tasks` patterns, `--include-variants`, `--evaluate-only`
+with `--instruction`/`--instructions-file` and `--split`, and `--max-parallel-tasks`. The
+resolved options are stored in sweep.json (`info.cli`; a base URL with a secret in it is
+withheld), so `opro sweep --resume --run-dir DIR [--budget-usd 60]` needs no other flag:
+flags given on resume override the stored ones, and the library refuses any that would
+change results. Progress goes to stderr as plain lines: one per running task and a totals
+line, every `--progress-every` seconds; the summary goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from opro.checks import SECONDS, IntRange
+from opro.cli.common import (
+    DEFAULT_MODEL,
+    EMBEDDED_SCORER_API,
+    EMBEDDED_SCORER_MAX_TOKENS,
+    EMBEDDED_SCORER_STOP,
+    UsageError,
+    engine_from_args,
+    error_policy_from_args,
+    uses_embedded_scorer,
+)
+from opro.cli.optimize import _configs, resolve
+from opro.cli.optimize import register as register_optimize
+from opro.cli.protocol import qa_framing_from_args
+from opro.engine.ledger import LedgerError
+from opro.engine.prices import parse_price
+from opro.optimize.runlog import RunDirError
+from opro.providers.urls import redact_url
+from opro.sweep import (
+    EvaluateOnly,
+    ModelSettings,
+    ProblemSettings,
+    SweepEvent,
+    SweepProgress,
+    SweepResult,
+    SweepSettings,
+    TaskFinished,
+    TaskStarted,
+    expand_tasks,
+    sweep,
+)
+from opro.sweep.state import read_record
+
+_OWN_DEFAULTS: dict[str, Any] = {
+    "tasks": None,
+    "include_variants": False,
+    "evaluate_only": False,
+    "instruction": None,
+    "instructions_file": None,
+    "split": "test",
+    "max_parallel_tasks": 4,
+    "progress_every": 10.0,
+}
+# Not stored for resume: where the sweep is, whether it resumes, how it reports progress.
+_NOT_STORED = {"_optimize_defaults", "command", "config", "resume", "run_dir", "dry_run"}
+_URLS = ("scorer_base_url", "optimizer_base_url")
+WITHHELD = "<withheld: it holds a secret; give it again on --resume>"
+PARALLEL = IntRange(1, 10_000)
+
+
+def register(subparsers: Any) -> None:
+    """Add `sweep` to the `opro` parser: optimize's options plus the sweep's own."""
+    scratch = argparse.ArgumentParser(add_help=False).add_subparsers()
+    register_optimize(scratch)
+    p = subparsers.add_parser(
+        "sweep",
+        parents=[scratch.choices["optimize"]],
+        add_help=False,  # the parent's -h prints this parser's help
+        help="run OPRO (or --evaluate-only) on many tasks under one engine",
+        description="Every option of `opro optimize` applies to each task; --budget-usd is "
+        "the sweep's total over all sessions.",
+    )
+    g = p.add_argument_group("sweep")
+    g.add_argument(
+        "--tasks",
+        action="append",
+        help="task pattern, repeatable: 'bbh/*' (the 23 paper tasks), a name, or a .jsonl/.csv",
+    )
+    g.add_argument(
+        "--include-variants",
+        action="store_true",
+        default=None,
+        help="globs also match BBH's smaller logical_deduction/tracking_shuffled_objects sizes",
+    )
+    g.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        default=None,
+        help="score the given instructions on every task instead of optimizing",
+    )
+    ins = g.add_mutually_exclusive_group()
+    ins.add_argument("--instruction", action="append", help="an instruction (repeatable)")
+    ins.add_argument("--instructions-file", help="one instruction per line")
+    g.add_argument(
+        "--split", choices=["train", "test", "all"], help="evaluate-only: the split (test)"
+    )
+    g.add_argument("--max-parallel-tasks", type=PARALLEL, help="tasks running at once (default 4)")
+    g.add_argument(
+        "--progress-every", type=SECONDS, help="seconds between progress lines (default 10)"
+    )
+
+
+def _given(args: argparse.Namespace) -> set[str]:
+    """The options given on the command line (every option here defaults to None)."""
+    return {k for k, v in vars(args).items() if v is not None and k not in _NOT_STORED}
+
+
+def _settings(args: argparse.Namespace) -> argparse.Namespace:
+    """optimize's layering, the sweep's own options, then (on resume) the stored options
+    for every option not given now."""
+    given = _given(args)
+    s = resolve(args)
+    for dest, default in _OWN_DEFAULTS.items():
+        value = getattr(args, dest)
+        setattr(s, dest, default if value is None else value)
+    s.resume, s.run_dir = bool(args.resume), args.run_dir
+    if s.resume:
+        if s.run_dir is None:
+            raise UsageError("--resume needs the --run-dir of the sweep to continue")
+        stored = read_record(Path(s.run_dir)).info.get("cli")
+        if isinstance(stored, dict):
+            for dest, value in stored.items():
+                if dest not in given and hasattr(s, dest):
+                    setattr(s, dest, value)
+    for dest in _URLS:
+        if getattr(s, dest) == WITHHELD:
+            raise UsageError(f"give --{dest.replace('_', '-')} again: it was not stored")
+    if args.task:
+        s.tasks = [*(s.tasks or []), args.task]
+    return s
+
+
+def _instructions(s: argparse.Namespace) -> list[str]:
+    if s.instruction:
+        return list(s.instruction)
+    if not s.instructions_file:
+        raise UsageError("--evaluate-only needs --instruction or --instructions-file")
+    path = Path(s.instructions_file)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read instructions file {path}: {exc}") from None
+    found = [line for line in lines if line.strip()]
+    if not found:
+        raise UsageError(f"instructions file {path} has no instructions (one per line)")
+    return found
+
+
+def _models(s: argparse.Namespace) -> tuple[ModelSettings, ModelSettings | None]:
+    """The scorer and optimizer as `opro optimize` builds them (the embedded model's own
+    defaults when no model is named); the scorer's max tokens stay per task if not given."""
+    embedded = uses_embedded_scorer(s)
+    limits = {"max_concurrency": s.max_concurrency, "rpm": s.rpm, "tpm": s.tpm}
+    scorer = ModelSettings(
+        s.scorer or DEFAULT_MODEL,
+        base_url=s.scorer_base_url,
+        api=s.scorer_api or (EMBEDDED_SCORER_API if embedded else None),
+        max_tokens=s.max_tokens or (EMBEDDED_SCORER_MAX_TOKENS if embedded else None),
+        stop=tuple(s.stop if s.stop is not None else (EMBEDDED_SCORER_STOP if embedded else ())),
+        price=parse_price(s.price) if s.price else None,
+        **limits,
+    )
+    if s.evaluate_only:
+        return scorer, None
+    optimizer = ModelSettings(
+        s.optimizer or DEFAULT_MODEL,
+        base_url=s.optimizer_base_url,
+        api=s.optimizer_api,
+        max_tokens=s.optimizer_max_tokens,
+        price=parse_price(s.optimizer_price) if s.optimizer_price else None,
+        **limits,
+    )
+    return scorer, optimizer
+
+
+def sweep_settings(s: argparse.Namespace) -> SweepSettings:
+    scorer, optimizer = _models(s)
+    problem = ProblemSettings(
+        train_fraction=s.train_fraction,
+        validation_fraction=s.validation_fraction,
+        split_seed=s.split_seed,
+        position=s.position,
+        qa_framing=qa_framing_from_args(s, s.position),
+        starting=tuple(s.start) if s.start else None,
+        test_limit=s.test_limit,
+        errors=error_policy_from_args(s),
+    )
+    evaluate = None
+    if s.evaluate_only:
+        evaluate = EvaluateOnly(
+            tuple(_instructions(s)), split=s.split, grading=s.grading, protocol=s.protocol
+        )
+    return SweepSettings(
+        patterns=tuple(s.tasks or ()),
+        scorer=scorer,
+        optimizer=optimizer,
+        optimize=None if s.evaluate_only else _configs(s)[0],
+        problem=problem,
+        evaluate=evaluate,
+        include_variants=bool(s.include_variants),
+        data_dir=s.data_dir,
+        max_parallel_tasks=s.max_parallel_tasks,
+    )
+
+
+def _stored_options(s: argparse.Namespace, settings: SweepSettings) -> dict[str, Any]:
+    """The resolved options for a later `--resume` (instructions inlined, secrets withheld)."""
+    stored = {k: v for k, v in vars(s).items() if k not in _NOT_STORED}
+    stored["tasks"] = list(settings.patterns)
+    stored["task"] = None
+    if settings.evaluate is not None:
+        stored["instruction"] = list(settings.evaluate.instructions)
+        stored["instructions_file"] = None
+    for dest in _URLS:
+        url = stored.get(dest)
+        if isinstance(url, str) and redact_url(url) != url:
+            stored[dest] = WITHHELD
+    return stored
+
+
+class LinePrinter:
+    """Plain progress lines on a stream: task starts and ends as they happen, and every
+    `every` seconds one line per running task and a totals line."""
+
+    def __init__(self, every: float, stream: Any = None) -> None:
+        self.every = every
+        self.stream = stream or sys.stderr
+        self._last = -float("inf")
+
+    def __call__(self, event: SweepEvent) -> None:
+        if isinstance(event, TaskStarted):
+            self._line(f"started {event.task} ({'resumed' if event.resumed else 'new'})")
+        elif isinstance(event, TaskFinished):
+            why = f": {event.reason}" if event.reason else ""
+            self._line(f"{event.status} {event.task}{why}")
+        elif isinstance(event, SweepProgress):
+            now = time.monotonic()
+            if event.final or now - self._last >= 0.9 * self.every:
+                self._last = now
+                self._block(event)
+
+    def _block(self, p: SweepProgress) -> None:
+        for t in p.running:
+            where = f"step {t.step}/{t.steps}" if t.step is not None else "step -"
+            if t.pairs_total is not None:
+                where = f"pairs {t.pairs_done}/{t.pairs_total}"
+            best = f"{100 * t.best:.1f}%" if t.best is not None else "-"
+            self._line(f"  {t.task}: {where}  best {best}  calls {t.calls}")
+        t = p.totals
+        left = []
+        if p.budget_left_usd is not None:
+            left.append(f"${p.budget_left_usd:.4f}")
+        if p.budget_left_tokens is not None:
+            left.append(f"{p.budget_left_tokens} tokens")
+        counts = " ".join(f"{k} {v}" for k, v in sorted(p.counts.items()))
+        self._line(
+            f"totals: {counts} | calls {t.calls} ({p.rate_calls_per_s:.1f}/s)  cache hits "
+            f"{t.cache_hits}  429s {t.n429}  cost ${t.cost_usd:.4f}  budget left "
+            f"{', '.join(left) or 'unlimited'}"
+        )
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def _summary(result: SweepResult) -> None:
+    for t in result.tasks:
+        best = ""
+        if t.result is not None and t.result.best is not None:
+            best = f"  best train {100 * t.result.best.score:.1f}%"
+        why = f"  ({t.reason})" if t.reason else ""
+        print(f"{t.status:<8} {t.task}{best}{why}")
+    tot = result.totals
+    print(
+        f"calls={tot.calls} cache_hits={tot.cache_hits} 429s={tot.n429} "
+        f"tokens={tot.tokens_in}+{tot.tokens_out} cost=${tot.cost_usd:.4f} wall={tot.wall_s:.1f}s"
+    )
+    print(f"sweep directory: {result.directory}")
+
+
+async def _run(s: argparse.Namespace, settings: SweepSettings, run_dir: Path) -> SweepResult:
+    info = {
+        "cli": _stored_options(s, settings),
+        "cache_dir": None if s.no_cache else s.cache_dir,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    async with engine_from_args(s) as engine:
+        return await sweep(
+            engine,
+            settings,
+            run_dir=run_dir,
+            resume=s.resume,
+            on_event=LinePrinter(s.progress_every),
+            progress_every=s.progress_every,
+            info=info,
+        )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`opro sweep`: 0 all done, 1 a task failed, 2 user error, 3 stopped (resumable)."""
+    s = _settings(args)
+    settings = sweep_settings(s)
+    if s.run_dir is None:
+        run_dir = Path("opro-sweeps") / time.strftime("%Y%m%d-%H%M%S")
+    else:
+        run_dir = Path(s.run_dir)
+    if s.dry_run:
+        names = expand_tasks(
+            settings.patterns, data_dir=s.data_dir, include_variants=settings.include_variants
+        )
+        print(f"{len(names)} tasks ({settings.mode}): {' '.join(names)}")
+        return 0
+    try:
+        result = asyncio.run(_run(s, settings, run_dir))
+    except (RunDirError, LedgerError) as exc:
+        raise UsageError(str(exc)) from None
+    _summary(result)
+    if result.stopped is not None:
+        print(
+            f"opro: sweep stopped ({result.stopped}); every unfinished task is resumable: "
+            f"opro sweep --resume --run-dir {run_dir} (the budget is the sweep's total)",
+            file=sys.stderr,
+        )
+        return 3
+    return 0 if result.complete else 1

@@ -1,0 +1,503 @@
+"""`sweep`: many tasks under one `Engine`, each an OPRO run (or an evaluation) of its own.
+
+Data enters as task patterns and `SweepSettings`; it leaves as a sweep directory (sweep.json,
+spend.json and one directory per task) and a `SweepResult`. Every task shares the engine's
+limiter per connection, its cache, its single-flight table and its budget; the budget is
+recorded in the sweep directory (`engine.ledger.recording`), so a cap given on resume is the
+sweep's total over all sessions. Each task is a flow of the connection limiter: waiting calls
+of one priority are served round-robin across tasks, optimizer calls (priority 0) still ahead
+of scorer calls (priority 1), and at most `max_parallel_tasks` tasks run at once, the largest
+first so that the tail, when few tasks are left, is short.
+
+A task that fails (its data file is malformed, it has no training examples, its error policy
+trips, its optimizer model fails) is recorded as failed with the reason and the others go
+on; a bug keeps its traceback. When the budget runs out (or the server asks for a pause
+longer than the engine waits), no new task starts, each running task ends as `stopped` when
+its next call cannot be sent, and every task stays resumable: `resume=True` continues each
+unfinished task (an optimize task from its run directory, an evaluation from the cache) and
+pays for nothing finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from opro.engine.budget import BudgetExceeded
+from opro.engine.engine import Engine
+from opro.engine.evaluate import EvalReport, EvaluationAborted, Progress
+from opro.engine.ledger import recording, stop_message
+from opro.engine.limits import ConnectionRateLimited
+from opro.engine.model import Model
+from opro.errors import OproError
+from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
+from opro.optimize.problem import PromptProblem
+from opro.optimize.protocol import default_scorer_max_tokens
+from opro.optimize.runlog import CONFIG
+from opro.sweep.events import (
+    SweepEvent,
+    SweepProgress,
+    TaskFinished,
+    TaskLive,
+    TaskStarted,
+    TaskStep,
+)
+from opro.sweep.patterns import expand_tasks, task_dirs
+from opro.sweep.settings import (
+    Mode,
+    ModelSettings,
+    SweepSettings,
+    reopens_finished,
+    resume_differences,
+)
+from opro.sweep.state import (
+    SweepError,
+    SweepRecord,
+    SweepTotals,
+    TaskEntry,
+    TaskStatus,
+    now_iso,
+    read_record,
+    write_record,
+)
+from opro.tasks.datasets import Task, load_task
+from opro.tasks.prompts import needs_qa_framing
+from opro.tasks.splits import Split, split
+from opro.tasks.types import Example
+
+OPTIMIZER_MAX_TOKENS = 512  # the optimizer's default answer length, as `opro optimize`'s
+REPORT = "report.json"  # an evaluate-mode task's report, as `opro evaluate --out` writes it
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """One task at the end of this session. `result` / `report` are set for a task that
+    finished in this session (a task finished earlier is read back from its directory)."""
+
+    task: str
+    dir: Path
+    status: TaskStatus
+    reason: str | None
+    result: OptimizationResult | None = None
+    report: EvalReport | None = None
+
+
+@dataclass(slots=True)
+class SweepResult:
+    directory: Path
+    mode: Mode
+    tasks: list[TaskOutcome]
+    totals: SweepTotals
+    stopped: str | None = None  # "budget" or "rate limit": unfinished tasks remain resumable
+
+    @property
+    def complete(self) -> bool:
+        return all(t.status == "done" for t in self.tasks)
+
+
+def build_model(
+    engine: Engine, settings: ModelSettings, *, max_tokens: int, priority: int
+) -> Model:
+    """The sweep's one call of `Engine.model`: a role's model with its resolved max tokens."""
+    return engine.model(
+        settings.spec,
+        base_url=settings.base_url,
+        api=settings.api,
+        max_concurrency=settings.max_concurrency,
+        rpm=settings.rpm,
+        tpm=settings.tpm,
+        temperature=settings.temperature,
+        max_tokens=max_tokens,
+        stop=settings.stop,
+        price=settings.price,
+        priority=priority,
+    )
+
+
+async def sweep(
+    engine: Engine,
+    settings: SweepSettings,
+    *,
+    run_dir: str | os.PathLike[str],
+    resume: bool = False,
+    on_event: Callable[[SweepEvent], None] | None = None,
+    progress_every: float = 5.0,
+    info: Mapping[str, Any] | None = None,
+) -> SweepResult:
+    """Run every task `settings.patterns` names under `engine`; see the module docstring.
+
+    Use a fresh engine: its budget becomes the sweep's (recorded in `run_dir`). With
+    `resume=True` the sweep in `run_dir` continues; empty `settings.patterns` means the
+    stored ones, and a changed setting that would change results is refused before anything
+    is sent. `info` is stored in sweep.json for reference only (never put keys in it).
+    """
+    if not (progress_every > 0):  # NaN fails too
+        raise SweepError(f"progress_every must be > 0 seconds, got {progress_every!r}")
+    directory = Path(run_dir)
+    budget = engine.budget
+    described = {
+        **settings.describe(),
+        "budget": {"max_usd": budget.max_usd, "max_tokens": budget.max_tokens},
+    }
+    if resume:
+        record = read_record(directory)
+        if not settings.patterns:
+            settings = replace(settings, patterns=tuple(record.settings.get("tasks") or ()))
+            described["tasks"] = list(settings.patterns)
+        diffs = resume_differences(record.settings, described)
+        if diffs:
+            key, was, now = diffs[0]
+            more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            raise SweepError(
+                f"cannot resume {directory}: {key} was {was!r} there but is {now!r} now{more}; "
+                "use the sweep's settings or a new --run-dir"
+            )
+        if reopens_finished(record.settings, described):  # e.g. more steps: extend them all
+            for entry in record.tasks:
+                if entry.status == "done":
+                    entry.status = "pending"
+        record.settings, record.info = described, dict(info or {})
+    else:
+        names = expand_tasks(
+            settings.patterns,
+            data_dir=settings.data_dir,
+            include_variants=settings.include_variants,
+        )
+        _check_fresh(directory)
+        entries = [TaskEntry(n, d) for n, d in zip(names, task_dirs(names), strict=True)]
+        record = SweepRecord(settings.mode, described, entries, info=dict(info or {}))
+    runner = _Sweep(engine, settings, directory, record, on_event, progress_every)
+    runner.prepare()  # loads data and builds the models: user errors surface before any call
+    async with recording(budget, directory, resume=resume):
+        await runner.run()
+    result = runner.result()
+    # REPORTS HOOK (integrator): write_reports(directory)  # from opro.sweep.report
+    runner.emit_progress(final=True)
+    return result
+
+
+def _check_fresh(directory: Path) -> None:
+    if (directory / "sweep.json").exists():
+        raise SweepError(
+            f"{directory} already holds a sweep; pass --resume to continue it, or choose "
+            "another --run-dir"
+        )
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise SweepError(f"{directory} is not an empty directory; choose another --run-dir")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"cannot create {directory}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    task: Task
+    examples: Split | Sequence[Example]  # the split (optimize) or the examples (evaluate)
+    size: int  # the pairs one pass over it takes, to order the tasks (largest first)
+
+
+class _Sweep:
+    """One session of a sweep: the queue, the workers, sweep.json and the events."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: SweepSettings,
+        directory: Path,
+        record: SweepRecord,
+        on_event: Callable[[SweepEvent], None] | None,
+        progress_every: float,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.directory = directory
+        self.record = record
+        self.on_event = on_event
+        self.progress_every = progress_every
+        self.prior = record.totals
+        self.models: dict[tuple[str, int], Model] = {}
+        self.prepared: dict[str, _Prepared] = {}
+        self.live: dict[str, TaskLive] = {}
+        self.outcomes: dict[str, TaskOutcome] = {}
+        self.stopped: str | None = None
+        self.started = time.perf_counter()
+        self.calls_before = 0
+
+    # -- preparation -----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Load every unfinished task (a task whose data cannot be used fails here, alone)
+        and build the models it needs (a model that cannot be built stops the sweep)."""
+        for entry in self.record.tasks:
+            if entry.status == "done":
+                continue
+            try:
+                task = load_task(entry.task, data_dir=self.settings.data_dir)
+                self.prepared[entry.task] = self._prepare(task)
+            except OproError as exc:
+                self._end(entry, "failed", _one_line(exc))
+                continue
+            self._model("scorer", task)
+            if self.settings.mode == "optimize":
+                self._model("optimizer", task)
+        self._save()
+
+    def _prepare(self, task: Task) -> _Prepared:
+        p = self.settings.problem
+        evaluate = self.settings.evaluate
+        if evaluate is not None and evaluate.split == "all":
+            examples: Sequence[Example] = task.examples
+        else:
+            data = split(
+                task,
+                train_fraction=p.train_fraction,
+                validation_fraction=p.validation_fraction,
+                seed=p.split_seed,
+            )
+            if evaluate is None:
+                return _Prepared(task, data, len(data.train))
+            examples = data.train if evaluate.split == "train" else data.test
+        if p.test_limit is not None and evaluate is not None and evaluate.split != "train":
+            examples = examples[: p.test_limit]
+        return _Prepared(task, examples, len(examples))
+
+    def _model(self, role: str, task: Task) -> Model:
+        if role == "scorer":
+            spec = self.settings.scorer
+            max_tokens = spec.max_tokens or default_scorer_max_tokens(task.name)
+        else:
+            assert self.settings.optimizer is not None
+            spec = self.settings.optimizer
+            max_tokens = spec.max_tokens or OPTIMIZER_MAX_TOKENS
+        key = (role, max_tokens)
+        model = self.models.get(key)
+        if model is None:
+            priority = 1 if role == "scorer" else 0  # optimizer calls ahead of scorer calls
+            model = build_model(self.engine, spec, max_tokens=max_tokens, priority=priority)
+            self.models[key] = model
+        return model
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.started = time.perf_counter()
+        self.calls_before = self.engine.budget.spent.calls
+        todo = [e for e in self.record.tasks if e.task in self.prepared]
+        todo.sort(key=lambda e: -self.prepared[e.task].size)  # stable: ties keep their order
+        queue = deque(todo)
+        self.emit_progress()
+        ticker = asyncio.create_task(self._tick())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.settings.max_parallel_tasks, len(queue))):
+                    group.create_task(self._worker(queue))
+        finally:
+            ticker.cancel()
+            self._save()
+
+    async def _worker(self, queue: deque[TaskEntry]) -> None:
+        while queue and self.stopped is None:
+            await self._run_task(queue.popleft())
+
+    async def _run_task(self, entry: TaskEntry) -> None:
+        prepared = self.prepared[entry.task]
+        task_dir = self.directory / entry.dir
+        resumed = (task_dir / CONFIG).exists() or entry.started is not None
+        entry.status, entry.reason, entry.finished = "running", None, None
+        entry.started = entry.started or now_iso()
+        self.live[entry.task] = TaskLive(entry.task, None, None, None, 0, 0)
+        self._save()
+        self._emit(TaskStarted(entry.task, entry.dir, resumed))
+        self.emit_progress()
+        outcome = self.outcomes.setdefault(
+            entry.task, TaskOutcome(entry.task, task_dir, "running", None)
+        )
+        try:
+            if self.settings.mode == "optimize":
+                outcome.result = await self._optimize(entry, prepared, task_dir)
+            else:
+                outcome.report = await self._evaluate(entry, prepared, task_dir)
+        except BudgetExceeded as exc:
+            self.stopped = self.stopped or "budget"
+            self._end(entry, "stopped", stop_message(self.engine.budget, exc))
+        except ConnectionRateLimited as exc:
+            self.stopped = self.stopped or "rate limit"
+            self._end(entry, "stopped", _one_line(exc))
+        except asyncio.CancelledError:
+            self._end(entry, "stopped", "interrupted")
+            raise
+        except OproError as exc:
+            self._end(entry, "failed", _one_line(exc))
+        except Exception as exc:  # a bug: recorded, then raised with its traceback
+            self._end(entry, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        else:
+            self._end(entry, "done", None)
+
+    async def _optimize(self, entry: TaskEntry, prepared: _Prepared, task_dir: Path) -> Any:
+        assert isinstance(prepared.examples, Split)
+        p = self.settings.problem
+        problem = PromptProblem(
+            self.engine,
+            self._model("scorer", prepared.task),
+            prepared.task,
+            data=prepared.examples,
+            position=p.position,
+            qa_framing=p.qa_framing,
+            starting=p.starting,
+            test_limit=p.test_limit,
+            errors=p.errors,
+            flow=entry.task,
+        )
+        return await optimize(
+            problem,
+            self._model("optimizer", prepared.task),
+            self.settings.optimize or OptimizeConfig(),
+            run_dir=task_dir,
+            resume=(task_dir / CONFIG).exists(),
+            info={**self.record.info, "sweep": str(self.directory), "task": entry.task},
+            on_step=partial(self._step, entry.task),
+            flow=entry.task,
+        )
+
+    async def _evaluate(self, entry: TaskEntry, prepared: _Prepared, task_dir: Path) -> Any:
+        assert not isinstance(prepared.examples, Split)
+        p, ev = self.settings.problem, self.settings.evaluate
+        assert ev is not None
+        report = await self.engine.evaluate(
+            list(ev.instructions),
+            prepared.examples,
+            self._model("scorer", prepared.task),
+            grading=ev.grading,
+            position=p.position,
+            qa_framing=needs_qa_framing(p.position) if p.qa_framing is None else p.qa_framing,
+            on_progress=partial(self._pairs, entry.task),
+            errors=p.errors,
+            flow=entry.task,
+        )
+        if report.stopped == "budget":
+            raise BudgetExceeded(f"the budget ran out while evaluating {entry.task}")
+        t = report.totals
+        if t.pairs and t.errors == t.pairs:
+            first = next((m for s in report.instructions for m in s.error_messages), "")
+            raise EvaluationAborted(f"every pair failed; first error: {first}")
+        data = {**report.to_dict(), "protocol": ev.protocol}  # as `opro evaluate --out`
+        _atomic_write(task_dir / REPORT, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        return report
+
+    # -- state, events -----------------------------------------------------------------------
+
+    def _end(self, entry: TaskEntry, status: TaskStatus, reason: str | None) -> None:
+        entry.status, entry.reason, entry.finished = status, reason, now_iso()
+        self.live.pop(entry.task, None)
+        outcome = self.outcomes.setdefault(
+            entry.task, TaskOutcome(entry.task, self.directory / entry.dir, status, reason)
+        )
+        outcome.status, outcome.reason = status, reason
+        self._save()
+        self._emit(TaskFinished(entry.task, status, reason))
+        self.emit_progress()
+
+    def _step(self, task: str, info: StepInfo) -> None:
+        t = info.totals
+        best = info.best.score if info.best is not None else None
+        self.live[task] = TaskLive(task, info.step, info.steps, best, t.calls, t.cache_hits)
+        self._emit(TaskStep(task, info.step, info.steps, best, t.calls, t.cache_hits, t.cost_usd))
+
+    def _pairs(self, task: str, progress: Progress) -> None:
+        live = self.live.get(task)
+        if live is not None:
+            self.live[task] = replace(
+                live,
+                calls=progress.calls,
+                cache_hits=progress.cache_hits,
+                pairs_done=progress.done,
+                pairs_total=progress.total,
+            )
+
+    def totals(self) -> SweepTotals:
+        """Over all sessions: calls, tokens and USD as the budget settled them (spend.json
+        carries earlier sessions'), cache hits and 429s as the models counted them."""
+        spent = self.engine.budget.spent
+        models = self.models.values()
+        return SweepTotals(
+            calls=spent.calls,
+            cache_hits=self.prior.cache_hits
+            + sum(m.stats.cache_hits + m.stats.shared for m in models),
+            n429=self.prior.n429 + sum(m.stats.n429 for m in models),
+            tokens_in=spent.tokens_in,
+            tokens_out=spent.tokens_out,
+            cost_usd=spent.cost_usd,
+            wall_s=round(self.prior.wall_s + time.perf_counter() - self.started, 3),
+        )
+
+    def _save(self) -> None:
+        self.record.totals = self.totals()
+        write_record(self.directory, self.record)
+
+    def _emit(self, event: SweepEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def emit_progress(self, *, final: bool = False) -> None:
+        if self.on_event is None:
+            return
+        budget = self.engine.budget
+        elapsed = max(1e-9, time.perf_counter() - self.started)
+        left_usd = None if budget.max_usd is None else max(0.0, budget.max_usd - budget.spent_usd)
+        left_tokens = (
+            None if budget.max_tokens is None else max(0, budget.max_tokens - budget.spent_tokens)
+        )
+        self.on_event(
+            SweepProgress(
+                totals=self.totals(),
+                running=tuple(self.live.values()),
+                counts=dict(Counter(e.status for e in self.record.tasks)),
+                budget_left_usd=left_usd,
+                budget_left_tokens=left_tokens,
+                rate_calls_per_s=(budget.spent.calls - self.calls_before) / elapsed,
+                final=final,
+            )
+        )
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.progress_every)
+            self.emit_progress()
+
+    def result(self) -> SweepResult:
+        outcomes = []
+        for entry in self.record.tasks:
+            outcome = self.outcomes.get(entry.task)
+            if outcome is None:
+                outcome = TaskOutcome(
+                    entry.task, self.directory / entry.dir, entry.status, entry.reason
+                )
+            outcomes.append(outcome)
+        return SweepResult(
+            self.directory, self.settings.mode, outcomes, self.record.totals, self.stopped
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
