@@ -252,12 +252,12 @@ class LinePrinter:
                 self._block(event)
 
     def _block(self, p: SweepProgress) -> None:
-        for t in p.running:
-            where = f"step {t.step}/{t.steps}" if t.step is not None else "step -"
-            if t.pairs_total is not None:
-                where = f"pairs {t.pairs_done}/{t.pairs_total}"
-            best = f"{100 * t.best:.1f}%" if t.best is not None else "-"
-            self._line(f"  {t.task}: {where}  best {best}  calls {t.calls}")
+        for live in p.running:
+            where = f"step {live.step}/{live.steps}" if live.step is not None else "step -"
+            if live.pairs_total is not None:
+                where = f"pairs {live.pairs_done}/{live.pairs_total}"
+            best = f"{100 * live.best:.1f}%" if live.best is not None else "-"
+            self._line(f"  {live.task}: {where}  best {best}  calls {live.calls}")
         t = p.totals
         left = []
         if p.budget_left_usd is not None:
