@@ -316,10 +316,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         run_dir = Path("opro-sweeps") / time.strftime("%Y%m%d-%H%M%S")
     else:
         run_dir = Path(s.run_dir)
-    if s.dry_run:
+    if s.resume:
+        names = [t.task for t in read_record(run_dir).tasks]
+    else:  # a bad pattern fails before the engine creates its cache
         names = expand_tasks(
             settings.patterns, data_dir=s.data_dir, include_variants=settings.include_variants
         )
+    if s.dry_run:
         print(f"{len(names)} tasks ({settings.mode}): {' '.join(names)}")
         return 0
     try:

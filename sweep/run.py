@@ -365,7 +365,7 @@ class _Sweep:
             self.settings.optimize or OptimizeConfig(),
             run_dir=task_dir,
             resume=(task_dir / CONFIG).exists(),
-            info={**self.record.info, "sweep": str(self.directory), "task": entry.task},
+            info={"sweep": str(self.directory), "task": entry.task, "started": now_iso()},
             on_step=partial(self._step, entry.task),
             flow=entry.task,
         )
