@@ -60,6 +60,7 @@ from opro.sweep.settings import (
     resume_differences,
 )
 from opro.sweep.state import (
+    RecordWriter,
     SweepError,
     SweepRecord,
     SweepTotals,
@@ -230,6 +231,7 @@ class _Sweep:
         self.live: dict[str, TaskLive] = {}
         self.outcomes: dict[str, TaskOutcome] = {}
         self.stopped: str | None = None
+        self.writer: RecordWriter | None = None
         self.started = time.perf_counter()
         self.calls_before = 0
 
@@ -297,13 +299,19 @@ class _Sweep:
         queue = deque(todo)
         self.emit_progress()
         ticker = asyncio.create_task(self._tick())
+        self.writer = RecordWriter(self.directory)
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.settings.max_parallel_tasks, len(queue))):
                     group.create_task(self._worker(queue))
         finally:
             ticker.cancel()
-            self._save()
+            writer, self.writer = self.writer, None
+            try:
+                await writer.flush()
+            finally:
+                writer.close()
+                self._save()  # the final state, written here and now
 
     async def _worker(self, queue: deque[TaskEntry]) -> None:
         while queue and self.stopped is None:
@@ -443,7 +451,10 @@ class _Sweep:
 
     def _save(self) -> None:
         self.record.totals = self.totals()
-        write_record(self.directory, self.record)
+        if self.writer is not None:
+            self.writer.write(self.record)  # while tasks run: off the event loop
+        else:
+            write_record(self.directory, self.record)
 
     def _emit(self, event: SweepEvent) -> None:
         if self.on_event is not None:
