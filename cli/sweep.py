@@ -330,7 +330,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except (RunDirError, LedgerError) as exc:
         raise UsageError(str(exc)) from None
     _summary(result)
-    if result.stopped is not None:
+    if result.stopped in ("budget", "rate limit"):
         print(
             f"opro: sweep stopped ({result.stopped}); every unfinished task is resumable: "
             f"opro sweep --resume --run-dir {run_dir} (the budget is the sweep's total)",

@@ -378,7 +378,8 @@ async def _drain(
             for _ in range(min(size, len(pending))):
                 group.create_task(worker())
     except* EvaluationAborted as group_error:
-        raise group_error.exceptions[0] from None
+        aborted = group_error.exceptions[0]
+        raise aborted from aborted.__cause__  # keep the failed call (a sweep reads its class)
     if halted is not None:
         raise halted
     return stopped

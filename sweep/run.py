@@ -11,7 +11,9 @@ first so that the tail, when few tasks are left, is short.
 
 A task that fails (its data file is malformed, it has no training examples, its error policy
 trips, its optimizer model fails) is recorded as failed with the reason and the others go
-on; a bug keeps its traceback. When the budget runs out (or the server asks for a pause
+on, unless the failure is the connection's (a rejected key, an exhausted quota, an unknown
+model): then no new task starts, since each would pay to fail the same way. A bug keeps its
+traceback. When the budget runs out (or the server asks for a pause
 longer than the engine waits), no new task starts, each running task ends as `stopped` when
 its next call cannot be sent, and every task stays resumable: `resume=True` continues each
 unfinished task (an optimize task from its run directory, an evaluation from the cache) and
@@ -37,12 +39,13 @@ from opro.engine.engine import Engine
 from opro.engine.evaluate import EvalReport, EvaluationAborted, Progress
 from opro.engine.ledger import recording, stop_message
 from opro.engine.limits import ConnectionRateLimited
-from opro.engine.model import Model
+from opro.engine.model import Model, ModelCallError
 from opro.errors import OproError
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
 from opro.optimize.problem import PromptProblem
 from opro.optimize.protocol import default_scorer_max_tokens
 from opro.optimize.runlog import CONFIG
+from opro.providers.errors import BadRequestError, FatalError
 from opro.sweep.events import (
     SweepEvent,
     SweepProgress,
@@ -98,7 +101,10 @@ class SweepResult:
     mode: Mode
     tasks: list[TaskOutcome]
     totals: SweepTotals
-    stopped: str | None = None  # "budget" or "rate limit": unfinished tasks remain resumable
+    # Why no new task was started: "budget", "rate limit" (the server asked for a longer pause
+    # than the engine waits) or "error" (a failure every task would meet: key, quota, model).
+    # Unfinished tasks remain resumable.
+    stopped: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -345,6 +351,8 @@ class _Sweep:
             self._end(entry, "stopped", "interrupted")
             raise
         except OproError as exc:
+            if _every_task_would_fail(exc):  # a bad key, an exhausted quota, a wrong model
+                self.stopped = self.stopped or "error"
             self._end(entry, "failed", _one_line(exc))
         except Exception as exc:  # a bug: recorded, then raised with its traceback
             self._end(entry, "failed", f"internal error: {type(exc).__name__}: {exc}")
@@ -498,6 +506,20 @@ class _Sweep:
         return SweepResult(
             self.directory, self.settings.mode, outcomes, self.record.totals, self.stopped
         )
+
+
+def _every_task_would_fail(exc: BaseException) -> bool:
+    """Whether a task's failure is the connection's (key, quota, unknown model or endpoint),
+    so starting the next task would only pay to fail the same way."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ModelCallError):
+            error = seen.error
+            if isinstance(error, BadRequestError):
+                return error.status == 404
+            return isinstance(error, FatalError)
+        seen = seen.__cause__
+    return False
 
 
 def _one_line(exc: BaseException) -> str:

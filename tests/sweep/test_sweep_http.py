@@ -185,6 +185,23 @@ async def test_a_task_whose_error_policy_trips_fails_alone(
     assert status[tasks[0]] == ("done", "") and status[tasks[1]] == ("done", "")
 
 
+async def test_a_rejected_key_stops_the_sweep_instead_of_failing_every_task(
+    tmp_path: Path, tasks: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-for-this-test")
+    config = FakeServerConfig(responder=answer, require_api_key="sk-the-right-key-0123")
+    async with FakeOpenAIServer(config) as server:
+        settings = replace(chosen(tasks, server.base_url), max_parallel_tasks=1)
+        async with Engine(cache_dir=tmp_path / "cache") as engine:
+            result = await sweep(engine, settings, run_dir=tmp_path / "sweep")
+        # Only the first task's first fan-out (24 pairs) reached the server, then nothing.
+        assert 1 <= server.requests_total <= 24
+    assert result.stopped == "error"
+    first, *rest = sorted(result.tasks, key=lambda t: t.status)
+    assert first.status == "failed" and "Incorrect API key" in (first.reason or "")
+    assert [t.status for t in rest] == ["pending", "pending"]
+
+
 async def run_sweep(
     tmp_path: Path, settings: SweepSettings, cache: str, budget: Budget, resume: bool = False
 ) -> SweepResult:
