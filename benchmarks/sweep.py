@@ -17,7 +17,11 @@ same `--rpm`. Every figure is a ratio measured in the same run:
   its own process);
 - peak memory: the client's peak resident set, before and after the sweep.
 
-Usage: python benchmarks/sweep.py [--rpm 12000] [--steps 2] [--json out.json]
+`--scales 1600,16000,50000` adds an evaluate-only series (no rate limit, no latency): the 27
+tasks cut to 1608 examples in all, scored with 1, 10 and 31 instructions, each size in a fresh
+process, reporting the client's CPU per pair and its peak memory against the pairs.
+
+Usage: python benchmarks/sweep.py [--rpm 12000] [--steps 2] [--scales ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import json
 import resource
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +42,7 @@ from typing import Any
 from opro.engine.engine import Engine
 from opro.optimize.loop import OptimizeConfig
 from opro.sweep import (
+    EvaluateOnly,
     ModelSettings,
     ProblemSettings,
     SweepEvent,
@@ -133,6 +139,71 @@ async def run(args: argparse.Namespace, data: Path, cache: Path, url: str) -> di
     }
 
 
+SCALE_LOW, SCALE_HIGH = 30, 90  # 27 tasks of 30..90 examples: 1608 in all
+
+
+async def scale_run(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """One evaluate-only sweep of about `args.scale_pairs` pairs (this process: fresh RSS)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        examples = sum(
+            cut_data(resolve_data_dir(args.data_dir), data, SCALE_LOW, SCALE_HIGH).values()
+        )
+        count = max(1, round(args.scale_pairs / examples))
+        role = ModelSettings("openai/fake-model", base_url=url, max_tokens=16, max_concurrency=64)
+        settings = SweepSettings(
+            patterns=("bbh/*",),
+            include_variants=True,
+            data_dir=str(data),
+            scorer=role,
+            evaluate=EvaluateOnly(tuple(f"Instruction {i}: answer." for i in range(count)), "all"),
+            max_parallel_tasks=args.parallel,
+        )
+        rss0 = peak_rss_mb()
+        async with Engine(cache_dir=Path(tmp) / "cache") as engine:
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            result = await sweep(engine, settings, run_dir=Path(tmp) / "sweep")
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    pairs = examples * count
+    return {
+        "pairs": pairs,
+        "calls": result.totals.calls,
+        "complete": result.complete,
+        "wall_s": wall,
+        "cpu_ms_per_pair": 1000 * cpu / pairs,
+        "rss_before_mb": rss0,
+        "rss_peak_mb": peak_rss_mb(),
+    }
+
+
+def scale_series(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    with ServerProcess() as server:
+        for pairs in args.scales:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "row.json"
+                cmd = [sys.executable, __file__, "--scale-pairs", str(pairs), "--url"]
+                cmd += [server.base_url, "--json", str(out), "--parallel", str(args.parallel)]
+                if args.data_dir:
+                    cmd += ["--data-dir", args.data_dir]
+                subprocess.run(cmd, check=True)
+                rows.append(json.loads(out.read_text()))
+    return rows
+
+
+def render_scales(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "\nevaluate-only, no rate limit: | pairs | wall s | CPU ms/pair | peak RSS MB (before) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['pairs']} | {r['wall_s']:.1f} | {r['cpu_ms_per_pair']:.3f} | "
+            f"{r['rss_peak_mb']:.0f} ({r['rss_before_mb']:.0f}) |"
+        )
+    return "\n".join(lines)
+
+
 def figures(row: dict[str, Any], stats: dict[str, Any], args: argparse.Namespace) -> None:
     rate = args.rpm / 60.0
     n = stats["requests_total"]
@@ -209,14 +280,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-examples", type=int, default=250)
     p.add_argument("--data-dir", help="the paper's data release (default: $OPRO_DATA_DIR)")
     p.add_argument("--json", help="also write the figures as JSON here")
+    p.add_argument(
+        "--scales", type=lambda t: [int(x) for x in t.split(",")], default=[],
+        help="also an evaluate-only series at about these numbers of pairs, e.g. 1600,16000",
+    )  # fmt: skip
+    p.add_argument("--scale-pairs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--skip-rate", action="store_true", help="only the --scales series")
     args = p.parse_args(argv)
     if args.serve:
         return asyncio.run(serve(args))
-    row = asyncio.run(main_async(args))
-    print(render(row, args))
+    if args.scale_pairs is not None:  # one size of the series, in its own process
+        row = asyncio.run(scale_run(args, args.url))
+        Path(args.json).write_text(json.dumps(row))
+        return 0 if row["complete"] else 1
+    out: dict[str, Any] = {}
+    if not args.skip_rate:
+        out["rate"] = row = asyncio.run(main_async(args))
+        print(render(row, args))
+    if args.scales:
+        out["scales"] = scale_series(args)
+        print(render_scales(out["scales"]))
     if args.json:
-        Path(args.json).write_text(json.dumps(row, indent=2))
-    return 0 if row["complete"] else 1
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    complete = [out["rate"]["complete"]] if "rate" in out else []
+    return 0 if all(complete + [r["complete"] for r in out.get("scales", [])]) else 1
 
 
 if __name__ == "__main__":
