@@ -19,7 +19,9 @@ same `--rpm`. Every figure is a ratio measured in the same run:
 
 `--scales 1600,16000,50000` adds an evaluate-only series (no rate limit, no latency): the 27
 tasks cut to 1608 examples in all, scored with 1, 10 and 31 instructions, each size in a fresh
-process, reporting the client's CPU per pair and its peak memory against the pairs.
+process, reporting the client's CPU per pair and its peak memory against the pairs, beside
+the same pairs scored as one plain `Engine.evaluate` in another fresh process (so the sweep's
+own cost shows as a ratio, whatever the machine's load).
 
 Usage: python benchmarks/sweep.py [--rpm 12000] [--steps 2] [--scales ...] [--json out.json]
 """
@@ -50,7 +52,8 @@ from opro.sweep import (
     SweepSettings,
     sweep,
 )
-from opro.tasks.datasets import BBH_DIR, BBH_TASKS, resolve_data_dir
+from opro.sweep.run import build_model
+from opro.tasks.datasets import BBH_DIR, BBH_TASKS, load_task, resolve_data_dir
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, default_responder
 from opro.testing.process import ServerProcess
 
@@ -162,13 +165,26 @@ async def scale_run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         rss0 = peak_rss_mb()
         async with Engine(cache_dir=Path(tmp) / "cache") as engine:
             cpu0, t0 = time.process_time(), time.perf_counter()
-            result = await sweep(engine, settings, run_dir=Path(tmp) / "sweep")
+            if args.plain:  # the same pairs as one evaluation, without the sweep
+                tasks = [load_task(f"bbh/{t}", data_dir=data) for t in BBH_TASKS]
+                scorer = build_model(engine, role, max_tokens=16, priority=1)
+                assert settings.evaluate is not None
+                report = await engine.evaluate(
+                    settings.evaluate.instructions,
+                    [ex for task in tasks for ex in task.examples],
+                    scorer,
+                )
+                calls, complete = report.totals.calls, report.totals.errors == 0
+            else:
+                result = await sweep(engine, settings, run_dir=Path(tmp) / "sweep")
+                calls, complete = result.totals.calls, result.complete
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     pairs = examples * count
     return {
+        "mode": "plain evaluate" if args.plain else "sweep",
         "pairs": pairs,
-        "calls": result.totals.calls,
-        "complete": result.complete,
+        "calls": calls,
+        "complete": complete,
         "wall_s": wall,
         "cpu_ms_per_pair": 1000 * cpu / pairs,
         "rss_before_mb": rss0,
@@ -180,26 +196,31 @@ def scale_series(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     with ServerProcess() as server:
         for pairs in args.scales:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / "row.json"
-                cmd = [sys.executable, __file__, "--scale-pairs", str(pairs), "--url"]
-                cmd += [server.base_url, "--json", str(out), "--parallel", str(args.parallel)]
-                if args.data_dir:
-                    cmd += ["--data-dir", args.data_dir]
-                subprocess.run(cmd, check=True)
-                rows.append(json.loads(out.read_text()))
+            for plain in ([], ["--plain"]):
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = Path(tmp) / "row.json"
+                    cmd = [sys.executable, __file__, "--scale-pairs", str(pairs), *plain]
+                    cmd += ["--url", server.base_url, "--json", str(out)]
+                    cmd += ["--parallel", str(args.parallel)]
+                    if args.data_dir:
+                        cmd += ["--data-dir", args.data_dir]
+                    subprocess.run(cmd, check=True)
+                    rows.append(json.loads(out.read_text()))
     return rows
 
 
 def render_scales(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "\nevaluate-only, no rate limit: | pairs | wall s | CPU ms/pair | peak RSS MB (before) |",
-        "|---|---|---|---|",
+        "\nevaluate-only, no rate limit (plain: the same pairs as one `Engine.evaluate`)",
+        "| pairs | run | wall s | CPU ms/pair | CPU vs plain | peak RSS MB (before) |",
+        "|---|---|---|---|---|---|",
     ]
+    plain = {r["pairs"]: r["cpu_ms_per_pair"] for r in rows if r["mode"] != "sweep"}
     for r in rows:
+        ratio = r["cpu_ms_per_pair"] / plain[r["pairs"]] if r["pairs"] in plain else 0.0
         lines.append(
-            f"| {r['pairs']} | {r['wall_s']:.1f} | {r['cpu_ms_per_pair']:.3f} | "
-            f"{r['rss_peak_mb']:.0f} ({r['rss_before_mb']:.0f}) |"
+            f"| {r['pairs']} | {r['mode']} | {r['wall_s']:.1f} | {r['cpu_ms_per_pair']:.3f} | "
+            f"{ratio:.2f} | {r['rss_peak_mb']:.0f} ({r['rss_before_mb']:.0f}) |"
         )
     return "\n".join(lines)
 
@@ -285,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also an evaluate-only series at about these numbers of pairs, e.g. 1600,16000",
     )  # fmt: skip
     p.add_argument("--scale-pairs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--skip-rate", action="store_true", help="only the --scales series")
     args = p.parse_args(argv)

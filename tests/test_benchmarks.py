@@ -99,6 +99,8 @@ def test_sweep_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert row["rate_ratio"] > 0 and row["cpu_ms_per_call"] > 0
     assert row["rss_peak_mb"] >= row["rss_before_mb"] > 0
     assert "rate / limit" in result.stdout
-    [scale] = figures["scales"]
-    assert scale["complete"] and scale["pairs"] == scale["calls"] == 1608  # 1 instruction
-    assert scale["cpu_ms_per_pair"] > 0 and "CPU ms/pair" in result.stdout
+    assert [s["mode"] for s in figures["scales"]] == ["sweep", "plain evaluate"]
+    for scale in figures["scales"]:
+        assert scale["complete"] and scale["pairs"] == scale["calls"] == 1608  # 1 instruction
+        assert scale["cpu_ms_per_pair"] > 0
+    assert "CPU vs plain" in result.stdout
