@@ -246,6 +246,7 @@ class _Sweep:
     def prepare(self) -> None:
         """Load every unfinished task (a task whose data cannot be used fails here, alone)
         and build the models it needs (a model that cannot be built stops the sweep)."""
+        failed: list[tuple[TaskEntry, str]] = []
         for entry in self.record.tasks:
             if entry.status == "done":
                 continue
@@ -253,11 +254,13 @@ class _Sweep:
                 task = load_task(entry.task, data_dir=self.settings.data_dir)
                 self.prepared[entry.task] = self._prepare(task)
             except OproError as exc:
-                self._end(entry, "failed", _one_line(exc))
+                failed.append((entry, _one_line(exc)))
                 continue
             self._model("scorer", task)
             if self.settings.mode == "optimize":
                 self._model("optimizer", task)
+        for entry, reason in failed:  # recorded once every model could be built
+            self._end(entry, "failed", reason)
         self._save()
 
     def _prepare(self, task: Task) -> _Prepared:

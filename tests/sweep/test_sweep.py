@@ -13,8 +13,10 @@ import pytest
 
 import opro
 from opro.cli.main import main
+from opro.engine.budget import Budget
 from opro.engine.engine import Engine
 from opro.optimize.loop import OptimizeConfig
+from opro.providers.errors import ConfigurationError
 from opro.sweep import (
     EvaluateOnly,
     ModelSettings,
@@ -202,3 +204,16 @@ async def test_more_steps_on_resume_extend_the_finished_tasks(
     assert result.complete
     for entry in ("bbh__navigate", "bbh__snarks"):
         assert len((run_dir / entry / "steps.jsonl").read_text().splitlines()) == 3
+
+
+async def test_a_model_that_cannot_be_built_fails_before_anything_is_written(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A USD budget needs a price: refused in one line, before any call or any record."""
+    unpriced = settings(
+        scorer=ModelSettings("openai/no-such-price", base_url="http://127.0.0.1:9/v1")
+    )
+    async with Engine(cache_dir=tmp_path / "cache", budget=Budget(max_usd=1.0)) as engine:
+        with pytest.raises(ConfigurationError, match="no known price for openai/no-such-price"):
+            await sweep(engine, unpriced, run_dir=tmp_path / "sweep")
+    assert list((tmp_path / "sweep").iterdir()) == []
