@@ -82,6 +82,13 @@ def register(subparsers: Any) -> None:
         description="Every option of `opro optimize` applies to each task; --budget-usd is "
         "the sweep's total over all sessions.",
     )
+    helps = {  # the scratch parser's actions are this command's own: their help may change
+        "run_dir": "the sweep directory (default: opro-sweeps/<time>)",
+        "resume": "continue the sweep in --run-dir; its options are stored, flags override",
+        "task": "a task pattern, as --tasks",
+    }
+    for action in p._actions:
+        action.help = helps.get(action.dest, action.help)
     g = p.add_argument_group("sweep")
     g.add_argument(
         "--tasks",

@@ -124,14 +124,16 @@ def tasks(tmp_path: Path) -> list[str]:
             (("short", 16), ("medium", 30), ("long", 48))]  # fmt: skip
 
 
-def chosen(tasks: list[str], base_url: str, **model: Any) -> SweepSettings:
+def chosen(
+    tasks: list[str], base_url: str, train_fraction: float = 0.5, **model: Any
+) -> SweepSettings:
     role = ModelSettings("openai/fake-model", base_url=base_url, **model)
     return SweepSettings(
         patterns=tuple(tasks),
         scorer=role,
         optimizer=role,
         optimize=OptimizeConfig(steps=2, candidates_per_step=2, test_top=1),
-        problem=ProblemSettings(train_fraction=0.5, test_limit=4),
+        problem=ProblemSettings(train_fraction=train_fraction, test_limit=4),
         max_parallel_tasks=2,
     )
 
@@ -140,10 +142,14 @@ def served_once(server: FakeOpenAIServer) -> bool:
     return max(server.prompt_counts.values(), default=0) <= 1
 
 
-async def test_tasks_share_one_rate_limit_without_429s(tmp_path: Path, tasks: list[str]) -> None:
+async def test_tasks_share_one_rate_limit_without_429s(
+    tmp_path: Path, tasks: list[str], data_dir: Path
+) -> None:
+    """Two paper tasks and a file of our own, under a 3000 requests/minute limit."""
     config = FakeServerConfig(rpm=3000, responder=answer)
     async with FakeOpenAIServer(config) as server:
-        settings = chosen(tasks, server.base_url, rpm=3000)
+        papers = ["bbh/navigate", "bbh/snarks"]
+        settings = chosen([*papers, tasks[2]], server.base_url, train_fraction=0.1, rpm=3000)
         async with Engine(cache_dir=tmp_path / "cache") as engine:
             result = await sweep(engine, settings, run_dir=tmp_path / "sweep")
         assert result.complete, [(t.task, t.reason) for t in result.tasks]
@@ -158,6 +164,8 @@ async def test_tasks_share_one_rate_limit_without_429s(tmp_path: Path, tasks: li
         assert served_once(server)
         best = json.loads((tmp_path / "sweep" / "long.jsonl" / "results.json").read_text())
         assert best["best"]["score"] == 1.0  # the parity instruction was found
+        config_of = json.loads((tmp_path / "sweep" / "bbh__navigate" / "config.json").read_text())
+        assert config_of["run"]["problem"]["train"]["n"] == 25  # 10% of the task's 250
 
 
 class PoisonServer(FakeOpenAIServer):
