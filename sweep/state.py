@@ -57,10 +57,6 @@ class TaskEntry:
     started: str | None = None
     finished: str | None = None
 
-    @property
-    def finished_ok(self) -> bool:
-        return self.status == "done"
-
 
 @dataclass(frozen=True, slots=True)
 class SweepTotals:
