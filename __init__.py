@@ -3,7 +3,9 @@
 The public API is what this module exports (pinned by tests/test_public_api.py). Build an
 `Engine`, get scorer `Model`s from it by `provider/model` name, and `await
 engine.evaluate(instructions, examples, scorer)`; or call `await opro.evaluate(...)` for a
-one-off evaluation with a temporary engine.
+one-off evaluation with a temporary engine. `await opro.sweep(engine, SweepSettings(...),
+run_dir=...)` runs OPRO (or an evaluation) on many tasks under one engine. (`opro.sweep` is
+that function; its module's names import as `from opro.sweep import ...`.)
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from opro.providers.errors import (
     TransientError,
 )
 from opro.providers.types import Completion, Message, Request, Usage
+from opro.sweep.run import SweepResult, sweep
+from opro.sweep.settings import EvaluateOnly, ModelSettings, ProblemSettings, SweepSettings
 from opro.tasks.types import Example
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "Decoding",
     "Engine",
     "EvalReport",
+    "EvaluateOnly",
     "EvaluationAborted",
     "Example",
     "FatalError",
@@ -59,11 +64,13 @@ __all__ = [
     "MetaPromptConfig",
     "Model",
     "ModelCallError",
+    "ModelSettings",
     "OproError",
     "OptimizationResult",
     "OptimizeConfig",
     "Price",
     "Problem",
+    "ProblemSettings",
     "Progress",
     "PromptProblem",
     "ProtocolPreset",
@@ -73,6 +80,8 @@ __all__ = [
     "RetryPolicy",
     "SettingsError",
     "SolutionScore",
+    "SweepResult",
+    "SweepSettings",
     "TaskGrader",
     "Totals",
     "TransientError",
@@ -80,6 +89,7 @@ __all__ = [
     "evaluate",
     "optimize",
     "protocol_preset",
+    "sweep",
 ]
 
 

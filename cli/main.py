@@ -26,6 +26,8 @@ from opro.cli.optimize import cmd_optimize
 from opro.cli.optimize import register as register_optimize
 from opro.cli.report import cmd_report
 from opro.cli.report import register as register_report
+from opro.cli.sweep import cmd_sweep
+from opro.cli.sweep import register as register_sweep
 from opro.errors import OproError
 from opro.tasks import list_tasks
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     register_optimize(sub)
     register_evaluate(sub)
+    register_sweep(sub)
     register_demo(sub)
     register_report(sub)
     ts = add_command(
@@ -103,6 +106,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "optimize": cmd_optimize,
     "demo": cmd_demo,
     "report": cmd_report,
+    "sweep": cmd_sweep,
 }
 
 

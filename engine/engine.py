@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
@@ -189,10 +189,12 @@ class Engine:
         qa_framing: bool | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         errors: ErrorPolicy | None = None,
+        flow: Hashable = None,
     ) -> EvalReport:
         """`evaluate` with the task graders: `accuracy` by `grader` (default: the strict
         rules), `accuracy_reference` by `reference_grader` (default: the paper's rules);
-        `grading` says which of the two ranks the instructions."""
+        `grading` says which of the two ranks the instructions; `flow` names who the calls
+        are for (fair sharing of a connection, see `evaluate`)."""
         await scorer.prepare()  # slow provider set-up in a thread, before the sync key loop
         return await evaluate(
             instructions,
@@ -205,6 +207,7 @@ class Engine:
             qa_framing=qa_framing,
             on_progress=on_progress,
             errors=errors,
+            flow=flow,
         )
 
     async def aclose(self) -> None:

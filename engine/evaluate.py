@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -280,8 +280,13 @@ async def evaluate(
     on_progress: Callable[[Progress], None] | None = None,
     workers: int | None = None,
     errors: ErrorPolicy | None = None,
+    flow: Hashable = None,
 ) -> EvalReport:
-    """Score every instruction on every example; see the module docstring."""
+    """Score every instruction on every example; see the module docstring.
+
+    `flow` names who the calls are for (a sweep's task): the connection serves the calls
+    of concurrent evaluations round-robin across flows, so none waits behind another's
+    backlog."""
     started = time.perf_counter()
     if grading not in GRADINGS:
         raise SettingsError(f"grading must be one of {', '.join(GRADINGS)}, got {grading!r}")
@@ -327,7 +332,7 @@ async def evaluate(
     stopped = None
     if pending:
         stopped = await _drain(
-            pending, scorer, graders, accs, report_progress, workers, errors or ErrorPolicy()
+            pending, scorer, graders, accs, report_progress, workers, errors or ErrorPolicy(), flow
         )
     report = _report(
         instructions, unique, index, accs, scorer, graders, position, started, len(examples)
@@ -356,6 +361,7 @@ async def _drain(
     report_progress: Callable[[], None],
     workers: int | None,
     policy: ErrorPolicy,
+    flow: Hashable = None,
 ) -> str | None:
     """Run the cache misses through a bounded pool of workers (not one task per pair)."""
     queue: Iterator[_Pair] = iter(pending)
@@ -369,7 +375,7 @@ async def _drain(
             if stopped is not None or halted is not None:
                 return
             try:
-                generation = await scorer.generate(request, key=key)
+                generation = await scorer.generate(request, key=key, flow=flow)
             except BudgetExceeded as stop:
                 accs[u].refused(stop)
                 stopped = "budget"
@@ -397,7 +403,8 @@ async def _drain(
             for _ in range(min(size, len(pending))):
                 group.create_task(worker())
     except* EvaluationAborted as group_error:
-        raise group_error.exceptions[0] from None
+        aborted = group_error.exceptions[0]
+        raise aborted from aborted.__cause__  # keep the failed call (a sweep reads its class)
     if halted is not None:
         raise halted
     return stopped

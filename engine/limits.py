@@ -4,7 +4,9 @@ One `ConnectionLimiter` exists per connection key (vendor + account, or a local 
 URL), shared by every model that talks to it. Acquiring a slot takes, in order:
 
 1. a concurrency slot (an adjustable semaphore whose window adapts when the user gave no
-   rate, so an unknown server is probed instead of hammered; see `ConnectionLimiter`);
+   rate, so an unknown server is probed instead of hammered; see `ConnectionLimiter`),
+   granted by priority, then round-robin across flows (the tasks of a sweep), so no task's
+   backlog starves another's calls;
 2. the connection's cooldown: after a 429 or an exhausted `x-ratelimit-remaining-*`
    header, nobody sends until the server's reset time. A pause longer than `max_pause`
    (the longest wait the retry policy allows one call) is a quota, not a burst: the
@@ -24,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import math
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
@@ -80,15 +82,19 @@ class LimitConfig:
 class AdjustableSemaphore:
     """A semaphore whose limit can change while tasks hold or wait for it.
 
-    Waiters are served by priority (lower first), FIFO within a priority, so an optimizer's
-    few calls are not queued behind thousands of scorer calls on the same connection.
+    Waiters are served by priority (lower first), so an optimizer's few calls are not
+    queued behind thousands of scorer calls on the same connection. Within a priority they
+    are served round-robin across flows (one grant per flow in turn, FIFO within a flow),
+    so one flow's backlog (a sweep task with many pairs) cannot starve another flow: a
+    flow that starts waiting is served within one round of the flows already waiting.
+    Callers that give no flow share one flow, which is plain FIFO.
     """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._held = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._seq = 0
+        # priority -> flow -> its waiters; a lane's dict order is its round-robin order
+        self._lanes: dict[int, dict[Hashable, deque[asyncio.Future[None]]]] = {}
 
     @property
     def limit(self) -> int:
@@ -102,10 +108,16 @@ class AdjustableSemaphore:
         self._limit = max(1, limit)
         self._wake()
 
-    async def acquire(self, priority: int = 0) -> None:
+    async def acquire(self, priority: int = 0, flow: Hashable = None) -> None:
+        if not self._lanes and self._held < self._limit:
+            self._held += 1  # nobody waits: no future, no queue
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        heapq.heappush(self._waiters, (priority, self._seq, fut))
+        lane = self._lanes.setdefault(priority, {})
+        queue = lane.get(flow)
+        if queue is None:
+            queue = lane[flow] = deque()  # a new flow joins the end of the round
+        queue.append(fut)
         self._wake()  # grants at once when there is room and nobody more urgent waits
         try:
             await fut
@@ -113,7 +125,7 @@ class AdjustableSemaphore:
             if fut.done() and not fut.cancelled():
                 self._held -= 1  # the slot was handed over just as we were cancelled
                 self._wake()
-            # otherwise the cancelled future stays in the heap and _wake skips it
+            # otherwise the cancelled future stays queued and _next skips it
             raise
 
     def release(self) -> None:
@@ -121,11 +133,30 @@ class AdjustableSemaphore:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self._held < self._limit:
-            fut = heapq.heappop(self._waiters)[2]
+        while self._held < self._limit:
+            fut = self._next()
+            if fut is None:
+                return
+            self._held += 1
+            fut.set_result(None)
+
+    def _next(self) -> asyncio.Future[None] | None:
+        """The next live waiter: most urgent priority, the flow whose turn it is."""
+        while self._lanes:
+            priority = min(self._lanes)
+            lane = self._lanes[priority]
+            flow = next(iter(lane))
+            queue = lane[flow]
+            fut = queue.popleft()
+            if not queue:
+                del lane[flow]
+                if not lane:
+                    del self._lanes[priority]
+            elif not fut.done():
+                lane[flow] = lane.pop(flow)  # served: to the end of the round
             if not fut.done():
-                self._held += 1
-                fut.set_result(None)
+                return fut
+        return None
 
 
 def throttle_window(rpm: float) -> tuple[int, float]:
@@ -192,8 +223,10 @@ class ConnectionLimiter:
     def in_flight(self) -> int:
         return self._sem.held
 
-    def slot(self, tokens: int = 0, priority: int = 1) -> _Slot:
-        return _Slot(self, tokens, priority)
+    def slot(self, tokens: int = 0, priority: int = 1, flow: Hashable = None) -> _Slot:
+        """One call's admission; `flow` names who it is for (a sweep task), so waiters of
+        one priority are served round-robin across flows (see `AdjustableSemaphore`)."""
+        return _Slot(self, tokens, priority, flow)
 
     @property
     def halted_for(self) -> float | None:
@@ -208,14 +241,15 @@ class ConnectionLimiter:
         if self._halted_for is not None:
             raise ConnectionRateLimited(self._halted_for, self.name)
 
-    async def acquire(self, tokens: int = 0, priority: int = 1) -> None:
-        """Wait for every limit in turn; lower `priority` values are served first.
+    async def acquire(self, tokens: int = 0, priority: int = 1, flow: Hashable = None) -> None:
+        """Wait for every limit in turn; lower `priority` values are served first, and
+        waiters of one priority round-robin across `flow`s.
 
         Raises `ConnectionRateLimited` once the connection is halted (see the module
         docstring), also to calls already waiting.
         """
         self._check_halted()
-        await self._sem.acquire(priority)
+        await self._sem.acquire(priority, flow)
         try:
             loop = asyncio.get_running_loop()
             # A new 429 may push the deadline while we wait, so re-check after waking; a
@@ -227,7 +261,7 @@ class ConnectionLimiter:
                         await self._halted.wait()
             self._check_halted()
             if self._throttler is not None:
-                await self._rate_gate.acquire(priority)
+                await self._rate_gate.acquire(priority, flow)
                 try:
                     await self._take_rate_slot(self._throttler)
                 finally:
@@ -328,17 +362,20 @@ class ConnectionLimiter:
 class _Slot:
     """One admitted call; on exit it tells the limiter how the call went."""
 
-    __slots__ = ("_episode", "_limiter", "_priority", "_tokens")
+    __slots__ = ("_episode", "_flow", "_limiter", "_priority", "_tokens")
 
-    def __init__(self, limiter: ConnectionLimiter, tokens: int, priority: int) -> None:
+    def __init__(
+        self, limiter: ConnectionLimiter, tokens: int, priority: int, flow: Hashable
+    ) -> None:
         self._limiter = limiter
         self._tokens = tokens
         self._priority = priority
+        self._flow = flow
         self._episode: int | None = None
 
     async def __aenter__(self) -> None:
         limiter = self._limiter
-        await limiter.acquire(self._tokens, self._priority)
+        await limiter.acquire(self._tokens, self._priority, self._flow)
         if limiter.window is not None:
             self._episode = limiter.window.admit()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -203,9 +204,13 @@ class Model:
         return hit
 
     async def generate(
-        self, request: Request, *, sample: int = 0, key: str | None = None
+        self, request: Request, *, sample: int = 0, key: str | None = None, flow: Hashable = None
     ) -> Generation:
-        """The completion of `request` (its `sample`-th draw when temperature > 0)."""
+        """The completion of `request` (its `sample`-th draw when temperature > 0).
+
+        `flow` names who the call is for (a sweep's task): the connection serves waiting
+        calls of one priority round-robin across flows. A call joined by an identical
+        request keeps the flow of the caller that started it."""
         if self._identity is None:
             await self.prepare()
         key = key or self.key(request, sample)
@@ -215,31 +220,34 @@ class Model:
         if key in self._inflight:
             self.stats.shared += 1  # counted on joining, for live progress displays
         generation, joined = await self._inflight.run(
-            key, partial(self._call_and_store, key, request)
+            key, partial(self._call_and_store, key, request, flow)
         )
         return Generation(generation.completion, shared=True) if joined else generation
 
-    async def _call_and_store(self, key: str, request: Request) -> Generation:
-        generation = await self._call(request)
+    async def _call_and_store(self, key: str, request: Request, flow: Hashable) -> Generation:
+        generation = await self._call(request, flow)
         if self.cache is not None:
             self.cache.set(key, generation.completion)
         return generation
 
-    async def _call(self, request: Request) -> Generation:
+    async def _call(self, request: Request, flow: Hashable = None) -> Generation:
         if request.n > 1 and not self.provider.supports_n:
-            return await self._split(request, have=None)
-        generation = await self._attempts(request)
+            return await self._split(request, have=None, flow=flow)
+        generation = await self._attempts(request, flow)
         if len(generation.completion.texts) < request.n:
-            return await self._split(request, have=generation)
+            return await self._split(request, have=generation, flow=flow)
         return generation
 
-    async def _split(self, request: Request, have: Generation | None) -> Generation:
+    async def _split(
+        self, request: Request, have: Generation | None, flow: Hashable = None
+    ) -> Generation:
         """Emulate `n` with single-sample calls when the server ignores it."""
         parts = [have] if have is not None else []
         got = len(have.completion.texts) if have is not None else 0
         single = replace(request, n=1)
         results = await asyncio.gather(
-            *(self._attempts(single) for _ in range(request.n - got)), return_exceptions=True
+            *(self._attempts(single, flow) for _ in range(request.n - got)),
+            return_exceptions=True,
         )
         failed = [r for r in results if isinstance(r, BaseException)]
         parts += [r for r in results if isinstance(r, Generation)]
@@ -256,7 +264,7 @@ class Model:
             usage=usage,
         )
 
-    async def _attempts(self, request: Request) -> Generation:
+    async def _attempts(self, request: Request, flow: Hashable = None) -> Generation:
         expected = expected_usage(request)
         tokens = expected.input_tokens + expected.output_tokens  # what tpm limits are charged
         budget = self.budget
@@ -270,7 +278,7 @@ class Model:
             try:
                 if budget is not None:
                     budget.check(worst_cost)  # stop before queueing, not after
-                async with self.limiter.slot(tokens, self.priority):
+                async with self.limiter.slot(tokens, self.priority, flow):
                     if budget is not None:
                         reservation = await budget.reserve(worst_cost)
                     attempts += 1

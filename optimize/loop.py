@@ -29,7 +29,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -313,7 +313,9 @@ class _Loop:
         log: RunLog | None,
         on_step: Callable[[StepInfo], None] | None,
         on_phase: Callable[[StepPhase], None] | None = None,
+        flow: Hashable = None,
     ) -> None:
+        self.flow = flow
         self.problem = problem
         self.optimizer = optimizer
         self.cfg = cfg
@@ -363,7 +365,7 @@ class _Loop:
         sample = step
         self._phase(step, "optimizer")
         while True:
-            generation = await self.optimizer.generate(request, sample=sample)
+            generation = await self.optimizer.generate(request, sample=sample, flow=self.flow)
             generations.append(generation)
             batch = list(generation.completion.texts)
             entries += self._vet_answers(batch, len(answers), step, fresh)
@@ -609,6 +611,7 @@ async def optimize(
     info: Mapping[str, Any] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     on_phase: Callable[[StepPhase], None] | None = None,
+    flow: Hashable = None,
 ) -> OptimizationResult:
     """Run OPRO on `problem` with `optimizer` proposing solutions; see the module docstring.
 
@@ -617,6 +620,7 @@ async def optimize(
     was scored or proposed before. `info` is stored in config.json for reference only.
     `on_step` gets a `StepInfo` after every step, `on_phase` a `StepPhase` when a step starts
     calling models (for progress displays; neither may raise).
+    `flow` names who the optimizer's calls are for on a shared connection (a sweep task).
     """
     started = time.perf_counter()
     cfg = config or OptimizeConfig()
@@ -640,7 +644,7 @@ async def optimize(
             state.apply(record)
     else:
         log = RunLog.create(run_dir, {"run": identity, "info": dict(info or {})})
-    loop = _Loop(problem, optimizer, cfg, state, log, on_step, on_phase)
+    loop = _Loop(problem, optimizer, cfg, state, log, on_step, on_phase, flow)
     if state.last_step < 0:
         await loop.initial()
     # Optional hook: a problem with a known optimum (linreg, TSP) ends the run once it is found.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -159,8 +159,10 @@ class PromptProblem:
         grader: Grader | None = None,
         errors: ErrorPolicy | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        flow: Hashable = None,
     ) -> None:
         self.engine = engine
+        self.flow = flow  # who the scorer calls are for on a shared connection (a sweep task)
         self.scorer = scorer
         self.task = task
         self.data = data or split(
@@ -269,6 +271,7 @@ class PromptProblem:
             qa_framing=self.qa_framing,
             on_progress=self.on_progress,
             errors=self.errors,
+            flow=self.flow,
         )
         if report.stopped == "budget":
             # A score on the examples the budget allowed would mislead the optimizer.

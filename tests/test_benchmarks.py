@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,31 @@ def test_recovery_benchmark_smoke(tmp_path: Path) -> None:
     assert row["server_429s"]["429"] == 8  # the storm reached the server
     assert row["server_max_in_flight"] <= 33  # the server's limit, plus the one it refused
     assert "each second after it" in result.stdout
+
+
+def test_sweep_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "sweep.json"
+    args = ["--steps", "1", "--candidates", "2", "--min-examples", "10", "--max-examples", "30"]
+    args += ["--test-limit", "2", "--rpm", "30000", "--latency", "0.005", "--jitter", "0"]
+    args += ["--scales", "100"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sweep.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OPRO_DATA_DIR": str(data_dir)},
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    row = figures["rate"]
+    assert row["complete"] and row["tasks"] == 27
+    assert sorted(row["sizes"].values())[0] == 10 and max(row["sizes"].values()) == 30
+    assert row["requests"] == row["calls"] > 27  # the client counted what the server saw
+    assert row["rate_ratio"] > 0 and row["cpu_ms_per_call"] > 0
+    assert row["rss_peak_mb"] >= row["rss_before_mb"] > 0
+    assert "rate / limit" in result.stdout
+    assert [s["mode"] for s in figures["scales"]] == ["sweep", "plain evaluate"]
+    for scale in figures["scales"]:
+        assert scale["complete"] and scale["pairs"] == scale["calls"] == 1608  # 1 instruction
+        assert scale["cpu_ms_per_pair"] > 0
+    assert "CPU vs plain" in result.stdout

@@ -44,6 +44,13 @@ EXPECTED = {
     "evaluate",
     "optimize",
     "protocol_preset",
+    # sweeps: many tasks under one engine
+    "EvaluateOnly",
+    "ModelSettings",
+    "ProblemSettings",
+    "SweepResult",
+    "SweepSettings",
+    "sweep",
 }
 
 
@@ -55,6 +62,15 @@ def test_all_is_pinned() -> None:
 def test_every_exported_name_exists() -> None:
     for name in opro.__all__:
         assert getattr(opro, name) is not None
+
+
+def test_sweep_is_the_coroutine_and_its_module_still_imports() -> None:
+    import inspect
+
+    from opro.sweep import SweepProgress, TaskStarted
+
+    assert inspect.iscoroutinefunction(opro.sweep)
+    assert SweepProgress.__module__ == "opro.sweep.events" and TaskStarted is not None
 
 
 def test_error_tree() -> None:

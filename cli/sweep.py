@@ -1,0 +1,353 @@
+"""`opro sweep`: OPRO (or an evaluation) on many tasks under one engine.
+
+The command takes every option of `opro optimize` (the same definitions, through argparse's
+`parents`, resolved by the same `cli.optimize.resolve`: defaults, then `--config`, then
+flags) plus the sweep's own: `--tasks` patterns, `--include-variants`, `--evaluate-only`
+with `--instruction`/`--instructions-file` and `--split`, and `--max-parallel-tasks`. The
+resolved options are stored in sweep.json (`info.cli`; a base URL with a secret in it is
+withheld), so `opro sweep --resume --run-dir DIR [--budget-usd 60]` needs no other flag:
+flags given on resume override the stored ones, and the library refuses any that would
+change results. Progress goes to stderr as plain lines: one per running task and a totals
+line, every `--progress-every` seconds; the summary goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from opro.checks import SECONDS, IntRange
+from opro.cli.common import (
+    DEFAULT_MODEL,
+    EMBEDDED_SCORER_API,
+    EMBEDDED_SCORER_MAX_TOKENS,
+    EMBEDDED_SCORER_STOP,
+    UsageError,
+    default_position,
+    engine_from_settings,
+    error_policy,
+    uses_embedded_scorer,
+)
+from opro.cli.help import add_command
+from opro.cli.optimize import GROUPS as OPTIMIZE_GROUPS
+from opro.cli.optimize import configs
+from opro.cli.protocol import apply_protocol, qa_framing
+from opro.cli.settings import Option, OptionGroup, Settings, add_groups, resolve
+from opro.engine.ledger import LedgerError
+from opro.engine.prices import parse_price
+from opro.optimize.runlog import RunDirError
+from opro.providers.urls import redact_url
+from opro.sweep import (
+    EvaluateOnly,
+    ModelSettings,
+    ProblemSettings,
+    SweepEvent,
+    SweepProgress,
+    SweepResult,
+    SweepSettings,
+    TaskFinished,
+    TaskStarted,
+    expand_tasks,
+    sweep,
+)
+from opro.sweep.state import read_record
+
+# Not stored for resume: where the sweep is, whether it resumes, how it reports progress.
+_NOT_STORED = {"command", "config", "resume", "run_dir", "dry_run"}
+_URLS = ("scorer_base_url", "optimizer_base_url")
+WITHHELD = "<withheld: it holds a secret; give it again on --resume>"
+PARALLEL = IntRange(1, 10_000)
+
+SWEEP = OptionGroup(
+    "sweep",
+    (
+        Option(
+            "--tasks",
+            "task pattern, repeatable: 'bbh/*' (the 23 paper tasks), a name, or a .jsonl/.csv",
+            kind="append",
+            metavar="PATTERN",
+        ),
+        Option(
+            "--include-variants",
+            "globs also match BBH's smaller logical_deduction/tracking_shuffled_objects sizes",
+            kind="switch",
+        ),
+        Option(
+            "--evaluate-only",
+            "score the given instructions on every task instead of optimizing",
+            kind="switch",
+        ),
+        Option("--instruction", "evaluate-only: an instruction (repeatable)", kind="append"),
+        Option("--instructions-file", "evaluate-only: one instruction per line", metavar="FILE"),
+        Option(
+            "--split",
+            "evaluate-only: the examples scored",
+            choices=("train", "test", "all"),
+            default="test",
+        ),
+        Option(
+            "--max-parallel-tasks", "tasks running at once", type=PARALLEL, default=4, metavar="N"
+        ),
+        Option(
+            "--progress-every",
+            "seconds between progress lines",
+            type=SECONDS,
+            default=10.0,
+            metavar="S",
+        ),
+    ),
+    exclusive=(("--instruction", "--instructions-file"),),
+)
+GROUPS = (*OPTIMIZE_GROUPS, SWEEP)
+EXAMPLES = (
+    "opro sweep --tasks 'bbh/*' --scorer openai/gpt-4o-mini --optimizer openai/gpt-4o \\\n"
+    "    --steps 20 --budget-usd 30 --run-dir sweeps/bbh",
+    "opro sweep --evaluate-only --tasks 'bbh/*' --instructions-file found.txt --split test",
+    "opro sweep --resume --run-dir sweeps/bbh --budget-usd 60   # the sweep's new total",
+    "opro report sweeps/bbh",
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add `sweep` to the `opro` parser: optimize's options plus the sweep's own."""
+    p = add_command(
+        subparsers,
+        "sweep",
+        "Run OPRO (or, with --evaluate-only, score given instructions) on many tasks under one "
+        "engine: one rate limit per connection, one cache, one budget.",
+        EXAMPLES,
+        "Every option of `opro optimize` applies to each task; --run-dir is the sweep "
+        "directory (default opro-sweeps/<time>), --budget-usd the sweep's total over all "
+        "sessions. --task is one more pattern, as --tasks.",
+        short="run OPRO on many tasks under one engine and one budget",
+        usage="opro sweep --tasks PATTERN [--tasks ...] [options]",
+    )
+    add_groups(p, GROUPS)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """optimize's layering and the sweep's own options, then (on resume) the stored options
+    for every option not given now."""
+    s = resolve(GROUPS, args, command="sweep")
+    if s["resume"]:
+        if s["run_dir"] is None:
+            raise UsageError(f"{s.where('resume')} needs the --run-dir of the sweep to continue")
+        stored = read_record(Path(s["run_dir"])).info.get("cli")
+        if isinstance(stored, dict):
+            for dest, value in stored.items():
+                if dest in s and dest not in _NOT_STORED:
+                    s.derive(dest, value, f"the options stored in {s['run_dir']}/sweep.json")
+    apply_protocol(s)
+    if s["position"] is None:
+        s.derive("position", default_position(s), "the scorer")
+    for dest in _URLS:
+        if s[dest] == WITHHELD:
+            raise UsageError(f"give --{dest.replace('_', '-')} again: it was not stored")
+    if s["task"]:
+        s.values["tasks"] = [*(s["tasks"] or []), s["task"]]
+        s.values["task"] = None
+    return s
+
+
+def _instructions(s: Settings) -> list[str]:
+    if s["instruction"]:
+        return list(s["instruction"])
+    if not s["instructions_file"]:
+        raise UsageError("--evaluate-only needs --instruction or --instructions-file")
+    path = Path(s["instructions_file"])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read instructions file {path}: {exc}") from None
+    found = [line for line in lines if line.strip()]
+    if not found:
+        raise UsageError(f"instructions file {path} has no instructions (one per line)")
+    return found
+
+
+def _models(s: Settings) -> tuple[ModelSettings, ModelSettings | None]:
+    """The scorer and optimizer as `opro optimize` builds them (the embedded model's own
+    defaults when no model is named); the scorer's max tokens stay per task if not given."""
+    embedded = uses_embedded_scorer(s)
+    limits = {"max_concurrency": s["max_concurrency"], "rpm": s["rpm"], "tpm": s["tpm"]}
+    scorer = ModelSettings(
+        s["scorer"] or DEFAULT_MODEL,
+        base_url=s["scorer_base_url"],
+        api=s["scorer_api"] or (EMBEDDED_SCORER_API if embedded else None),
+        max_tokens=s["max_tokens"] or (EMBEDDED_SCORER_MAX_TOKENS if embedded else None),
+        stop=tuple(
+            s["stop"] if s["stop"] is not None else (EMBEDDED_SCORER_STOP if embedded else ())
+        ),
+        price=parse_price(s["price"]) if s["price"] else None,
+        **limits,
+    )
+    if s["evaluate_only"]:
+        return scorer, None
+    optimizer = ModelSettings(
+        s["optimizer"] or DEFAULT_MODEL,
+        base_url=s["optimizer_base_url"],
+        api=s["optimizer_api"],
+        max_tokens=s["optimizer_max_tokens"],
+        price=parse_price(s["optimizer_price"]) if s["optimizer_price"] else None,
+        **limits,
+    )
+    return scorer, optimizer
+
+
+def sweep_settings(s: Settings) -> SweepSettings:
+    scorer, optimizer = _models(s)
+    problem = ProblemSettings(
+        train_fraction=s["train_fraction"],
+        validation_fraction=s["validation_fraction"],
+        split_seed=s["split_seed"],
+        position=s["position"],
+        qa_framing=qa_framing(s, s["position"]),
+        starting=tuple(s["start"]) if s["start"] else None,
+        test_limit=s["test_limit"],
+        errors=error_policy(s),
+    )
+    evaluate = None
+    if s["evaluate_only"]:
+        evaluate = EvaluateOnly(
+            tuple(_instructions(s)), split=s["split"], grading=s["grading"], protocol=s["protocol"]
+        )
+    return SweepSettings(
+        patterns=tuple(s["tasks"] or ()),
+        scorer=scorer,
+        optimizer=optimizer,
+        optimize=None if s["evaluate_only"] else configs(s)[0],
+        problem=problem,
+        evaluate=evaluate,
+        include_variants=bool(s["include_variants"]),
+        data_dir=s["data_dir"],
+        max_parallel_tasks=s["max_parallel_tasks"],
+    )
+
+
+def _stored_options(s: Settings, settings: SweepSettings) -> dict[str, Any]:
+    """The resolved options for a later `--resume` (instructions inlined, secrets withheld)."""
+    stored = {k: v for k, v in s.values.items() if k not in _NOT_STORED}
+    stored["tasks"] = list(settings.patterns)
+    stored["task"] = None
+    if settings.evaluate is not None:
+        stored["instruction"] = list(settings.evaluate.instructions)
+        stored["instructions_file"] = None
+    for dest in _URLS:
+        url = stored.get(dest)
+        if isinstance(url, str) and redact_url(url) != url:
+            stored[dest] = WITHHELD
+    return stored
+
+
+class LinePrinter:
+    """Plain progress lines on a stream: task starts and ends as they happen, and every
+    `every` seconds one line per running task and a totals line."""
+
+    def __init__(self, every: float, stream: Any = None) -> None:
+        self.every = every
+        self.stream = stream or sys.stderr
+        self._last = -float("inf")
+
+    def __call__(self, event: SweepEvent) -> None:
+        if isinstance(event, TaskStarted):
+            self._line(f"started {event.task} ({'resumed' if event.resumed else 'new'})")
+        elif isinstance(event, TaskFinished):
+            why = f": {event.reason}" if event.reason else ""
+            self._line(f"{event.status} {event.task}{why}")
+        elif isinstance(event, SweepProgress):
+            now = time.monotonic()
+            if event.final or now - self._last >= 0.9 * self.every:
+                self._last = now
+                self._block(event)
+
+    def _block(self, p: SweepProgress) -> None:
+        for live in p.running:
+            where = f"step {live.step}/{live.steps}" if live.step is not None else "step -"
+            if live.pairs_total is not None:
+                where = f"pairs {live.pairs_done}/{live.pairs_total}"
+            best = f"{100 * live.best:.1f}%" if live.best is not None else "-"
+            self._line(f"  {live.task}: {where}  best {best}  calls {live.calls}")
+        t = p.totals
+        left = []
+        if p.budget_left_usd is not None:
+            left.append(f"${p.budget_left_usd:.4f}")
+        if p.budget_left_tokens is not None:
+            left.append(f"{p.budget_left_tokens} tokens")
+        counts = " ".join(f"{k} {v}" for k, v in sorted(p.counts.items()))
+        self._line(
+            f"totals: {counts} | calls {t.calls} ({p.rate_calls_per_s:.1f}/s)  cache hits "
+            f"{t.cache_hits}  429s {t.n429}  cost ${t.cost_usd:.4f}  budget left "
+            f"{', '.join(left) or 'unlimited'}"
+        )
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def _summary(result: SweepResult) -> None:
+    for t in result.tasks:
+        best = ""
+        if t.result is not None and t.result.best is not None:
+            best = f"  best train {100 * t.result.best.score:.1f}%"
+        why = f"  ({t.reason})" if t.reason else ""
+        print(f"{t.status:<8} {t.task}{best}{why}")
+    tot = result.totals
+    print(
+        f"calls={tot.calls} cache_hits={tot.cache_hits} 429s={tot.n429} "
+        f"tokens={tot.tokens_in}+{tot.tokens_out} cost=${tot.cost_usd:.4f} wall={tot.wall_s:.1f}s"
+    )
+    print(f"sweep directory: {result.directory}")
+
+
+async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResult:
+    info = {
+        "cli": _stored_options(s, settings),
+        "cache_dir": None if s["no_cache"] else s["cache_dir"],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    async with engine_from_settings(s) as engine:
+        return await sweep(
+            engine,
+            settings,
+            run_dir=run_dir,
+            resume=s["resume"],
+            on_event=LinePrinter(s["progress_every"]),
+            progress_every=s["progress_every"],
+            info=info,
+        )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`opro sweep`: 0 all done, 1 a task failed, 2 user error, 3 stopped (resumable)."""
+    s = _settings(args)
+    settings = sweep_settings(s)
+    if s["run_dir"] is None:
+        run_dir = Path("opro-sweeps") / time.strftime("%Y%m%d-%H%M%S")
+    else:
+        run_dir = Path(s["run_dir"])
+    if s["resume"]:
+        names = [t.task for t in read_record(run_dir).tasks]
+    else:  # a bad pattern fails before the engine creates its cache
+        names = expand_tasks(
+            settings.patterns, data_dir=s["data_dir"], include_variants=settings.include_variants
+        )
+    if s["dry_run"]:
+        print(f"{len(names)} tasks ({settings.mode}): {' '.join(names)}")
+        return 0
+    try:
+        result = asyncio.run(_run(s, settings, run_dir))
+    except (RunDirError, LedgerError) as exc:
+        raise UsageError(str(exc)) from None
+    _summary(result)
+    if result.stopped in ("budget", "rate limit"):
+        print(
+            f"opro: sweep stopped ({result.stopped}); every unfinished task is resumable: "
+            f"opro sweep --resume --run-dir {run_dir} (the budget is the sweep's total)",
+            file=sys.stderr,
+        )
+        return 3
+    return 0 if result.complete else 1
