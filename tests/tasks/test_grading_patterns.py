@@ -1,0 +1,74 @@
+"""The fast answer-extraction scans find exactly what the plain patterns find.
+
+Grading runs on every answer, so `extract_answer` looks for its markers only where their
+first word occurs, and splits the next-question pattern in two halves that each start with a
+literal. These tests compare both with the plain patterns they replace, written out here, on
+many random texts built from the pieces those patterns care about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+
+import pytest
+
+from opro.tasks.grading import (
+    _PRIMARY_MARKER_RE,
+    _PRIMARY_STARTS,
+    _SECONDARY_MARKER_RE,
+    _SECONDARY_STARTS,
+    _last_match,
+    cut_next_question,
+    extract_answer,
+)
+
+PLAIN_NEXT_QUESTION = re.compile(r"(?<![a-z0-9])q:|^\s*question:", re.MULTILINE)
+PIECES = [
+    "answer", "Answer", "is", "are", " is", "the", " ", "  ", "\n", "\t", ":", " :", "q", "Q",
+    "q:", "Question", "question:", "####", "#", "a", "x", "é", "1", "(b)", ".", "**", "correct",
+    "\\boxed{", "}", "final", "right", " is the answer", " is the correct answer", "\\boxed{7}",
+]  # fmt: skip
+
+
+def texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(PIECES, k=rng.randint(0, 14))) for _ in range(count)]
+
+
+def plain_cut(output: str) -> str:
+    stripped = output.strip()
+    match = PLAIN_NEXT_QUESTION.search(stripped.lower(), 1)
+    return stripped[: match.start()].rstrip() if match else stripped
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_next_question_cut_matches_the_plain_pattern(seed: int) -> None:
+    for text in texts(seed, 5000):
+        assert cut_next_question(text) == plain_cut(text), text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_last_marker_matches_a_full_scan(seed: int) -> None:
+    for text in texts(100 + seed, 5000):
+        lowered = text.lower()
+        for pattern, starts in (
+            (_PRIMARY_MARKER_RE, _PRIMARY_STARTS),
+            (_SECONDARY_MARKER_RE, _SECONDARY_STARTS),
+        ):
+            every = list(pattern.finditer(lowered))
+            last = _last_match(pattern, lowered, starts)
+            expected = every[-1].span() if every else None
+            assert (last.span() if last else None) == expected, lowered
+
+
+def test_extraction_on_random_texts_is_unchanged() -> None:
+    """`extract_answer` on random texts: a digest of what the code before the fast scans
+    extracted (text, marker and full text of each)."""
+    found = [extract_answer(text) for text in texts(7, 4000)]
+    summary = "\x00".join(f"{e.text}\x01{e.marker}\x01{e.full}" for e in found)
+    assert hashlib.sha256(summary.encode()).hexdigest() == EXTRACTED
+
+
+EXTRACTED = "8b8deb9b1ed87e6d24605c729dd5c8334bfde641ea5c7b961adb4b289389749d"
