@@ -28,7 +28,7 @@ from opro.engine.singleflight import SingleFlight
 from opro.providers.base import HttpPool, Provider
 from opro.providers.errors import ConfigurationError
 from opro.providers.registry import ProviderOptions, create_provider
-from opro.tasks.grading import Grading, grade, grading_version
+from opro.tasks.grading import Grading, grade, grading_version, prepare_grade
 from opro.tasks.prompts import Position
 from opro.tasks.types import Example
 
@@ -48,6 +48,10 @@ class TaskGrader:
 
     def __call__(self, prediction: str, example: Example) -> bool:
         return grade(prediction, example.target, question=example.input, rules=self.rules)
+
+    def prepare(self, example: Example) -> Callable[[str], bool]:
+        """This grader for one example, the example's share of the work done once."""
+        return prepare_grade(example.target, question=example.input, rules=self.rules)
 
 
 def connection_label(provider: Provider) -> str:
