@@ -38,6 +38,7 @@ from opro.engine.limits import ConnectionRateLimited
 from opro.engine.model import Generation, Model, ModelCallError
 from opro.errors import OproError, SettingsError
 from opro.providers.errors import BadRequestError, FatalError
+from opro.providers.types import Usage
 from opro.tasks.grading import GRADINGS, Grading
 from opro.tasks.prompts import Position, render_prompt
 from opro.tasks.types import Example
@@ -235,6 +236,7 @@ LOOKUP_CHUNK = 256
 # that answer directly repeat them across instructions. A bound, so memory stays small.
 MEMO_TEXT_CHARS = 64
 MEMO_PER_EXAMPLE = 16
+_NO_USAGE = Usage()  # what a cache hit cost (shared: Usage is immutable)
 
 
 def _prepared(grader: Grader, example: Example) -> _Check | None:
@@ -449,7 +451,7 @@ def _graded_hits(
         if hit is None:
             yield pair
         else:
-            graders.add(accs[pair[0]], Generation(hit, cached=True), pair[1])
+            graders.add(accs[pair[0]], Generation(hit, cached=True, usage=_NO_USAGE), pair[1])
             hits += 1
     tally.done += hits
     tally.hits += hits

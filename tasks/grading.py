@@ -364,16 +364,26 @@ def _choice_letter(text: str) -> str | None:
     return letter
 
 
-_Phrases = dict[str, tuple[str, re.Pattern[str]]]  # option letter -> (text, its pattern)
+def _is_word(char: str) -> bool:
+    """Whether `char` is a word character as the `re` module's `\\w` defines it for str."""
+    return char.isalnum() or char == "_"
 
 
-def _phrases(options: dict[str, str]) -> _Phrases:
-    """Each option text with a pattern that finds it on its own (not inside a word)."""
-    return {
-        letter: (text, re.compile(r"(?<!\w)" + re.escape(text) + r"(?!\w)"))
-        for letter, text in options.items()
-        if text
-    }
+def _spans(text: str, phrase: str) -> list[tuple[int, int]]:
+    """Where `phrase` occurs in `text` on its own (not inside a word): the spans that
+    `re.finditer(r"(?<!\\w)" + re.escape(phrase) + r"(?!\\w)", text)` gives, without
+    compiling a pattern for every option of every example."""
+    spans = []
+    size = len(phrase)
+    i = text.find(phrase)
+    while i >= 0:
+        end = i + size
+        if (i == 0 or not _is_word(text[i - 1])) and (end == len(text) or not _is_word(text[end])):
+            spans.append((i, end))
+            i = text.find(phrase, end)
+        else:
+            i = text.find(phrase, i + 1)
+    return spans
 
 
 def options_mentioned(text: str, options: dict[str, str]) -> set[str]:
@@ -382,14 +392,7 @@ def options_mentioned(text: str, options: dict[str, str]) -> set[str]:
     An occurrence inside a longer option's occurrence does not count, so "north east" mentions
     only that option and not also "east".
     """
-    return _mentioned(text, _phrases(options))
-
-
-def _mentioned(text: str, phrases: _Phrases) -> set[str]:
-    spans = {
-        letter: [m.span() for m in pattern.finditer(text)] if phrase in text else []
-        for letter, (phrase, pattern) in phrases.items()
-    }
+    spans = {letter: _spans(text, phrase) for letter, phrase in options.items() if phrase}
     every = [span for found in spans.values() for span in found]
     mentioned = set()
     for letter, found in spans.items():
@@ -407,19 +410,15 @@ def _choice_check(target: str, question: str) -> Check:
     if wanted is None:
         return _never
     listed = wanted in options
-    phrases: _Phrases | None = None  # compiled on first need: most answers give a letter
 
     def check(output: str) -> bool:
-        nonlocal phrases
         text = extract_answer(output).text
         picked = _choice_letter(text)
         if picked is not None:
             return picked == wanted
         if not listed:
             return False
-        if phrases is None:
-            phrases = _phrases(options)
-        return _mentioned(" ".join(text.split()), phrases) == {wanted}
+        return options_mentioned(" ".join(text.split()), options) == {wanted}
 
     return check
 

@@ -1,9 +1,10 @@
 """The fast answer-extraction scans find exactly what the plain patterns find.
 
 Grading runs on every answer, so `extract_answer` looks for its markers only where their
-first word occurs, and splits the next-question pattern in two halves that each start with a
-literal. These tests compare both with the plain patterns they replace, written out here, on
-many random texts built from the pieces those patterns care about.
+first word occurs, splits the next-question pattern in two halves that each start with a
+literal, and finds option texts with `str.find` instead of a pattern compiled per option.
+These tests compare each with the plain pattern it replaces, written out here, on many
+random texts built from the pieces those patterns care about.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from opro.tasks.grading import (
     _SECONDARY_MARKER_RE,
     _SECONDARY_STARTS,
     _last_match,
+    _spans,
     cut_next_question,
     extract_answer,
 )
@@ -61,6 +63,17 @@ def test_last_marker_matches_a_full_scan(seed: int) -> None:
             last = _last_match(pattern, lowered, starts)
             expected = every[-1].span() if every else None
             assert (last.span() if last else None) == expected, lowered
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_option_spans_match_the_word_bounded_pattern(seed: int) -> None:
+    rng = random.Random(200 + seed)
+    letters = ["a", "b", " ", "_", "é", "ß", "中", "²", "\u0661", "-", ".", "(", "1", "\n"]
+    for _ in range(3000):
+        text = "".join(rng.choices(letters, k=rng.randint(0, 16)))
+        phrase = "".join(rng.choices(letters, k=rng.randint(1, 3)))
+        pattern = re.compile(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)")
+        assert _spans(text, phrase) == [m.span() for m in pattern.finditer(text)], (text, phrase)
 
 
 def test_extraction_on_random_texts_is_unchanged() -> None:
