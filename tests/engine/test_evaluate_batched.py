@@ -18,6 +18,7 @@ from opro.caches.memory import MemoryCache
 from opro.engine.budget import Budget
 from opro.engine.evaluate import LOOKUP_CHUNK
 from opro.providers.types import Completion
+from opro.tasks.grading import Grading
 
 EXAMPLES = [
     opro.Example(f"Is {i} even? Answer True or False.", str(i % 2 == 0)) for i in range(300)
@@ -43,7 +44,7 @@ class CountingCache(MemoryCache):
 class PreparingGrader:
     """Grades like `TaskGrader` and counts how often it prepares and how often it is called."""
 
-    def __init__(self, rules: opro.Grading = "strict") -> None:
+    def __init__(self, rules: Grading = "strict") -> None:
         self.inner = opro.TaskGrader(rules)
         self.version = self.inner.version
         self.prepared: list[str] = []
