@@ -8,7 +8,7 @@ and 250 instructions on 200 examples of bbh/date_understanding by default). Each
 again with `--no-cache`, which separates the engine from SQLite's share (its page cache and
 memory map grow with the database, up to diskcache's bounds of 32 MB and 64 MB).
 
-Per size, from the child's own rusage (`os.wait4`):
+Per size, from the child's own rusage and its own peak RSS (`opro.testing.measure`):
 
 - CPU per pair: (CPU of the run - CPU of a 1-pair run of the same command) / pairs, so the
   interpreter start and imports are not spread over the pairs;
@@ -24,8 +24,6 @@ Usage: python benchmarks/cpu.py [--sizes 8,80,250] [--examples 200] [--json out.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,26 +35,9 @@ import orjson
 from opro.providers.simulated import SimulatedProvider
 from opro.tasks import load_task
 from opro.tasks.prompts import render_prompt
+from opro.testing.measure import measure
 
 MODEL = "simulated/cpu-benchmark"
-
-
-class Run:
-    """One finished child process: wall and CPU seconds and peak RSS (MB)."""
-
-    def __init__(self, argv: list[str]) -> None:
-        with tempfile.TemporaryFile() as err:
-            started = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
-            self.wall_s = time.perf_counter() - started
-            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
-            if proc.returncode != 0:
-                err.seek(0)
-                tail = err.read().decode()[-2000:]
-                raise RuntimeError(f"{argv[:5]} failed ({proc.returncode}): {tail}")
-        self.cpu_s = usage.ru_utime + usage.ru_stime
-        self.peak_rss_mb = usage.ru_maxrss / 1024
 
 
 def instructions(n: int) -> list[str]:
@@ -75,18 +56,20 @@ def model_cpu_per_pair(task: str, n_examples: int, n_instructions: int) -> float
     return (time.process_time() - started) / len(prompts)
 
 
-def measure(args: argparse.Namespace, cache: str, n_instructions: int, tmp: Path) -> dict[str, Any]:
+def measure_size(
+    args: argparse.Namespace, cache: str, n_instructions: int, tmp: Path
+) -> dict[str, Any]:
     file = tmp / f"instructions-{n_instructions}.txt"
     file.write_text("".join(line + "\n" for line in instructions(n_instructions)))
 
     def command(limit: int, directory: Path, out: Path) -> list[str]:
-        cli = [sys.executable, "-m", "opro.cli.main", "evaluate", "--task", args.task]
+        cli = ["-m", "opro.cli.main", "evaluate", "--task", args.task]
         cli += ["--instructions-file", str(file), "--scorer", MODEL, "--limit", str(limit)]
         where = ["--cache-dir", str(directory)] if cache == "disk" else ["--no-cache"]
         return [*cli, *where, "--out", str(out)]
 
-    base = Run(command(1, tmp / f"base-{n_instructions}", tmp / "base.json"))
-    run = Run(command(args.examples, tmp / f"cache-{n_instructions}", tmp / "run.json"))
+    base = measure(command(1, tmp / f"base-{n_instructions}", tmp / "base.json"))
+    run = measure(command(args.examples, tmp / f"cache-{n_instructions}", tmp / "run.json"))
     totals = orjson.loads((tmp / "run.json").read_bytes())["totals"]
     base_pairs = orjson.loads((tmp / "base.json").read_bytes())["totals"]["pairs"]
     pairs = totals["pairs"]
@@ -150,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for cache in args.cache or ["disk", "none"]:
             for size in (int(s) for s in args.sizes.split(",")):
-                rows.append(measure(args, cache, size, Path(tmp)))
+                rows.append(measure_size(args, cache, size, Path(tmp)))
     print(render(rows))
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))

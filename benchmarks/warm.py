@@ -30,14 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +42,7 @@ import orjson
 
 from opro.providers.simulated import SimulatedProvider
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
+from opro.testing.measure import measure
 from opro.testing.process import ServerProcess
 
 _SIM = SimulatedProvider("warm-benchmark")
@@ -77,26 +75,6 @@ async def _serve_cot() -> int:
     return 0
 
 
-class Run:
-    """One finished child process: wall and CPU seconds, peak RSS (MB) and its stdout."""
-
-    def __init__(self, argv: list[str]) -> None:
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            started = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=out, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
-            self.wall_s = time.perf_counter() - started
-            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
-            out.seek(0)
-            err.seek(0)
-            self.stdout = out.read().decode()
-            if proc.returncode != 0:
-                tail = err.read().decode()[-2000:]
-                raise RuntimeError(f"{argv[:5]} failed ({proc.returncode}): {tail}")
-        self.cpu_s = usage.ru_utime + usage.ru_stime
-        self.peak_rss_mb = usage.ru_maxrss / 1024
-
-
 READ_FLOOR = """
 import sqlite3, sys, time
 con = sqlite3.connect(sys.argv[1] + "/cache.db")
@@ -118,19 +96,19 @@ def case(args: argparse.Namespace, answers: str, tmp: Path) -> dict[str, Any]:
     else:
         server = ServerProcess(command=[sys.executable, __file__, "--serve-cot"])
     cache = tmp / f"cache-{answers}"
-    cli = [sys.executable, "-m", "opro.cli.main", "evaluate", "--task", args.task]
+    cli = ["-m", "opro.cli.main", "evaluate", "--task", args.task]
     cli += ["--instructions-file", str(instructions), "--scorer", "openai/fake-model"]
     cli += ["--scorer-base-url", server.base_url, "--cache-dir", str(cache)]
     cli += ["--max-concurrency", "64"]
     if args.limit:
         cli += ["--limit", str(args.limit)]
     try:
-        cold = Run([*cli, "--out", str(tmp / "cold.json")])
+        cold = measure([*cli, "--out", str(tmp / "cold.json")])
         paid = server.stats()["requests_total"]
         warm: list[dict[str, Any]] = []
         for i in range(args.runs):
             out = tmp / f"warm{i}.json"
-            run = Run([*cli, "--out", str(out)])
+            run = measure([*cli, "--out", str(out)])
             totals = orjson.loads(out.read_bytes())["totals"]
             warm.append(
                 {
@@ -146,9 +124,9 @@ def case(args: argparse.Namespace, answers: str, tmp: Path) -> dict[str, Any]:
         reached = server.stats()["requests_total"] - paid
     finally:
         server.close()
-    reads = [Run([sys.executable, "-c", READ_FLOOR, str(cache)]) for _ in range(3)]
+    reads = [measure(["-c", READ_FLOOR, str(cache)]) for _ in range(3)]
     read_floor = statistics.median(float(r.stdout.split()[1]) for r in reads)
-    starts = [Run([sys.executable, "-c", "import opro.cli.main"]) for _ in range(3)]
+    starts = [measure(["-c", "import opro.cli.main"]) for _ in range(3)]
     start_floor = statistics.median(r.wall_s for r in starts)
     pairs = warm[0]["pairs"]
     report_wall = statistics.median(r["report_wall_s"] for r in warm)
