@@ -45,6 +45,7 @@ _STORAGE_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
 # `get_many`: diskcache's `get` query for many keys at once (string keys are stored raw).
 # SQLite allows 999 parameters per statement in its oldest supported builds.
 _KEYS_PER_QUERY = 500
+_MODE_RAW = diskcache.core.MODE_RAW
 _SELECT_MANY = (
     "SELECT key, mode, filename, value FROM Cache WHERE key IN ({marks}) AND raw = 1"
     " AND (expire_time IS NULL OR expire_time > ?)"
@@ -187,7 +188,9 @@ class DiskCache:
         fetch = self._cache.disk.fetch
         for key, mode, filename, value in rows:
             try:
-                found[where[key]] = decode(fetch(mode, filename, value, False))
+                # A value stored in the row is the bytes diskcache's fetch would return.
+                raw = mode == _MODE_RAW and type(value) is bytes
+                found[where[key]] = decode(value if raw else fetch(mode, filename, value, False))
             except (UnreadableEntry, *_STORAGE_ERRORS):
                 found[where[key]] = self.get(key)  # counted and logged there
 
