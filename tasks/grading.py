@@ -123,15 +123,17 @@ def _last_match(
     """The last match of `pattern.finditer(text)`, for a pattern whose every match begins
     with one of `starts`: the same scan (left to right, each match resuming at the end of
     the one before), but tried only where one of `starts` occurs."""
-    at: set[int] = set()
+    at: list[int] = []
     for start in starts:
         i = text.find(start)
         while i >= 0:
-            at.add(i)
+            at.append(i)
             i = text.find(start, i + 1)
+    if len(at) > 1:
+        at.sort()  # a position found twice changes nothing: it fails or is passed again
     last = None
     resume = 0
-    for i in sorted(at):
+    for i in at:
         if i >= resume and (match := pattern.match(text, i)):
             last, resume = match, match.end()
     return last

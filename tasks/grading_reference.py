@@ -58,21 +58,36 @@ _ANSWER_HEADERS: Final = (
     "пошаговое решение: ", "jibu la hatua kwa hatua: ", "దశలవారీగా సమాధానం: ",
     "คำตอบทีละขั้นตอน: ", "逐步解答\uff1a", "#### ",
 )  # fmt: skip
-_PRIMARY_BEHIND: Final = ("answer is ", "answer: ", "answer is: ")
+_PRIMARY_BEHIND: Final = ("answer is ", "answer: ", "answer is: ")  # also in normalize_prediction
 _SECONDARY_BEHIND: Final = ("is: ", "are: ")
 
 
-def _colon_free(delimiters: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(d for d in delimiters if ":" not in d and "\uff1a" not in d)
+def _possible(delimiters: tuple[str, ...], colon: bool, ascii_only: bool) -> tuple[str, ...]:
+    """The delimiters that can occur in a text with(out) a colon and (not) only ASCII."""
+    return tuple(
+        d
+        for d in delimiters
+        if (colon or (":" not in d and "\uff1a" not in d)) and (d.isascii() or not ascii_only)
+    )
 
 
-# The delimiters an answer follows, in the reference's order, by (primary marker, colon in
-# the text): the headers, then the primary or the secondary markers.
+# By (colon in the text, the text is ASCII): the new-question delimiters that can occur.
+_NEXT_QUESTION_IN: Final = {
+    (colon, ascii_only): _possible(_NEXT_QUESTION, colon, ascii_only)
+    for colon in (True, False)
+    for ascii_only in (True, False)
+}
+# By (primary marker, colon, ASCII): the delimiters an answer follows that can occur, in the
+# reference's order: the headers, then the primary or the secondary markers.
 _BEHIND: Final = {
-    (True, True): (*_ANSWER_HEADERS, *_PRIMARY_BEHIND),
-    (False, True): (*_ANSWER_HEADERS, *_SECONDARY_BEHIND),
-    (True, False): _colon_free((*_ANSWER_HEADERS, *_PRIMARY_BEHIND)),
-    (False, False): _colon_free((*_ANSWER_HEADERS, *_SECONDARY_BEHIND)),
+    (primary, colon, ascii_only): _possible(
+        (*_ANSWER_HEADERS, *(_PRIMARY_BEHIND if primary else _SECONDARY_BEHIND)),
+        colon,
+        ascii_only,
+    )
+    for primary in (True, False)
+    for colon in (True, False)
+    for ascii_only in (True, False)
 }
 _AHEAD: Final = (
     " is the correct answer",
@@ -148,18 +163,19 @@ def normalize_prediction(
 ) -> str:
     """The answer part of a model output, normalised as the reference's metrics do."""
     text = prediction.lower().strip()
-    # str.find / rfind cut exactly where the reference's split(delimiter)[0] / [-1] do. Most
-    # delimiters hold a colon; without one in the text (which only gets shorter) they are
-    # skipped, which changes nothing.
+    # str.find / rfind cut exactly where the reference's split(delimiter)[0] / [-1] do.
+    # Delimiters that cannot occur (most hold a colon, many are not ASCII) are skipped, which
+    # changes nothing: the text only gets shorter, so it never gains a colon or a character.
     colon = ":" in text or "\uff1a" in text
-    if colon:
-        for delimiter in _NEXT_QUESTION:
-            cut = text.find(delimiter)
-            if cut >= 0:
-                text = text[:cut]
-    primary = any(p in prediction for p in _PRIMARY_BEHIND)  # case-sensitive, as the reference
+    ascii_only = text.isascii()
+    for delimiter in _NEXT_QUESTION_IN[colon, ascii_only]:
+        cut = text.find(delimiter)
+        if cut >= 0:
+            text = text[:cut]
+    # Case-sensitive, as the reference: any of _PRIMARY_BEHIND in the output as given.
+    primary = "answer is " in prediction or "answer: " in prediction or "answer is: " in prediction
     answer_indicated = False
-    for delimiter in _BEHIND[primary, colon]:
+    for delimiter in _BEHIND[primary, colon, ascii_only]:
         cut = text.rfind(delimiter)
         if cut >= 0:
             text = text[cut + len(delimiter) :]
