@@ -11,7 +11,8 @@ absolute seconds on a shared 2-core machine mean little:
   bucket of one second (50 requests) refilled at 50/s, and the client is told --rpm 3000.
   The limit is (N - 50) / 50 s + 100 ms: the bucket's burst, then its refill rate.
 - Warm cache: the R1 evaluation again with a fresh engine on the same cache directory
-  (results/s; no request may reach the server).
+  (results/s; no request may reach the server). In-process and small; `warm.py` measures
+  warm reruns the way a user runs them (the CLI, a fresh process, 20,000 pairs).
 - Engine CPU per call: the client process's CPU time over the calls it made.
 
 Usage: python benchmarks/throughput.py [--examples 200] [--instructions 8] [--json out.json]
@@ -175,7 +176,8 @@ def render(rows: list[dict[str, Any]]) -> str:
             lines.append(
                 f"\nwarm cache rerun of {r['regime']}: {r['warm_results_per_s']:,.0f} results/s "
                 f"({r['warm_wall_s'] * 1000:.0f} ms, {r['warm_requests_to_server']} requests "
-                "reached the server)"
+                "reached the server; in this process, so not what a CLI user gets: see "
+                "benchmarks/warm.py)"
             )
     return "\n".join(lines)
 

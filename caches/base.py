@@ -12,6 +12,7 @@ into a miss (counted in `CacheStats`), never into a crash or a wrong answer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +39,10 @@ class ResultCache(Protocol):
 
     def get(self, key: str) -> Completion | None: ...
 
+    def get_many(self, keys: Sequence[str]) -> list[Completion | None]:
+        """`[get(k) for k in keys]`, in as few storage round trips as the cache can."""
+        ...
+
     def set(self, key: str, completion: Completion) -> None: ...
 
     def close(self) -> None: ...
@@ -54,6 +59,18 @@ def encode(completion: Completion) -> bytes:
     return orjson.dumps(record)
 
 
+_JSON_BLOBS = (bytes, str)
+
+
+def _all_strings(items: list[Any], *, none: bool) -> bool:
+    """Every item a string (or None, with `none`); a loop, as this runs for every cache hit
+    (`all()` over a generator costs four times as much here)."""
+    for item in items:  # noqa: SIM110
+        if not (isinstance(item, str) or (none and item is None)):
+            return False
+    return True
+
+
 def _count(record: dict[str, Any], name: str) -> int:
     value = record.get(name)
     if type(value) is not int or not 0 <= value < 2**53:  # bool and float are refused
@@ -63,7 +80,7 @@ def _count(record: dict[str, Any], name: str) -> int:
 
 def decode(blob: object) -> Completion:
     """The completion in a stored record; `UnreadableEntry` for anything else."""
-    if not isinstance(blob, bytes | str):
+    if not isinstance(blob, _JSON_BLOBS):
         raise UnreadableEntry(f"a {type(blob).__name__} value, not JSON bytes")
     try:
         record = orjson.loads(blob)
@@ -72,10 +89,10 @@ def decode(blob: object) -> Completion:
     if not isinstance(record, dict):
         raise UnreadableEntry(f"a JSON {type(record).__name__}, not a record")
     texts = record.get("texts")
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+    if not isinstance(texts, list) or not texts or not _all_strings(texts, none=False):
         raise UnreadableEntry("'texts' is not a non-empty list of strings")
     finish = record.get("finish", [])
-    if not isinstance(finish, list) or not all(f is None or isinstance(f, str) for f in finish):
+    if not isinstance(finish, list) or not _all_strings(finish, none=True):
         raise UnreadableEntry("'finish' is not a list of strings")
     return Completion(
         texts=tuple(texts),

@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,15 @@ log = logging.getLogger("opro.cache")
 
 # Failures of the storage layer that damage, a full disk or a lock can cause.
 _STORAGE_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
+
+# `get_many`: diskcache's `get` query for many keys at once (string keys are stored raw).
+# SQLite allows 999 parameters per statement in its oldest supported builds.
+_KEYS_PER_QUERY = 500
+_MODE_RAW = diskcache.core.MODE_RAW
+_SELECT_MANY = (
+    "SELECT key, mode, filename, value FROM Cache WHERE key IN ({marks}) AND raw = 1"
+    " AND (expire_time IS NULL OR expire_time > ?)"
+)
 
 
 def default_cache_dir() -> Path:
@@ -131,6 +142,57 @@ class DiskCache:
                 _advice(self.directory),
             )
             return None
+
+    def get_many(self, keys: Sequence[str]) -> list[Completion | None]:
+        """`[get(k) for k in keys]` with one SQLite query per chunk of keys.
+
+        diskcache has no bulk read, so this runs diskcache's own `get` query (same table,
+        columns and expiry test) with `key IN (...)` on its connection, and decodes values
+        with its `Disk`. Anything unusual about an entry (an unreadable value, a missing
+        value file) or a failing query sends those keys through `get`, so damage is met,
+        counted and logged exactly as there.
+        """
+        found: list[Completion | None] = [None] * len(keys)
+        where: dict[str, int] = {}  # key -> its first position in `keys`
+        repeats: list[tuple[int, str]] = []  # later positions of a key already asked for
+        for i, key in enumerate(keys):
+            kept = self._kept.get(key)
+            if kept is not None:
+                found[i] = kept
+            elif key in where:
+                repeats.append((i, key))
+            elif key not in self._unreadable:
+                where[key] = i
+        asked = list(where)
+        for start in range(0, len(asked), _KEYS_PER_QUERY):
+            self._read_chunk(asked[start : start + _KEYS_PER_QUERY], where, found)
+        for i, key in repeats:
+            found[i] = found[where[key]]
+        return found
+
+    def _read_chunk(
+        self, keys: list[str], where: dict[str, int], found: list[Completion | None]
+    ) -> None:
+        """Read `keys` into `found` (at the positions `where` gives) with one query."""
+        sql = getattr(self._cache, "_sql", None)  # diskcache's statement runner
+        if sql is not None:
+            query = _SELECT_MANY.format(marks=",".join("?" * len(keys)))
+            try:
+                rows = sql(query, (*keys, time.time())).fetchall()
+            except _STORAGE_ERRORS:
+                sql = None
+        if sql is None:  # a failing query, or a diskcache without `_sql`: key by key
+            for key in keys:
+                found[where[key]] = self.get(key)  # damage is met as `get` meets it
+            return
+        fetch = self._cache.disk.fetch
+        for key, mode, filename, value in rows:
+            try:
+                # A value stored in the row is the bytes diskcache's fetch would return.
+                raw = mode == _MODE_RAW and type(value) is bytes
+                found[where[key]] = decode(value if raw else fetch(mode, filename, value, False))
+            except (UnreadableEntry, *_STORAGE_ERRORS):
+                found[where[key]] = self.get(key)  # counted and logged there
 
     def set(self, key: str, completion: Completion) -> None:
         blob = encode(completion)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from opro.caches.base import CacheStats
 from opro.providers.types import Completion
@@ -21,6 +22,9 @@ class MemoryCache:
         if value is not None:
             self._data.move_to_end(key)
         return value
+
+    def get_many(self, keys: Sequence[str]) -> list[Completion | None]:
+        return [self.get(key) for key in keys]
 
     def set(self, key: str, completion: Completion) -> None:
         self._data[key] = completion

@@ -30,7 +30,7 @@ from opro.errors import SettingsError
 from opro.providers.base import HttpPool, Provider
 from opro.providers.errors import ConfigurationError
 from opro.providers.registry import Connection, create_provider
-from opro.tasks.grading import Grading, grade, grading_version
+from opro.tasks.grading import Grading, grade, grading_version, prepare_grade
 from opro.tasks.prompts import Position
 from opro.tasks.types import Example
 
@@ -50,6 +50,10 @@ class TaskGrader:
 
     def __call__(self, prediction: str, example: Example) -> bool:
         return grade(prediction, example.target, question=example.input, rules=self.rules)
+
+    def prepare(self, example: Example) -> Callable[[str], bool]:
+        """This grader for one example, the example's share of the work done once."""
+        return prepare_grade(example.target, question=example.input, rules=self.rules)
 
 
 def connection_label(provider: Provider) -> str:

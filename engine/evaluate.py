@@ -23,9 +23,11 @@ cut at its token limit are counted (`truncated`): a cut chain of thought is grad
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from opro.caches.base import CacheStats
@@ -47,7 +49,14 @@ TRUNCATED_REASONS = frozenset({"length", "max_tokens"})
 
 
 class Grader(Protocol):
-    """Decides whether a prediction answers an example; `version` goes into reports."""
+    """Decides whether a prediction answers an example; `version` goes into reports.
+
+    A grader may also offer `prepare(example) -> Callable[[str], bool]`: the grader of that
+    one example, with the example's share of the work (parsing the target and the options)
+    done once. `evaluate` then calls it once per example instead of grading from scratch for
+    every (instruction, example) pair (`TaskGrader` does). A prepared check must be a pure
+    function of the text: `evaluate` reuses its verdict when a short answer repeats.
+    """
 
     @property
     def version(self) -> str: ...
@@ -243,21 +252,102 @@ class _Acc:
         self.tokens_out += stop.paid.tokens_out
 
 
-_Pair = tuple[int, int, Example, Any, str]  # instruction, example index, example, request, key
+_Pair = tuple[int, int, str, str]  # instruction, example index, prompt, cache key
+_Check = Callable[[str], bool]
+# Pairs rendered, keyed and looked up in the cache together (one cache query per chunk).
+LOOKUP_CHUNK = 256
+# Verdicts remembered per example for answers up to this long ("(B)", "True", "72"): models
+# that answer directly repeat them across instructions. A bound, so memory stays small.
+MEMO_TEXT_CHARS = 64
+MEMO_PER_EXAMPLE = 16
+_NO_USAGE = Usage()  # what a cache hit cost (shared: Usage is immutable)
 
 
-@dataclass(frozen=True, slots=True)
+def _prepared(grader: Grader, example: Example) -> _Check | None:
+    """`grader` for one example, when it can prepare one (see `Grader`)."""
+    prepare = getattr(grader, "prepare", None)
+    if prepare is None:
+        return None
+    check: _Check = prepare(example)
+    return check
+
+
+class _Example:
+    """One example's prepared checks and the verdicts of its short answers so far."""
+
+    __slots__ = ("main", "memo", "reference")
+
+    def __init__(self, main: _Check, reference: _Check | None) -> None:
+        self.main = main
+        self.reference = reference
+        self.memo: dict[str, tuple[bool, bool]] = {}
+
+    def grade(self, text: str) -> tuple[bool, bool]:
+        verdict = self.memo.get(text)
+        if verdict is None:
+            ref = self.reference
+            verdict = (self.main(text), ref is not None and ref(text))
+            if len(text) <= MEMO_TEXT_CHARS and len(self.memo) < MEMO_PER_EXAMPLE:
+                self.memo[text] = verdict
+        return verdict
+
+
 class _Graders:
-    """The grader that gives `accuracy` and the optional one that gives `accuracy_reference`."""
+    """The grader that gives `accuracy` and the optional one that gives `accuracy_reference`.
 
-    main: Grader
-    reference: Grader | None
+    Graders that can `prepare` are prepared once per example on first use, and their
+    verdicts on short answers are reused; others are called for every answer.
+    """
 
-    def add(self, acc: _Acc, generation: Generation, example: Example, index: int) -> None:
-        """Grade one answer to `example` (the `index`-th) by both graders into `acc`."""
+    __slots__ = ("_prepared", "examples", "main", "preparing", "reference")
+
+    def __init__(self, main: Grader, reference: Grader | None, examples: Sequence[Example]):
+        self.main = main
+        self.reference = reference
+        self.examples = examples
+        self.preparing = hasattr(main, "prepare") and (
+            reference is None or hasattr(reference, "prepare")
+        )
+        self._prepared: list[_Example | None] = [None] * len(examples)
+
+    def add(self, acc: _Acc, generation: Generation, index: int) -> None:
+        """Grade one answer to the `index`-th example by both graders into `acc`."""
         text = generation.completion.text
-        ref = self.reference is not None and self.reference(text, example)
-        acc.add(generation, self.main(text, example), ref, index)
+        if not self.preparing:
+            example = self.examples[index]
+            ref = self.reference is not None and self.reference(text, example)
+            acc.add(generation, self.main(text, example), ref, index)
+            return
+        prepared = self._prepared[index]
+        if prepared is None:
+            prepared = self._prepared[index] = self._prepare(self.examples[index])
+        correct, correct_reference = prepared.grade(text)
+        acc.add(generation, correct, correct_reference, index)
+
+    def _prepare(self, example: Example) -> _Example:
+        main = _prepared(self.main, example)
+        assert main is not None
+        reference = _prepared(self.reference, example) if self.reference is not None else None
+        return _Example(main, reference)
+
+
+class _Tally:
+    """Running totals for progress reports, so a report costs O(1), not O(instructions)."""
+
+    __slots__ = ("calls", "done", "errors", "hits")
+
+    def __init__(self) -> None:
+        self.done = self.calls = self.hits = self.errors = 0
+
+    def track(self, acc: _Acc) -> tuple[int, int, int, int]:
+        return acc.n, acc.calls, acc.cache_hits, acc.errors
+
+    def update(self, before: tuple[int, int, int, int], acc: _Acc) -> None:
+        """Add what changed in `acc` since `track(acc)` returned `before`."""
+        self.done += acc.n - before[0]
+        self.calls += acc.calls - before[1]
+        self.hits += acc.cache_hits - before[2]
+        self.errors += acc.errors - before[3]
 
 
 def _aborts(error: ModelCallError) -> bool:
@@ -292,7 +382,7 @@ async def evaluate(
         raise SettingsError(f"grading must be one of {', '.join(GRADINGS)}, got {grading!r}")
     if grading == "reference" and reference_grader is None:
         raise SettingsError("grading by the reference rules needs a reference_grader")
-    graders = _Graders(grader, reference_grader)
+    graders = _Graders(grader, reference_grader, examples)
     if not instructions:
         raise SettingsError("no instructions to evaluate")
     if not examples:
@@ -301,39 +391,42 @@ async def evaluate(
     damage_before = _cache_damage(scorer)
     accs = [_Acc() for _ in unique]
     total = len(unique) * len(examples)
-    pending: list[_Pair] = []
-    for u, canon in enumerate(unique):
-        acc = accs[u]
-        for j, ex in enumerate(examples):
-            request = scorer.request(
-                render_prompt(canon, ex.input, position, qa_framing=qa_framing)
-            )
-            key = scorer.key(request)
-            hit = scorer.lookup(key)
-            if hit is None:
-                pending.append((u, j, ex, request, key))
-            else:
-                graders.add(acc, Generation(hit, cached=True), ex, j)
+    tally = _Tally()
 
     def report_progress() -> None:
         if on_progress is not None:
             on_progress(
                 Progress(
-                    done=sum(a.n for a in accs),
+                    done=tally.done,
                     total=total,
-                    calls=sum(a.calls for a in accs),
-                    cache_hits=sum(a.cache_hits for a in accs),
-                    errors=sum(a.errors for a in accs),
+                    calls=tally.calls,
+                    cache_hits=tally.hits,
+                    errors=tally.errors,
                     n429=scorer.stats.n429,
                 )
             )
 
+    render = partial(render_prompt, position=position, qa_framing=qa_framing)
+    render("", "")  # a bad position or framing fails here, before any pair
+    pairs = _lookups(unique, examples, scorer, graders, accs, tally, render)
+    first = next(pairs, None)  # a warm rerun grades every pair here and creates no task
     report_progress()
     stopped = None
-    if pending:
+    if first is not None:
         stopped = await _drain(
-            pending, scorer, graders, accs, report_progress, workers, errors or ErrorPolicy(), flow
+            itertools.chain([first], pairs),
+            total - tally.done,
+            scorer,
+            graders,
+            accs,
+            tally,
+            report_progress,
+            workers,
+            errors or ErrorPolicy(),
+            flow,
         )
+        for _ in pairs:  # stopped by the budget: the rest is graded if cached, else skipped
+            pass
     report = _report(
         instructions, unique, index, accs, scorer, graders, position, started, len(examples)
     )
@@ -353,31 +446,82 @@ def _cache_damage(scorer: Model) -> tuple[int, int]:
     return stats.unreadable, stats.write_errors
 
 
-async def _drain(
-    pending: list[_Pair],
+def _lookups(
+    unique: list[str],
+    examples: Sequence[Example],
     scorer: Model,
     graders: _Graders,
     accs: list[_Acc],
+    tally: _Tally,
+    render: Callable[[str, str], str],
+) -> Iterator[_Pair]:
+    """Every pair's prompt rendered, keyed and looked up, a chunk of pairs per cache query:
+    hits are graded on the spot, misses yielded for the workers.
+
+    Lazy, so what waits for a call is at most a chunk, never every pending pair's request.
+    """
+    chunk: list[tuple[int, int, str, str]] = []
+    for u, instruction in enumerate(unique):
+        for j, example in enumerate(examples):
+            prompt = render(instruction, example.input)
+            chunk.append((u, j, prompt, scorer.prompt_key(prompt)))
+            if len(chunk) == LOOKUP_CHUNK:
+                yield from _graded_hits(chunk, scorer, graders, accs, tally)
+                chunk = []
+    yield from _graded_hits(chunk, scorer, graders, accs, tally)
+
+
+def _graded_hits(
+    chunk: list[_Pair], scorer: Model, graders: _Graders, accs: list[_Acc], tally: _Tally
+) -> Iterator[_Pair]:
+    """Grade the pairs of `chunk` found in the cache; yield the others."""
+    found = scorer.lookup_many([pair[3] for pair in chunk])
+    hits = 0
+    for pair, hit in zip(chunk, found, strict=True):
+        if hit is None:
+            yield pair
+        else:
+            graders.add(accs[pair[0]], Generation(hit, cached=True, usage=_NO_USAGE), pair[1])
+            hits += 1
+    tally.done += hits
+    tally.hits += hits
+
+
+async def _drain(
+    queue: Iterator[_Pair],
+    at_most: int,
+    scorer: Model,
+    graders: _Graders,
+    accs: list[_Acc],
+    tally: _Tally,
     report_progress: Callable[[], None],
     workers: int | None,
     policy: ErrorPolicy,
     flow: Hashable = None,
 ) -> str | None:
-    """Run the cache misses through a bounded pool of workers (not one task per pair)."""
-    queue: Iterator[_Pair] = iter(pending)
+    """Run the cache misses through a bounded pool of workers (not one task per pair).
+
+    `queue` yields the misses (looking up later pairs as it goes); `at_most` bounds their
+    number, so a small evaluation starts no more workers than it has pairs.
+    """
     stopped: str | None = None
     halted: ConnectionRateLimited | None = None
     failed = finished = 0
 
     async def worker() -> None:
         nonlocal stopped, halted, failed, finished
-        for u, j, ex, request, key in queue:
+        for u, j, prompt, key in queue:
             if stopped is not None or halted is not None:
                 return
+            acc = accs[u]
             try:
-                generation = await scorer.generate(request, key=key, flow=flow)
+                generation = await scorer.generate(scorer.request(prompt), key=key, flow=flow)
+            # What `acc` gains is measured around each change, never across an await:
+            # other workers change the same instruction's counts meanwhile.
             except BudgetExceeded as stop:
-                accs[u].refused(stop)
+                before = tally.track(acc)
+                acc.refused(stop)
+                tally.update(before, acc)
                 stopped = "budget"
                 return
             except ConnectionRateLimited as exc:
@@ -386,21 +530,25 @@ async def _drain(
             except ModelCallError as exc:
                 if _aborts(exc):
                     raise EvaluationAborted(str(exc)) from exc
-                accs[u].fail(exc)
+                before = tally.track(acc)
+                acc.fail(exc)
+                tally.update(before, acc)
                 failed += 1
                 finished += 1
                 verdict = policy.violated(failed, finished)
                 if verdict is not None:
                     raise EvaluationAborted(f"{verdict}; last error: {exc}") from exc
             else:
-                graders.add(accs[u], generation, ex, j)
+                before = tally.track(acc)
+                graders.add(acc, generation, j)
+                tally.update(before, acc)
                 finished += 1
             report_progress()
 
     size = workers or max(64, 4 * scorer.limiter.config.max_concurrency)
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(size, len(pending))):
+            for _ in range(min(size, at_most)):
                 group.create_task(worker())
     except* EvaluationAborted as group_error:
         aborted = group_error.exceptions[0]

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from opro.caches.base import ResultCache
-from opro.caches.keys import request_key
+from opro.caches.keys import PromptKeys, request_key
 from opro.checks import MAX_TOKENS, PRICE_PER_M, SEED, TEMPERATURE
 from opro.engine.budget import Budget, BudgetExceeded, Reservation
 from opro.engine.limits import ConnectionLimiter
@@ -162,6 +162,7 @@ class Model:
         )
         # Resolved by `prepare()` (off the loop) or, failing that, by the first `key()`.
         self._identity: dict[str, Any] | None = None
+        self._prompt_keys: tuple[Decoding, PromptKeys] | None = None
         self._rng = rng or random.Random()
 
     @property
@@ -194,6 +195,16 @@ class Model:
             identity = self._identity = self.provider.cache_identity()
         return request_key(identity, request, sample)
 
+    def prompt_key(self, prompt: str) -> str:
+        """`key(request(prompt))`, hashing the part shared by every prompt only once."""
+        keys = self._prompt_keys
+        if keys is None or keys[0] is not self.decoding:
+            identity = self._identity
+            if identity is None:
+                identity = self._identity = self.provider.cache_identity()
+            keys = self._prompt_keys = (self.decoding, PromptKeys(identity, self.request("")))
+        return keys[1].key(prompt)
+
     def lookup(self, key: str) -> Completion | None:
         """A synchronous cache read, so bulk callers can skip creating tasks for hits."""
         if self.cache is None:
@@ -202,6 +213,16 @@ class Model:
         if hit is not None:
             self.stats.cache_hits += 1
         return hit
+
+    def lookup_many(self, keys: Sequence[str]) -> list[Completion | None]:
+        """`lookup` of many keys, in as few cache reads as the cache allows."""
+        cache = self.cache
+        if cache is None:
+            return [None] * len(keys)
+        get_many = getattr(cache, "get_many", None)  # a user's cache may predate get_many
+        found = get_many(keys) if get_many is not None else [cache.get(k) for k in keys]
+        self.stats.cache_hits += len(found) - found.count(None)
+        return found
 
     async def generate(
         self, request: Request, *, sample: int = 0, key: str | None = None, flow: Hashable = None

@@ -22,17 +22,22 @@ accidents included, so that an accuracy can be compared with the paper's numbers
 
 Change `GRADING_VERSION` (or `REFERENCE_GRADING_VERSION`) whenever a grade could change: reports
 and run directories record it, and grades are recomputed from the stored outputs on every read.
+
+`prepare_grade(target, question=...)` does everything that depends only on the example (the
+target's type and normalisation, the options and their patterns) once and returns a check for
+outputs: the engine grades thousands of outputs per example, and `grade` is that check used once.
 """
 
 from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from opro.errors import SettingsError
-from opro.tasks.grading_reference import REFERENCE_GRADING_VERSION, grade_reference
+from opro.tasks.grading_reference import REFERENCE_GRADING_VERSION, prepare_reference
 
 GRADING_VERSION: Final = "2"
 
@@ -59,11 +64,18 @@ _UNITS = "one|two|three|four|five|six|seven|eight|nine"
 _COMPOUND_WORD_RE = re.compile(rf"\b({_TENS})[\s-]+({_UNITS})\b")
 _NUMBER_WORD_RE = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b")
 
-# A model that keeps going after its answer usually starts the next question with "Q:".
-_NEXT_QUESTION_RE = re.compile(r"(?<![a-z0-9])q:|^\s*question:", re.MULTILINE)
+# A model that keeps going after its answer usually starts the next question with "Q:" (not
+# inside a word) or a line "Question:". Two patterns, each run only when its text occurs:
+# a pattern that starts with a literal is scanned for much faster than one that starts
+# with a lookbehind, and this runs on every answer graded.
+_NEXT_Q_RE = re.compile(r"q(?<![a-z0-9]q):")  # = (?<![a-z0-9])q:
+_QUESTION_LINE_RE = re.compile(r"^\s*question:", re.MULTILINE)
 _BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
+# Answer markers, matched only where their first word occurs (see `_last_match`).
 _PRIMARY_MARKER_RE = re.compile(r"\banswer(?:\s+is)?\s*:|\banswer\s+is\b|####")
+_PRIMARY_STARTS: Final = ("answer", "####")
 _SECONDARY_MARKER_RE = re.compile(r"\b(?:is|are):")
+_SECONDARY_STARTS: Final = ("is:", "are:")
 _AHEAD_MARKER_RE = re.compile(r"\s+is\s+the\s+(?:correct\s+|right\s+|final\s+)?answer\b")
 
 _TARGET_NUMBER_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+]?\d+(?:\.\d+)?|[-+]?\.\d+")
@@ -75,6 +87,8 @@ _OPTION_LINE_RE = re.compile(r"^[ \t]*\(?([A-Z])\)[ \t]*(.*?)[ \t]*$", re.MULTIL
 _INLINE_OPTION_RE = re.compile(r"\(([A-Z])\)")
 _WORD_RE = re.compile(r"[a-z]+|\d+")
 _BRACKET_CHARS: Final = frozenset("()[]{}<> ")
+
+Check = Callable[[str], bool]  # a prepared grade: model output -> right or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +108,35 @@ class Extracted:
 def cut_next_question(output: str) -> str:
     """Drop everything from a new "Q:" (or a "Question:" line) that the model went on to write."""
     stripped = output.strip()
-    match = _NEXT_QUESTION_RE.search(stripped.lower(), 1)
-    return stripped[: match.start()].rstrip() if match else stripped
+    lowered = stripped.lower()
+    cut = len(stripped)
+    if "q:" in lowered and (match := _NEXT_Q_RE.search(lowered, 1)):
+        cut = match.start()
+    if "question:" in lowered and (match := _QUESTION_LINE_RE.search(lowered, 1)):
+        cut = min(cut, match.start())
+    return stripped[:cut].rstrip() if cut < len(stripped) else stripped
+
+
+def _last_match(
+    pattern: re.Pattern[str], text: str, starts: tuple[str, ...]
+) -> re.Match[str] | None:
+    """The last match of `pattern.finditer(text)`, for a pattern whose every match begins
+    with one of `starts`: the same scan (left to right, each match resuming at the end of
+    the one before), but tried only where one of `starts` occurs."""
+    at: list[int] = []
+    for start in starts:
+        i = text.find(start)
+        while i >= 0:
+            at.append(i)
+            i = text.find(start, i + 1)
+    if len(at) > 1:
+        at.sort()  # a position found twice changes nothing: it fails or is passed again
+    last = None
+    resume = 0
+    for i in at:
+        if i >= resume and (match := pattern.match(text, i)):
+            last, resume = match, match.end()
+    return last
 
 
 def _trim(text: str) -> str:
@@ -110,17 +151,19 @@ def _trim(text: str) -> str:
 def extract_answer(output: str) -> Extracted:
     """Find the final answer in a model output, the way the paper's metrics do."""
     full = cut_next_question(output.replace("**", "")).lower()
-    boxed = _BOXED_RE.findall(full)
+    boxed = _BOXED_RE.findall(full) if "\\boxed" in full else None
     if boxed:
         return Extracted(_trim(boxed[-1]), "behind", full)
-    markers = list(_PRIMARY_MARKER_RE.finditer(full)) or list(_SECONDARY_MARKER_RE.finditer(full))
+    last = _last_match(_PRIMARY_MARKER_RE, full, _PRIMARY_STARTS) or _last_match(
+        _SECONDARY_MARKER_RE, full, _SECONDARY_STARTS
+    )
     text = full
     marker: Literal["behind", "ahead", "none"] = "none"
-    if markers:
-        after = full[markers[-1].end() :]
+    if last is not None:
+        after = full[last.end() :]
         if after.strip(" \n.:"):
             text, marker = after, "behind"
-    ahead = _AHEAD_MARKER_RE.search(text)
+    ahead = _AHEAD_MARKER_RE.search(text) if "answer" in text else None
     if ahead:
         text = text[: ahead.start()]
         marker = "ahead"
@@ -243,13 +286,22 @@ def extract_number(output: str) -> float | None:
     return candidates[-1] if candidates else None
 
 
-def _grade_number(output: str, target: str) -> bool:
+def _number_check(target: str) -> Check:
     wanted_text = _to_digits(target).lstrip("+")
     decimals = len(wanted_text.split(".", 1)[1]) if "." in wanted_text else 0
-    got = extract_number(output)
-    if got is None:
-        return False
-    return abs(round(got, decimals) - float(wanted_text)) <= 1e-5
+    try:
+        value: float | None = float(wanted_text)
+    except ValueError:  # raised when an output has a number, as before preparation
+        value = None
+
+    def check(output: str) -> bool:
+        got = extract_number(output)
+        if got is None:
+            return False
+        wanted = value if value is not None else float(wanted_text)
+        return abs(round(got, decimals) - wanted) <= 1e-5
+
+    return check
 
 
 def extract_boolean(output: str, kind: AnswerType) -> bool | None:
@@ -259,16 +311,23 @@ def extract_boolean(output: str, kind: AnswerType) -> bool | None:
     answer that is only "0" or "1". After an "answer is" marker the first such word decides;
     otherwise an answer that starts with one ("Yes, because ...") or else the last one.
     """
+    return _boolean_in(extract_answer(output), _vocabulary(kind))
+
+
+def _vocabulary(kind: AnswerType) -> dict[str, bool]:
     false_word, true_word = _BOOLEAN_WORDS[kind]
-    vocab = {false_word: False, true_word: True, "false": False, "true": True}
-    found = extract_answer(output)
+    return {false_word: False, true_word: True, "false": False, "true": True}
+
+
+def _boolean_in(found: Extracted, vocab: dict[str, bool]) -> bool | None:
     whole = found.text.strip(string.punctuation + " \n")
     if whole in ("0", "1"):
         return whole == "1"
-    words = [w for w in _WORD_RE.findall(found.text) if w in vocab]
+    every_word = _WORD_RE.findall(found.text)
+    words = [w for w in every_word if w in vocab]
     if found.marker == "behind" and words:
         return vocab[words[0]]
-    first = _WORD_RE.findall(found.text)[:1]
+    first = every_word[:1]
     if found.marker == "none" and first and first[0] in vocab:
         return vocab[first[0]]
     if found.marker == "none":
@@ -276,9 +335,10 @@ def extract_boolean(output: str, kind: AnswerType) -> bool | None:
     return vocab[words[-1]] if words else None
 
 
-def _grade_boolean(output: str, target: str, kind: AnswerType) -> bool:
+def _boolean_check(target: str, kind: AnswerType) -> Check:
     wanted = target.strip().lower().rstrip(".") == _BOOLEAN_WORDS[kind][1]
-    return extract_boolean(output, kind) is wanted
+    vocab = _vocabulary(kind)
+    return lambda output: _boolean_in(extract_answer(output), vocab) is wanted
 
 
 def extract_choice_letter(output: str) -> str | None:
@@ -286,7 +346,11 @@ def extract_choice_letter(output: str) -> str | None:
 
     As in the paper, bracketed letters count only when exactly one distinct letter appears.
     """
-    text = extract_answer(output).text
+    return _choice_letter(extract_answer(output).text)
+
+
+def _choice_letter(text: str) -> str | None:
+    """`extract_choice_letter` of an already extracted answer."""
     bracketed: set[str] = set(_BRACKETED_LETTER_RE.findall(text))
     if len(bracketed) == 1:
         return bracketed.pop()
@@ -302,9 +366,26 @@ def extract_choice_letter(output: str) -> str | None:
     return letter
 
 
-def _occurrences(text: str, phrase: str) -> list[tuple[int, int]]:
-    pattern = re.compile(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)")
-    return [m.span() for m in pattern.finditer(text)]
+def _is_word(char: str) -> bool:
+    """Whether `char` is a word character as the `re` module's `\\w` defines it for str."""
+    return char.isalnum() or char == "_"
+
+
+def _spans(text: str, phrase: str) -> list[tuple[int, int]]:
+    """Where `phrase` occurs in `text` on its own (not inside a word): the spans that
+    `re.finditer(r"(?<!\\w)" + re.escape(phrase) + r"(?!\\w)", text)` gives, without
+    compiling a pattern for every option of every example."""
+    spans = []
+    size = len(phrase)
+    i = text.find(phrase)
+    while i >= 0:
+        end = i + size
+        if (i == 0 or not _is_word(text[i - 1])) and (end == len(text) or not _is_word(text[end])):
+            spans.append((i, end))
+            i = text.find(phrase, end)
+        else:
+            i = text.find(phrase, i + 1)
+    return spans
 
 
 def options_mentioned(text: str, options: dict[str, str]) -> set[str]:
@@ -313,7 +394,7 @@ def options_mentioned(text: str, options: dict[str, str]) -> set[str]:
     An occurrence inside a longer option's occurrence does not count, so "north east" mentions
     only that option and not also "east".
     """
-    spans = {letter: _occurrences(text, t) for letter, t in options.items() if t}
+    spans = {letter: _spans(text, phrase) for letter, phrase in options.items() if phrase}
     every = [span for found in spans.values() for span in found]
     mentioned = set()
     for letter, found in spans.items():
@@ -325,37 +406,53 @@ def options_mentioned(text: str, options: dict[str, str]) -> set[str]:
     return mentioned
 
 
-def _grade_choice(output: str, target: str, question: str) -> bool:
+def _choice_check(target: str, question: str) -> Check:
     options = parse_options(question)
     wanted = _target_letter(target, options)
     if wanted is None:
-        return False
-    picked = extract_choice_letter(output)
-    if picked is not None:
-        return picked == wanted
-    if wanted not in options:
-        return False
-    text = " ".join(extract_answer(output).text.split())
-    return options_mentioned(text, options) == {wanted}
+        return _never
+    listed = wanted in options
+
+    def check(output: str) -> bool:
+        text = extract_answer(output).text
+        picked = _choice_letter(text)
+        if picked is not None:
+            return picked == wanted
+        if not listed:
+            return False
+        return options_mentioned(" ".join(text.split()), options) == {wanted}
+
+    return check
 
 
-def _normalise_free(text: str, target: str) -> str:
+def _never(output: str) -> bool:
+    return False
+
+
+def _normalise_free(text: str, commas: bool, brackets: bool) -> str:
+    """A free-form answer for comparison; `commas`: the target has some, `brackets`: the
+    target is only brackets (and spaces), so spacing does not count."""
     text = _normalise_text(text)
-    if "," not in target:
+    if not commas:
         text = text.replace(",", " ")
-    if set(target) <= _BRACKET_CHARS:
+    if brackets:
         return "".join(text.split())
     return " ".join(text.split())
 
 
-def _grade_free(output: str, target: str) -> bool:
-    wanted = _normalise_free(target, target)
-    found = extract_answer(output)
-    candidates = [found.text]
-    if found.marker == "none":
-        lines = [line for line in found.full.splitlines() if line.strip()]
-        candidates += lines[:1] + lines[-1:]
-    return any(_normalise_free(c, target) == wanted for c in candidates)
+def _free_check(target: str) -> Check:
+    commas, brackets = "," in target, set(target) <= _BRACKET_CHARS
+    wanted = _normalise_free(target, commas, brackets)
+
+    def check(output: str) -> bool:
+        found = extract_answer(output)
+        candidates = [found.text]
+        if found.marker == "none":
+            lines = [line for line in found.full.splitlines() if line.strip()]
+            candidates += lines[:1] + lines[-1:]
+        return any(_normalise_free(c, commas, brackets) == wanted for c in candidates)
+
+    return check
 
 
 def grading_version(rules: Grading = "strict") -> str:
@@ -369,16 +466,25 @@ def grade(prediction: str, target: str, *, question: str = "", rules: Grading = 
     `question` is needed only for multiple-choice targets, to read the options' texts.
     `rules="reference"` grades as the paper's code does (see `grading_reference.py`).
     """
+    return prepare_grade(target, question=question, rules=rules)(prediction)
+
+
+def prepare_grade(target: str, *, question: str = "", rules: Grading = "strict") -> Check:
+    """`grade` for one example, with the example's share of the work done once.
+
+    The returned check maps a model output to whether it is right; it holds no state, so it
+    can grade any number of outputs, in any order.
+    """
     if rules == "reference":
-        return grade_reference(prediction, target, question=question)
+        return prepare_reference(target, question=question)
     if rules != "strict":
         raise SettingsError(f"grading rules must be one of {', '.join(GRADINGS)}, got {rules!r}")
     wanted = _normalise_target(target)
     kind = answer_type(wanted, question)
     if kind == "number":
-        return _grade_number(prediction, wanted)
+        return _number_check(wanted)
     if kind == "choice":
-        return _grade_choice(prediction, wanted, question)
+        return _choice_check(wanted, question)
     if kind == "free":
-        return _grade_free(prediction, wanted)
-    return _grade_boolean(prediction, wanted, kind)
+        return _free_check(wanted)
+    return _boolean_check(wanted, kind)

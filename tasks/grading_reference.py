@@ -21,12 +21,16 @@ boolean, a question listing "(A)"-style options as multiple choice. One delibera
 the reference reads the option texts from the whole prompt, instruction included; this reads
 them from the question, so an instruction that mentions "(B)" cannot shift them. Output is
 only ever matched as text, never evaluated.
+
+`prepare_reference(target, question=...)` reads the example's share (its kind, the option
+texts) once and returns a check for any number of outputs; `grade_reference` uses it once.
 """
 
 from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 from typing import Final, Literal
 
 REFERENCE_GRADING_VERSION: Final = "reference-1"
@@ -54,8 +58,37 @@ _ANSWER_HEADERS: Final = (
     "пошаговое решение: ", "jibu la hatua kwa hatua: ", "దశలవారీగా సమాధానం: ",
     "คำตอบทีละขั้นตอน: ", "逐步解答\uff1a", "#### ",
 )  # fmt: skip
-_PRIMARY_BEHIND: Final = ("answer is ", "answer: ", "answer is: ")
+_PRIMARY_BEHIND: Final = ("answer is ", "answer: ", "answer is: ")  # also in normalize_prediction
 _SECONDARY_BEHIND: Final = ("is: ", "are: ")
+
+
+def _possible(delimiters: tuple[str, ...], colon: bool, ascii_only: bool) -> tuple[str, ...]:
+    """The delimiters that can occur in a text with(out) a colon and (not) only ASCII."""
+    return tuple(
+        d
+        for d in delimiters
+        if (colon or (":" not in d and "\uff1a" not in d)) and (d.isascii() or not ascii_only)
+    )
+
+
+# By (colon in the text, the text is ASCII): the new-question delimiters that can occur.
+_NEXT_QUESTION_IN: Final = {
+    (colon, ascii_only): _possible(_NEXT_QUESTION, colon, ascii_only)
+    for colon in (True, False)
+    for ascii_only in (True, False)
+}
+# By (primary marker, colon, ASCII): the delimiters an answer follows that can occur, in the
+# reference's order: the headers, then the primary or the secondary markers.
+_BEHIND: Final = {
+    (primary, colon, ascii_only): _possible(
+        (*_ANSWER_HEADERS, *(_PRIMARY_BEHIND if primary else _SECONDARY_BEHIND)),
+        colon,
+        ascii_only,
+    )
+    for primary in (True, False)
+    for colon in (True, False)
+    for ascii_only in (True, False)
+}
 _AHEAD: Final = (
     " is the correct answer",
     " is the right answer",
@@ -63,6 +96,8 @@ _AHEAD: Final = (
     " is the answer",
 )
 _BRACKETED: Final = tuple(f"({c})" for c in string.ascii_lowercase)
+_BRACKETED_RE = re.compile(r"\(([a-z])\)")  # finds every "(x)": two can never overlap
+_ANY_NUMBER_WORD_RE = re.compile("|".join(word for word, _ in _NUMBER_WORDS))
 _FIRST_PARENS_RE = re.compile(r"\(.*?\)")
 _LAST_DIGITS_RE = re.compile(r"(\d+)(?!.*\d)")
 _OPTION_SPLIT_RE = re.compile("|".join(rf"\({c}\)" for c in string.ascii_uppercase) + "|A:")
@@ -80,20 +115,25 @@ def _is_float(text: str) -> bool:
     return True
 
 
+_NO_PUNCTUATION: Final = str.maketrans("", "", string.punctuation)
+_FILENAME_DROPPED: Final = str.maketrans(
+    "", "", string.punctuation.replace("!", "").replace("?", "").replace(".", "")
+)
+
+
 def _strip_punctuation(text: str) -> str:
-    return text.translate(str.maketrans("", "", string.punctuation))
+    return text.translate(_NO_PUNCTUATION)
 
 
 def _filename_punctuation(text: str) -> str:
     """The reference's filename form: most punctuation dropped, "!?." spelled out."""
-    kept = string.punctuation.replace("!", "").replace("?", "").replace(".", "")
-    text = text.translate(str.maketrans("", "", kept))
+    text = text.translate(_FILENAME_DROPPED)
     return text.replace("!", "<EXCLAMATION>").replace("?", "<QUESTION>").replace(".", "<PERIOD>")
 
 
 def _single_bracketed_choice(text: str) -> str:
     """With exactly one distinct "(x)" present, the first parenthesised text (as the reference)."""
-    if sum(b in text for b in _BRACKETED) == 1:
+    if "(" in text and len(set(_BRACKETED_RE.findall(text))) == 1:
         first = _FIRST_PARENS_RE.search(text)
         return first.group(0) if first else text
     return text
@@ -104,8 +144,9 @@ def _as_number(text: str, answer_indicated: bool, num_decimals: int) -> str:
     for char in "$,%€£":
         text = text.replace(char, "")
     text = text.split(":")[0].strip()
-    for word, value in _NUMBER_WORDS:
-        text = text.replace(word, str(value))
+    if _ANY_NUMBER_WORD_RE.search(text):
+        for word, value in _NUMBER_WORDS:
+            text = text.replace(word, str(value))
     parts = text.split(" ") if answer_indicated else text.split(" ")[::-1]
     text = next((p for p in parts if not p.isalpha()), parts[0])
     while text and text[-1].isalpha():  # "156kgs" -> "156", "823-yard" -> "823-" -> "823"
@@ -122,17 +163,27 @@ def normalize_prediction(
 ) -> str:
     """The answer part of a model output, normalised as the reference's metrics do."""
     text = prediction.lower().strip()
-    for delimiter in _NEXT_QUESTION:
-        text = text.split(delimiter)[0]
-    primary = any(p in prediction for p in _PRIMARY_BEHIND)  # case-sensitive, as the reference
+    # str.find / rfind cut exactly where the reference's split(delimiter)[0] / [-1] do.
+    # Delimiters that cannot occur (most hold a colon, many are not ASCII) are skipped, which
+    # changes nothing: the text only gets shorter, so it never gains a colon or a character.
+    colon = ":" in text or "\uff1a" in text
+    ascii_only = text.isascii()
+    for delimiter in _NEXT_QUESTION_IN[colon, ascii_only]:
+        cut = text.find(delimiter)
+        if cut >= 0:
+            text = text[:cut]
+    # Case-sensitive, as the reference: any of _PRIMARY_BEHIND in the output as given.
+    primary = "answer is " in prediction or "answer: " in prediction or "answer is: " in prediction
     answer_indicated = False
-    for delimiter in (*_ANSWER_HEADERS, *(_PRIMARY_BEHIND if primary else _SECONDARY_BEHIND)):
-        if delimiter in text:
-            text = text.split(delimiter)[-1]
+    for delimiter in _BEHIND[primary, colon, ascii_only]:
+        cut = text.rfind(delimiter)
+        if cut >= 0:
+            text = text[cut + len(delimiter) :]
             answer_indicated = True
     for delimiter in _AHEAD:
-        if delimiter in text:
-            text = text.split(delimiter)[0]
+        cut = text.find(delimiter)
+        if cut >= 0:
+            text = text[:cut]
             answer_indicated = True
     text = text.strip().split("this is the solution:")[0].rstrip(".").rstrip("'")
     text = _single_bracketed_choice(text)
@@ -182,56 +233,89 @@ def reference_accuracy(
     `input_text` is given for multiple-choice questions only. A letter target whose option is
     missing from `input_text` (where the reference raises IndexError) is graded wrong.
     """
-    true, pred = true_answer.lower(), pred_answer.lower()
-    included = true in pred
-    true_text = ""
-    others: list[str] = []
-    if input_text:
-        if true in string.ascii_lowercase:  # a substring test in the reference: "" and "ab" too
-            true = f"({true})"
-        if pred in string.ascii_lowercase:
-            pred = f"({pred})"
-        if true not in _BRACKETED:
-            return False
-        present = set(_UPPER_OPTION_RE.findall(input_text))
-        symbols = []
-        for letter in string.ascii_uppercase:
-            if f"({letter})" not in present:
-                break
-            symbols.append(f"({letter})")
-        try:
-            true_text = _option_text(input_text, true).lower()
-            others = [
-                _option_text(input_text, s)
-                for s in symbols
-                if _option_index(s) != _option_index(true)
-            ]
-        except IndexError:
-            return False
-    if true in _BRACKETED:
-        true = true[1]
-    if pred in _BRACKETED:
-        pred = pred[1]
-    exact = pred == true or _strip_punctuation(pred).strip() == _strip_punctuation(true).strip()
-    text_exact = bool(input_text) and (
-        pred == true_text or _filename_punctuation(pred).strip() == true_text
+    return _Target(true_answer, input_text).accuracy(pred_answer, treat_include_as_correct)
+
+
+class _Target:
+    """The target's side of `reference_accuracy`, worked out once per example."""
+
+    __slots__ = (
+        "choice",
+        "impossible",
+        "lowered",
+        "others",
+        "others_in_rest",
+        "true",
+        "true_bare",
+        "true_text",
+        "wanted_boolean",
     )
-    if all(true_text not in other for other in others):
-        rest = pred.replace(true_text, "")
-        others_absent = all(other not in rest for other in others)
-    else:
-        others_absent = all(other not in pred for other in others)
-    text_included = bool(input_text) and true_text in pred and others_absent
-    boolean = False
-    for pair in _BOOLEAN_PAIRS:
-        if true in pair:
-            wanted = str(pair.index(true) == 1).lower()
+
+    def __init__(self, true_answer: str, input_text: str) -> None:
+        true = self.lowered = true_answer.lower()
+        self.choice = bool(input_text)
+        self.impossible = False  # the reference returns False (or raises) whatever the output
+        self.true_text = ""
+        self.others: list[str] = []
+        if input_text:
+            if true in string.ascii_lowercase:  # a substring test in the reference: "" and "ab"
+                true = f"({true})"
+            self.impossible = true not in _BRACKETED
+            if not self.impossible:
+                present = set(_UPPER_OPTION_RE.findall(input_text))
+                symbols = []
+                for letter in string.ascii_uppercase:
+                    if f"({letter})" not in present:
+                        break
+                    symbols.append(f"({letter})")
+                try:
+                    self.true_text = _option_text(input_text, true).lower()
+                    self.others = [
+                        _option_text(input_text, s)
+                        for s in symbols
+                        if _option_index(s) != _option_index(true)
+                    ]
+                except IndexError:
+                    self.impossible = True
+        if true in _BRACKETED:
+            true = true[1]
+        self.true = true
+        self.true_bare = _strip_punctuation(true).strip()
+        # Whether the others are looked for in the output minus the right option's text.
+        self.others_in_rest = all(self.true_text not in other for other in self.others)
+        self.wanted_boolean: str | None = None
+        for pair in _BOOLEAN_PAIRS:
+            if true in pair:
+                self.wanted_boolean = str(pair.index(true) == 1).lower()
+                break
+
+    def accuracy(self, pred_answer: str, treat_include_as_correct: bool) -> bool:
+        if self.impossible:
+            return False
+        pred = pred_answer.lower()
+        included = self.lowered in pred
+        true, true_text, others = self.true, self.true_text, self.others
+        if self.choice and pred in string.ascii_lowercase:
+            pred = f"({pred})"
+        if pred in _BRACKETED:
+            pred = pred[1]
+        exact = pred == true or _strip_punctuation(pred).strip() == self.true_bare
+        text_exact = self.choice and (
+            pred == true_text or _filename_punctuation(pred).strip() == true_text
+        )
+        if self.others_in_rest:
+            rest = pred.replace(true_text, "")
+            others_absent = all(other not in rest for other in others)
+        else:
+            others_absent = all(other not in pred for other in others)
+        text_included = self.choice and true_text in pred and others_absent
+        boolean = False
+        if self.wanted_boolean is not None:
             if pred in ("0", "1"):
                 pred = str(pred == "1").lower()
-            boolean = pred == wanted or pred.strip() == wanted
-            break
-    correct = exact or text_exact or text_included or boolean
-    return correct or (treat_include_as_correct and included)
+            boolean = pred == self.wanted_boolean or pred.strip() == self.wanted_boolean
+        correct = exact or text_exact or text_included or boolean
+        return correct or (treat_include_as_correct and included)
 
 
 def reference_kind(target: str, question: str = "") -> ReferenceKind:
@@ -252,13 +336,17 @@ def reference_kind(target: str, question: str = "") -> ReferenceKind:
 
 def grade_reference(prediction: str, target: str, *, question: str = "") -> bool:
     """Whether the reference implementation would count `prediction` correct for `target`."""
+    return prepare_reference(target, question=question)(prediction)
+
+
+def prepare_reference(target: str, *, question: str = "") -> Callable[[str], bool]:
+    """`grade_reference` for one example, its share of the work done once (see the docstring)."""
     kind = reference_kind(target, question)
-    normalized = normalize_prediction(
-        prediction, treat_as_number=kind == "number", treat_as_bool=kind == "boolean"
-    )
-    return reference_accuracy(
-        target,
-        first_line(normalized),
-        question if kind == "choice" else "",
-        treat_include_as_correct=kind != "number",
-    )
+    number, boolean, include = kind == "number", kind == "boolean", kind != "number"
+    prepared = _Target(target, question if kind == "choice" else "")
+
+    def check(prediction: str) -> bool:
+        normalized = normalize_prediction(prediction, treat_as_number=number, treat_as_bool=boolean)
+        return prepared.accuracy(first_line(normalized), include)
+
+    return check

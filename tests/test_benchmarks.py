@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -104,3 +105,70 @@ def test_sweep_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
         assert scale["complete"] and scale["pairs"] == scale["calls"] == 1608  # 1 instruction
         assert scale["cpu_ms_per_pair"] > 0
     assert "CPU vs plain" in result.stdout
+
+
+def test_warm_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "warm.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "warm.py"),
+            "--task",
+            "synthetic/arithmetic",
+            "--limit",
+            "10",
+            "--instructions",
+            "2",
+            "--runs",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [r["answers"] for r in rows] == ["short", "cot"]
+    for row in rows:
+        assert row["pairs"] == row["warm_cache_hits"] == 20 and row["warm_runs"] == 2
+        assert row["warm_calls"] == 0 and row["warm_requests_to_server"] == 0
+        assert row["results_per_s_report"] > 0 and row["results_per_s_process"] > 0
+        assert row["read_floor_s"] > 0 and row["start_floor_s"] > 0
+        assert row["ratio_process_to_floors"] > 0 and row["peak_rss_mb"] > 0
+    assert "results/s (wall_s)" in result.stdout
+
+
+def test_cpu_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "cpu.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "cpu.py"),
+            "--task",
+            "synthetic/arithmetic",
+            "--examples",
+            "6",
+            "--sizes",
+            "1,3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["cache"], r["pairs"]) for r in rows] == [
+        ("disk", 6),
+        ("disk", 18),
+        ("none", 6),
+        ("none", 18),
+    ]
+    for row in rows:
+        assert row["calls"] == row["pairs"] and row["errors"] == 0
+        assert math.isfinite(row["engine_ms_per_pair"]) and row["model_ms_per_pair"] > 0
+        assert row["peak_rss_mb"] > 0 and row["base_peak_rss_mb"] > 0
+    assert "engine CPU ms/pair" in result.stdout

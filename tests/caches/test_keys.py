@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from opro.caches.keys import request_key
+from opro.caches.keys import PromptKeys, request_key
 from opro.engine.engine import Engine
 from opro.engine.limits import LimitConfig
+from opro.engine.model import Decoding
 from opro.providers.types import Message, Request
 
 BASE = Request(prompt="Q: 1+1?\n\nA:", temperature=0.0, max_tokens=64, stop=("\n",), seed=None)
@@ -65,3 +66,21 @@ async def test_credentials_timeouts_and_limits_never_enter_the_key(tmp_path: obj
         )
     assert a.key(BASE) == b.key(BASE)
     assert "sk-" not in repr(a.provider.cache_identity())
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_prompt_keys_are_request_keys(temperature: float) -> None:
+    """The fan-out's fast keys hash the same bytes: caches written either way are read."""
+    template = replace(BASE, prompt="", temperature=temperature, seed=3)
+    keys = PromptKeys(IDENTITY, template, sample=2)
+    prompts = ["", "Q: 1+1?\n\nA:", 'quotes " and \\ and \n\t', "é中😀 \x00\x1f", "x" * 10_000]
+    for prompt in prompts:
+        assert keys.key(prompt) == request_key(IDENTITY, replace(template, prompt=prompt), 2)
+
+
+async def test_a_models_prompt_keys_follow_its_decoding() -> None:
+    async with Engine(use_cache=False) as engine:
+        model = engine.model("simulated/x", decoding=Decoding(max_tokens=64, stop=("\n",)))
+        assert model.prompt_key("Q: hi") == model.key(model.request("Q: hi"))
+        model.decoding = replace(model.decoding, max_tokens=65)
+        assert model.prompt_key("Q: hi") == model.key(model.request("Q: hi"))
