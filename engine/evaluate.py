@@ -23,12 +23,13 @@ cut at its token limit are counted (`truncated`): a cut chain of thought is grad
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from opro.caches.base import CacheStats
+from opro.caches.base import CacheStats, flush_writes
 from opro.checks import COUNT, FRACTION
 from opro.engine.budget import BudgetExceeded
 from opro.engine.dedup import dedupe
@@ -39,6 +40,8 @@ from opro.providers.errors import BadRequestError, FatalError
 from opro.tasks.grading import GRADINGS, Grading
 from opro.tasks.prompts import Position, render_prompt
 from opro.tasks.types import Example
+
+log = logging.getLogger("opro.evaluate")
 
 # Finish reasons that mean the answer hit the max-token limit ("max_tokens": Gemini, lower-cased).
 TRUNCATED_REASONS = frozenset({"length", "max_tokens"})
@@ -298,6 +301,15 @@ async def evaluate(
                 )
             )
 
+    log.info(
+        "%s: %d instructions x %d examples: %d pairs, %d from the cache, %d to call",
+        scorer.spec,
+        len(unique),
+        len(examples),
+        total,
+        total - len(pending),
+        len(pending),
+    )
     report_progress()
     stopped = None
     if pending:
@@ -309,6 +321,7 @@ async def evaluate(
     )
     report.stopped = stopped
     report.grading = grading
+    await flush_writes(scorer.cache)  # so this report counts the writes that failed
     unreadable, write_errors = _cache_damage(scorer)
     report.totals.cache_unreadable = unreadable - damage_before[0]
     report.totals.cache_write_errors = write_errors - damage_before[1]

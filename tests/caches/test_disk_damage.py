@@ -200,13 +200,14 @@ async def test_a_damaged_page_loses_only_its_entries(
 async def test_a_failing_write_keeps_what_this_run_paid_for(
     server: FakeOpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A real SQLite failure: the database may not grow by one more page ("disk full"). It is
+    # a diskcache setting, so every connection applies it, the writer thread's too.
+    DiskCache(tmp_path / "cache").close()
+    con = sqlite3.connect(tmp_path / "cache" / "cache.db", isolation_level=None)
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    con.execute("INSERT INTO Settings VALUES ('sqlite_max_page_count', ?)", (pages,))
+    con.close()
     async with Engine(cache_dir=tmp_path / "cache") as engine:
-        cache = engine.cache
-        assert isinstance(cache, DiskCache)
-        # A real SQLite failure: the database may not grow by one more page ("disk full").
-        con: sqlite3.Connection = cache._cache._con
-        pages = con.execute("PRAGMA page_count").fetchone()[0]
-        con.execute(f"PRAGMA max_page_count = {pages}")
         scorer = engine.model("openai/fake-model", base_url=server.base_url)
         with caplog.at_level(logging.WARNING, logger="opro.cache"):
             first = await engine.evaluate(INSTRUCTIONS, EXAMPLES, scorer, grader=ExactGrader())
@@ -292,6 +293,8 @@ def test_a_write_that_silently_vanishes_is_kept_in_memory(
     monkeypatch.setattr(cache._cache, "set", lambda key, value: True)
     completion = Completion(("True",), Usage(1, 1))
     cache.set("k", completion)
+    assert cache.get("k") == completion  # still queued, or kept
+    cache.flush()
     assert cache.get("k") == completion
     assert cache.stats.write_errors == 1
     cache.close()
