@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import orjson
 
@@ -32,6 +32,7 @@ from opro.cli.common import (
 )
 from opro.cli.demo import cmd_demo
 from opro.cli.demo import register as register_demo
+from opro.cli.logs import add_logging_options, configure_logging
 from opro.cli.optimize import cmd_optimize
 from opro.cli.optimize import register as register_optimize
 from opro.cli.progress import ProgressBar
@@ -45,7 +46,15 @@ from opro.tasks.types import Example
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr, like every other error."""
+    """argparse, but a usage mistake is one line on stderr, like every other error.
+
+    Every parser of the command is one (subcommands inherit the class), so each carries
+    `-v/--verbose` and `--log-file`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_logging_options(self)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -234,6 +243,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        configure_logging(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "tasks":
