@@ -186,19 +186,19 @@ class DiskCache:
         except (UnreadableEntry, *_STORAGE_ERRORS):
             # One bad write spoils the transaction: write one at a time, so that only the
             # results that cannot be stored are kept in memory.
-            for record in records:
-                self._store_one(record)
+            for at, (key, completion, blob) in enumerate(records):
+                try:
+                    self._transaction([(key, completion, blob)])
+                except diskcache.Timeout as exc:  # locked again: the rest would wait too
+                    for key, completion, _ in records[at:]:
+                        self._failed(key, completion, exc)
+                    return
+                except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
+                    self._failed(key, completion, exc)
+                else:
+                    self._verify(key, completion)
             return
-        for record in records:
-            self._verify(*record[:2])
-
-    def _store_one(self, record: tuple[str, Completion, bytes]) -> None:
-        key, completion, _ = record
-        try:
-            self._transaction([record])
-        except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
-            self._failed(key, completion, exc)
-        else:
+        for key, completion, _ in records:
             self._verify(key, completion)
 
     def _transaction(self, records: list[tuple[str, Completion, bytes]]) -> None:
@@ -245,7 +245,7 @@ class DiskCache:
         level = logging.WARNING if self.stats.write_errors == 1 else logging.DEBUG
         if isinstance(exc, diskcache.Timeout):
             why = f"another process held its lock for {LOCK_ATTEMPTS} x {self._cache.timeout:g} s"
-            advice = "let one process at a time write to a cache directory"
+            advice = "give a process that writes for long its own --cache-dir"
         else:
             why, advice = str(exc), "free disk space or " + _advice(self.directory)
         log.log(

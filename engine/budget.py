@@ -166,13 +166,15 @@ class Budget:
         """Raise `BudgetExceeded` now if the call cannot fit even beside what is spent."""
         if not self._fits(cost, with_reserved=False):
             self.refused += 1
-            log.log(
-                logging.INFO if self.refused == 1 else logging.DEBUG,
-                "%s: refusing a call whose worst case is %s (refusal %d)",
-                self.describe(),
-                _shown(cost),
-                self.refused,
-            )
+            level = logging.INFO if self.refused == 1 else logging.DEBUG
+            if log.isEnabledFor(level):  # every waiting call is refused: keep it cheap
+                log.log(
+                    level,
+                    "%s: refusing a call whose worst case is %s (refusal %d)",
+                    self.describe(),
+                    _shown(cost),
+                    self.refused,
+                )
             raise BudgetExceeded(self.describe())
 
     async def reserve(self, cost: Spend) -> Reservation:
