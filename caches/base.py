@@ -12,9 +12,10 @@ into a miss (counted in `CacheStats`), never into a crash or a wrong answer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -46,6 +47,25 @@ class ResultCache(Protocol):
     def set(self, key: str, completion: Completion) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class WritesBehind(Protocol):
+    """A cache whose `set` returns before the result is stored (`DiskCache`)."""
+
+    def unwritten(self) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+async def flush_writes(cache: object) -> None:
+    """Wait, without blocking the event loop, until `cache` has stored what it was given.
+
+    Reports count failed writes only once they are attempted, and a closing engine must not
+    lose queued results; a cache that stores synchronously needs nothing.
+    """
+    if isinstance(cache, WritesBehind) and cache.unwritten():
+        await asyncio.to_thread(cache.flush)
 
 
 def encode(completion: Completion) -> bytes:

@@ -1,7 +1,14 @@
 """The persistent result cache: diskcache (SQLite + files) holding JSON records.
 
-diskcache is process-safe (SQLite in WAL mode), so two runs can share one directory, and a
-killed process loses at most the write it was making. Records are orjson bytes, never
+diskcache is process-safe (SQLite in WAL mode), so two runs can share one directory. Writes
+go through a write-behind queue (`caches.writer`): `set` returns at once, the result is
+readable by this process immediately (from the queue's pending map), and one worker thread
+stores queued results in batches, one transaction each, so the event loop never waits for
+SQLite; `flush` (or `close`) waits for them, and a killed process loses only results still
+queued, never half a value. Reads stay on the caller's thread: a warm read is a few
+microseconds, and WAL readers never wait for writers. SQLite waits at most `lock_timeout`
+(not diskcache's 60 s) for another process's write lock, and a batch that cannot get it
+is retried a few times and then kept in memory. Records are orjson bytes, never
 pickles, so a cache written by one version of the code can be read, inspected or migrated
 by another; a pickled value found in the directory is refused unread (unpickling runs code).
 Eviction is off: evicting paid-for answers would silently re-pay them.
@@ -34,13 +41,19 @@ import diskcache
 import platformdirs
 
 from opro.caches.base import CacheStats, UnreadableEntry, decode, encode
-from opro.errors import OproError
+from opro.caches.writer import Batch, WriteBehind
+from opro.errors import OproError, SettingsError
 from opro.providers.types import Completion
 
 log = logging.getLogger("opro.cache")
 
 # Failures of the storage layer that damage, a full disk or a lock can cause.
 _STORAGE_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
+# Seconds SQLite waits for another process's write lock before a statement gives up
+# (diskcache's default, 60 s, would hold a run up while another process writes).
+LOCK_TIMEOUT_S = 1.0
+# Tries of a batch that finds the database locked; after that its results stay in memory.
+LOCK_ATTEMPTS = 3
 
 # `get_many`: diskcache's `get` query for many keys at once (string keys are stored raw).
 # SQLite allows 999 parameters per statement in its oldest supported builds.
@@ -83,7 +96,14 @@ def _advice(directory: Path) -> str:
 class DiskCache:
     """Request key -> completion, stored as JSON in a diskcache directory."""
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT_S,
+    ) -> None:
+        if not (isinstance(lock_timeout, int | float) and 0 < lock_timeout <= 600):
+            raise SettingsError(f"lock timeout must be in (0, 600] seconds, got {lock_timeout!r}")
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.stats = CacheStats()
         # Results whose write failed: served from here for the rest of the process.
@@ -101,6 +121,7 @@ class DiskCache:
                 eviction_policy="none",
                 cull_limit=0,
                 disk=_JsonDisk,
+                timeout=lock_timeout,
             )
         except (sqlite3.OperationalError, OSError, diskcache.Timeout) as exc:
             raise CacheError(f"cannot open cache directory {self.directory}: {exc}") from exc
@@ -111,6 +132,10 @@ class DiskCache:
         except sqlite3.DatabaseError as exc:
             self._cache.close()
             raise CacheError(self._damaged(exc)) from exc
+        # The writer thread closes its own SQLite connection (connections are per thread).
+        self._writes = WriteBehind(self._store, on_thread_exit=self._cache.close)
+        self._pending = self._writes.pending
+        log.debug("cache %s: open (lock timeout %g s)", self.directory, lock_timeout)
 
     def _damaged(self, exc: BaseException) -> str:
         return (
@@ -118,7 +143,12 @@ class DiskCache:
             + _advice(self.directory)
         )
 
+    # A batched read (`get_many`) belongs beside `get` and must consult `_pending` and
+    # `_kept` first in the same way.
     def get(self, key: str) -> Completion | None:
+        pending = self._pending.get(key)  # stored by this process, not yet on disk
+        if pending is not None:
+            return pending
         kept = self._kept.get(key)
         if kept is not None:
             return kept
@@ -156,7 +186,9 @@ class DiskCache:
         where: dict[str, int] = {}  # key -> its first position in `keys`
         repeats: list[tuple[int, str]] = []  # later positions of a key already asked for
         for i, key in enumerate(keys):
-            kept = self._kept.get(key)
+            # Like `get`: what this process stored but has not written yet, then what it
+            # keeps in memory after a failed write, then the disk.
+            kept = self._pending.get(key) or self._kept.get(key)
             if kept is not None:
                 found[i] = kept
             elif key in where:
@@ -195,37 +227,107 @@ class DiskCache:
                 found[where[key]] = self.get(key)  # counted and logged there
 
     def set(self, key: str, completion: Completion) -> None:
-        blob = encode(completion)
+        """Queue `completion` for storing; `get` returns it from now on."""
+        self._writes.submit(key, completion)
+
+    def unwritten(self) -> int:
+        """Results handed to `set` that are not yet through the writer thread."""
+        return self._writes.unwritten()
+
+    def flush(self) -> None:
+        """Block until every result handed to `set` so far is stored (or kept in memory)."""
+        self._writes.flush()
+
+    def _store(self, batch: Batch) -> None:
+        """Write `batch` (in the writer thread): one transaction, then read each one back."""
+        records = [(key, completion, encode(completion)) for key, completion in batch]
         try:
-            self._cache.set(key, blob)
-            # A damaged index can take a row and lose it without an error; a read costs
-            # microseconds beside the paid call that produced the result.
+            self._transaction(records)
+        except diskcache.Timeout as exc:
+            for key, completion, _ in records:
+                self._failed(key, completion, exc)
+            return
+        except (UnreadableEntry, *_STORAGE_ERRORS):
+            # One bad write spoils the transaction: write one at a time, so that only the
+            # results that cannot be stored are kept in memory.
+            for at, (key, completion, blob) in enumerate(records):
+                try:
+                    self._transaction([(key, completion, blob)])
+                except diskcache.Timeout as exc:  # locked again: the rest would wait too
+                    for key, completion, _ in records[at:]:
+                        self._failed(key, completion, exc)
+                    return
+                except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
+                    self._failed(key, completion, exc)
+                else:
+                    self._verify(key, completion)
+            return
+        for key, completion, _ in records:
+            self._verify(key, completion)
+
+    def _transaction(self, records: list[tuple[str, Completion, bytes]]) -> None:
+        """Store `records` in one transaction, trying again while another process holds
+        the lock (each try waits up to the lock timeout)."""
+        for attempt in range(1, LOCK_ATTEMPTS + 1):
+            try:
+                with self._cache.transact():
+                    for key, _, blob in records:
+                        self._cache.set(key, blob)
+                return
+            except diskcache.Timeout:
+                if attempt == LOCK_ATTEMPTS:
+                    raise
+                log.debug(
+                    "cache %s: locked by another process for %g s; trying again to store "
+                    "%d results (try %d of %d)",
+                    self.directory,
+                    self._cache.timeout,
+                    len(records),
+                    attempt + 1,
+                    LOCK_ATTEMPTS,
+                )
+
+    def _verify(self, key: str, completion: Completion) -> None:
+        # A damaged index can take a row and lose it without an error; a read costs
+        # microseconds beside the paid call that produced the result.
+        try:
             if self._cache.get(key) is None:
                 raise sqlite3.DatabaseError("the stored result cannot be read back")
         except (UnreadableEntry, *_STORAGE_ERRORS) as exc:
-            self._degraded |= isinstance(exc, sqlite3.DatabaseError)
+            self._failed(key, completion, exc)
+            return
+        self._unreadable.discard(key)
+        if self._degraded:
             self._kept[key] = completion
-            self.stats.write_errors += 1
-            level = logging.WARNING if self.stats.write_errors == 1 else logging.DEBUG
-            log.log(
-                level,
-                "cache %s: cannot store a result (%s); it is kept in memory for this run, "
-                "but a later run will pay for it again: free disk space or %s",
-                self.directory,
-                exc,
-                _advice(self.directory),
-            )
         else:
-            self._unreadable.discard(key)
-            if self._degraded:
-                self._kept[key] = completion
-            else:
-                self._kept.pop(key, None)
+            self._kept.pop(key, None)
+
+    def _failed(self, key: str, completion: Completion, exc: BaseException) -> None:
+        self._degraded |= isinstance(exc, sqlite3.DatabaseError)
+        self._kept[key] = completion
+        self.stats.write_errors += 1
+        level = logging.WARNING if self.stats.write_errors == 1 else logging.DEBUG
+        if isinstance(exc, diskcache.Timeout):
+            why = f"another process held its lock for {LOCK_ATTEMPTS} x {self._cache.timeout:g} s"
+            advice = "give a process that writes for long its own --cache-dir"
+        else:
+            why, advice = str(exc), "free disk space or " + _advice(self.directory)
+        log.log(
+            level,
+            "cache %s: cannot store a result (%s); it is kept in memory for this run, "
+            "but a later run will pay for it again: %s",
+            self.directory,
+            why,
+            advice,
+        )
 
     def __len__(self) -> int:
+        self.flush()
         return len(self._cache)
 
     def close(self) -> None:
+        """Store what is queued, stop the writer thread, close the database."""
+        self._writes.close()
         if self.stats.unreadable or self.stats.write_errors:
             log.warning(
                 "cache %s: %d unreadable entries counted as misses, %d results not stored",

@@ -15,13 +15,14 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from opro.cli.demo import cmd_demo
 from opro.cli.demo import register as register_demo
 from opro.cli.evaluate import cmd_evaluate
 from opro.cli.evaluate import register as register_evaluate
 from opro.cli.help import HelpFormatter, add_command, version
+from opro.cli.logs import add_logging_options, configure_logging
 from opro.cli.optimize import cmd_optimize
 from opro.cli.optimize import register as register_optimize
 from opro.cli.report import cmd_report
@@ -53,7 +54,15 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr, like every other error."""
+    """argparse, but a usage mistake is one line on stderr, like every other error.
+
+    Every parser of the command is one (subcommands inherit the class), so each carries
+    `-v/--verbose` and `--log-file`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_logging_options(self)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -113,6 +122,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        configure_logging(args)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("opro: interrupted; finished results are in the cache", file=sys.stderr)

@@ -152,6 +152,15 @@ class Budget:
         """Raise `BudgetExceeded` now if the call cannot fit even beside what is spent."""
         if not self._fits(cost, with_reserved=False):
             self.refused += 1
+            level = logging.INFO if self.refused == 1 else logging.DEBUG
+            if log.isEnabledFor(level):  # every waiting call is refused: keep it cheap
+                log.log(
+                    level,
+                    "%s: refusing a call whose worst case is %s (refusal %d)",
+                    self.describe(),
+                    _shown(cost),
+                    self.refused,
+                )
             raise BudgetExceeded(self.describe())
 
     async def reserve(self, cost: Spend) -> Reservation:
@@ -218,6 +227,7 @@ class Budget:
             # Until the write lands, new reservations must fit under both bounds.
             self._bound = old.at_most(bound)
             self._seq += 1
+            log.debug("recording spend %s with bound %s", _shown(self.spent), _shown(bound))
             try:
                 await asyncio.to_thread(journal.write, self._seq, self.spent, bound)
             except OSError as exc:
@@ -253,3 +263,7 @@ class Budget:
         if self.max_tokens is not None:
             parts.append(f"{self.spent_tokens} of {self.max_tokens} tokens spent")
         return "budget reached: " + ", ".join(parts or ["no limit"])
+
+
+def _shown(spend: Spend) -> str:
+    return f"${spend.cost_usd:.6f}, {spend.tokens} tokens, {spend.calls} calls"

@@ -8,6 +8,7 @@ event loop, use `engine.model(...)` and `engine.evaluate(...)`, and close it (or
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -17,7 +18,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from opro.caches.base import ResultCache
+from opro.caches.base import ResultCache, flush_writes
 from opro.caches.disk import DiskCache
 from opro.engine.budget import Budget
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
@@ -33,6 +34,8 @@ from opro.providers.registry import Connection, create_provider
 from opro.tasks.grading import Grading, grade, grading_version, prepare_grade
 from opro.tasks.prompts import Position
 from opro.tasks.types import Example
+
+log = logging.getLogger("opro.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,7 @@ class Engine:
             priority=priority,
         )
         self._models.append(model)
+        log.info("%s via %s: %s", provider.spec, limiter.name, _describe(limits, price))
         return model
 
     async def evaluate(
@@ -216,12 +220,14 @@ class Engine:
 
     async def aclose(self) -> None:
         """Cancel the calls still in flight (their callers get `FlightCancelled`), then close
-        the providers, the HTTP pool and the cache, which those calls would otherwise use."""
+        the providers, the HTTP pool and the cache, which those calls would otherwise use.
+        Results the cache has queued are stored first (in a thread: the loop keeps running)."""
         await self._inflight.aclose()
         for model in self._models:
             await model.provider.aclose()
         await self._http.aclose()
         if self.cache is not None:
+            await flush_writes(self.cache)
             self.cache.close()
 
     async def __aenter__(self) -> Engine:
@@ -234,3 +240,17 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _describe(limits: LimitConfig, price: Price | None) -> str:
+    """A model's limits and price as the log shows them."""
+    window = "adapts to 429s" if limits.rpm is None else "fixed"
+    parts = [f"up to {limits.max_concurrency} calls in flight ({window})"]
+    parts.append(f"{limits.rpm:g} requests/min" if limits.rpm is not None else "no request rate")
+    if limits.tpm is not None:
+        parts.append(f"{limits.tpm:g} tokens/min")
+    if price is not None:
+        parts.append(f"${price.input_per_m:g} + ${price.output_per_m:g} per million tokens")
+    else:
+        parts.append("no known price")
+    return ", ".join(parts)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from opro.caches.base import CacheStats
+from opro.caches.base import CacheStats, flush_writes
 from opro.checks import COUNT, FRACTION
 from opro.engine.budget import BudgetExceeded
 from opro.engine.dedup import dedupe
@@ -43,6 +44,8 @@ from opro.providers.types import Usage
 from opro.tasks.grading import GRADINGS, Grading
 from opro.tasks.prompts import Position, render_prompt
 from opro.tasks.types import Example
+
+log = logging.getLogger("opro.evaluate")
 
 # Finish reasons that mean the answer hit the max-token limit ("max_tokens": Gemini, lower-cased).
 TRUNCATED_REASONS = frozenset({"length", "max_tokens"})
@@ -427,11 +430,22 @@ async def evaluate(
         )
         for _ in pairs:  # stopped by the budget: the rest is graded if cached, else skipped
             pass
+    # The lookups stream beside the calls, so the split is known once the pairs are done.
+    log.info(
+        "%s: %d instructions x %d examples: %d pairs, %d from the cache, %d to call",
+        scorer.spec,
+        len(unique),
+        len(examples),
+        total,
+        tally.hits,
+        total - tally.hits,
+    )
     report = _report(
         instructions, unique, index, accs, scorer, graders, position, started, len(examples)
     )
     report.stopped = stopped
     report.grading = grading
+    await flush_writes(scorer.cache)  # so this report counts the writes that failed
     unreadable, write_errors = _cache_damage(scorer)
     report.totals.cache_unreadable = unreadable - damage_before[0]
     report.totals.cache_write_errors = write_errors - damage_before[1]

@@ -19,6 +19,7 @@ stopped by its budget resumes with exactly what it was billed.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,8 @@ import orjson
 from opro.engine.budget import Budget
 from opro.engine.spend import Spend
 from opro.errors import OproError
+
+log = logging.getLogger("opro.budget")
 
 LEDGER = "spend.json"
 FORMAT = 1
@@ -117,11 +120,30 @@ async def recording(
             prior = loaded
         elif earlier is not None:
             prior = earlier()
+        _log_resumed_spend(ledger, prior, budget, found=loaded is not None)
     budget.record_to(ledger, prior)
     try:
         yield
     finally:
         await budget.flush()
+
+
+def _log_resumed_spend(ledger: SpendLedger, prior: Spend, budget: Budget, *, found: bool) -> None:
+    """What a resumed run has spent before, and what its caps leave for this session."""
+    source = ledger.path.name if found else "its step records (no spend ledger)"
+    left = []
+    if budget.max_usd is not None:
+        left.append(f"${max(0.0, budget.max_usd - prior.cost_usd):.4f} of ${budget.max_usd:g}")
+    if budget.max_tokens is not None:
+        left.append(f"{max(0, budget.max_tokens - prior.tokens)} of {budget.max_tokens} tokens")
+    log.info(
+        "resume: the run spent $%.4f, %d tokens in %d calls before (from %s); %s",
+        prior.cost_usd,
+        prior.tokens,
+        prior.calls,
+        source,
+        "this session may spend " + " and ".join(left) if left else "no budget cap",
+    )
 
 
 def run_spend(budget: Budget | None, run_dir: str | os.PathLike[str] | None) -> Spend | None:

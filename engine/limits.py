@@ -299,8 +299,15 @@ class ConnectionLimiter:
             log.info("%s: ignoring an unusable %s of %r s", self.name, why, seconds)
             return
         if seconds <= self.max_pause:
-            if seconds >= 1.0:
-                log.info("%s: pausing %.1f s (%s)", self.name, seconds, why)
+            # One line per pause at INFO: a burst of 429s extends the pause it started.
+            fresh = self.paused_for() == 0.0 and seconds >= 1.0
+            log.log(
+                logging.INFO if fresh else logging.DEBUG,
+                "%s: pausing every call %.2f s (%s)",
+                self.name,
+                seconds,
+                why,
+            )
             self.cool_down(seconds)
             return
         log.info(  # the error the calls get says it; no stray line on stderr
@@ -344,11 +351,15 @@ class ConnectionLimiter:
         before = window.limit
         if exc is None:
             changed = window.succeeded(episode)
+            if changed:
+                log.debug("%s: concurrency window %d -> %d", self.name, before, window.limit)
         elif isinstance(exc, RateLimitError):
             changed = window.rate_limited(episode)
             if changed:
                 log.info(
-                    "rate limited: concurrency window %d -> %d (cut %d)",
+                    "%s: rate limited: concurrency window %d -> %d (cut %d; it grows back "
+                    "by round trips)",
+                    self.name,
                     before,
                     window.limit,
                     window.episode,

@@ -329,8 +329,20 @@ class Model:
                 delay = self.retry.delay(err, attempts, self._rng)
                 if delay is None:
                     self.stats.failures += 1
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug(
+                            "%s: attempt %d failed for good (%s)", self.spec, attempts, _why(err)
+                        )
                     raise ModelCallError(err, attempts=attempts, n429=n429, paid=paid) from err
                 self.stats.retries += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "%s: attempt %d failed (%s); retrying in %.2f s",
+                        self.spec,
+                        attempts,
+                        _why(err),
+                        delay,
+                    )
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
@@ -391,3 +403,11 @@ class Model:
             error.paid += paid
         if isinstance(error, ModelCallError):
             error.attempts += paid.calls
+
+
+def _why(err: ProviderError) -> str:
+    """A failure as a log line shows it: its class and status (messages are scrubbed)."""
+    status = f" {err.status}" if err.status is not None else ""
+    retry_after = getattr(err, "retry_after", None)
+    asked = f", the server asked for {retry_after:g} s" if retry_after is not None else ""
+    return f"{type(err).__name__}{status}{asked}: {err.message}"

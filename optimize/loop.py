@@ -478,7 +478,7 @@ class _Loop:
         record["wall_s"] = round(time.perf_counter() - started, 6)
         self.state.apply_rest(record)
         if self.log is not None:
-            self.log.append(record)
+            await self.log.append_async(record)
         if self.on_step is not None:
             self.on_step(
                 StepInfo(step, self.cfg.steps, self.state.best(), self.state.totals, record)
@@ -677,5 +677,5 @@ async def optimize(
     )
     if log is not None:
         results = result.to_dict()
-        log.write_results(results, render_summary(results))
+        await log.write_results_async(results, render_summary(results))
     return result

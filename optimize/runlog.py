@@ -10,14 +10,19 @@ Layout::
     summary.txt    the same for people
 
 A step is appended with a single `os.write` of the whole line on an O_APPEND descriptor,
-then fsync'd, so a crash leaves at most one torn line at the end. Readers ignore a last line
-that has no newline or is not valid JSON; `RunLog.resume` also cuts it off, so the next append
-starts on a fresh line. results.json and summary.txt are replaced atomically (write a
-temporary file, fsync, rename).
+then fsync'd, so a crash leaves at most one torn line at the end. The loop does that, and
+writes the final files, in a worker thread (`append_async`, `write_results_async`): an
+fsync can take milliseconds, which the event loop (other runs of a sweep, calls in flight)
+should not wait for; the loop awaits each write, so steps still land in order. Readers
+ignore a last line that has no newline or is not valid JSON; `RunLog.resume` also cuts it
+off, so the next append starts on a fresh line. results.json and summary.txt are replaced
+atomically (write a temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,6 +33,8 @@ import orjson
 from opro.engine.spend import Spend
 from opro.errors import OproError
 from opro.optimize.records import RunTotals, StepRecord, as_step_record, step_record_problem
+
+logger = logging.getLogger("opro.optimize")
 
 FORMAT = 1
 CONFIG = "config.json"
@@ -181,9 +188,11 @@ class RunLog:
                     "order; the run log is damaged: restore it, or start again in a new --run-dir"
                 )
         if log.steps_path.exists() and log.steps_path.stat().st_size != good:
+            logger.info("resume %s: dropping a torn last line of %s", path, STEPS)
             with open(log.steps_path, "r+b") as fh:  # drop the torn tail before appending
                 fh.truncate(good)
                 os.fsync(fh.fileno())
+        _log_resume(path, records, run)
         return log, records
 
     def append(self, record: StepRecord) -> None:
@@ -198,9 +207,43 @@ class RunLog:
         finally:
             os.close(fd)
 
+    async def append_async(self, record: StepRecord) -> None:
+        """`append` in a worker thread, so the event loop does not wait for the fsync."""
+        await asyncio.to_thread(self.append, record)
+        logger.debug("step %s logged in %s", record.get("step"), self.steps_path)
+
     def write_results(self, results: Mapping[str, Any], summary: str) -> None:
         _atomic_write(self.directory / RESULTS, _dump(results))
         _atomic_write(self.directory / SUMMARY, summary.encode())
+
+    async def write_results_async(self, results: Mapping[str, Any], summary: str) -> None:
+        """`write_results` in a worker thread (two fsyncs and renames)."""
+        await asyncio.to_thread(self.write_results, results, summary)
+
+
+def _log_resume(path: Path, records: list[StepRecord], run: Mapping[str, Any]) -> None:
+    """What resume replays and where the run goes on (paid work comes from the cache)."""
+    options = run.get("options")
+    steps = options.get("steps") if isinstance(options, Mapping) else None
+    if not records:
+        logger.info("resume %s: no step was completed; the run starts at step 0", path)
+        return
+    scored = sum(
+        entry.get("status") in ("new", "start")
+        for record in records
+        for entry in record.get("candidates", [])
+    )
+    last = records[-1].get("step", len(records) - 1)
+    logger.info(
+        "resume %s: replaying steps 0-%s from %s (%d solutions scored, not paid again); "
+        "the run goes on at step %s%s",
+        path,
+        last,
+        STEPS,
+        scored,
+        last + 1 if isinstance(last, int) else "?",
+        f" of {steps}" if isinstance(steps, int) else "",
+    )
 
 
 def _dump(obj: Any) -> bytes:

@@ -98,15 +98,30 @@ def accuracies(report: opro.EvalReport) -> list[float | None]:
     return [s.accuracy for s in report.instructions]
 
 
+# The first byte of a b-tree page's header: a leaf page of a table (SQLite file format 1.6).
+TABLE_LEAF = 0x0D
+
+
 def flip_page_of(db: Path, needle: bytes) -> None:
-    """Overwrite the b-tree page header of the first page that holds `needle` (not page 1)."""
+    """Overwrite the header of the table leaf page that stores the row holding `needle`.
+
+    Only a table leaf: a key is also copied into the key index, and when it is the divider
+    of two index pages it sits in the index's root, whose damage makes every lookup fail
+    (the cache cannot be opened at all). Which key becomes a divider depends on the order
+    the concurrent calls finished in, so aiming at the first copy in the file made this
+    test fail now and then under load. Table leaves hold whole rows, and no key elsewhere.
+    """
     data = db.read_bytes()
     page_size = int.from_bytes(data[16:18], "big")
-    at = data.index(needle)
-    page = at // page_size
-    assert page > 0, "the needle is on the schema page"
+    pages = []
+    at = data.find(needle)
+    while at >= 0:
+        if data[at // page_size * page_size] == TABLE_LEAF:  # page 1 starts with "SQLite"
+            pages.append(at // page_size)
+        at = data.find(needle, at + 1)
+    assert len(pages) == 1, f"the row is on one table leaf, found {pages}"
     with db.open("r+b") as f:
-        f.seek(page * page_size)
+        f.seek(pages[0] * page_size)
         f.write(b"\xff" * 8)
 
 
@@ -185,13 +200,14 @@ async def test_a_damaged_page_loses_only_its_entries(
 async def test_a_failing_write_keeps_what_this_run_paid_for(
     server: FakeOpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A real SQLite failure: the database may not grow by one more page ("disk full"). It is
+    # a diskcache setting, so every connection applies it, the writer thread's too.
+    DiskCache(tmp_path / "cache").close()
+    con = sqlite3.connect(tmp_path / "cache" / "cache.db", isolation_level=None)
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    con.execute("INSERT INTO Settings VALUES ('sqlite_max_page_count', ?)", (pages,))
+    con.close()
     async with Engine(cache_dir=tmp_path / "cache") as engine:
-        cache = engine.cache
-        assert isinstance(cache, DiskCache)
-        # A real SQLite failure: the database may not grow by one more page ("disk full").
-        con: sqlite3.Connection = cache._cache._con
-        pages = con.execute("PRAGMA page_count").fetchone()[0]
-        con.execute(f"PRAGMA max_page_count = {pages}")
         scorer = engine.model("openai/fake-model", base_url=server.base_url)
         with caplog.at_level(logging.WARNING, logger="opro.cache"):
             first = await engine.evaluate(INSTRUCTIONS, EXAMPLES, scorer, grader=ExactGrader())
@@ -277,6 +293,8 @@ def test_a_write_that_silently_vanishes_is_kept_in_memory(
     monkeypatch.setattr(cache._cache, "set", lambda key, value: True)
     completion = Completion(("True",), Usage(1, 1))
     cache.set("k", completion)
+    assert cache.get("k") == completion  # still queued, or kept
+    cache.flush()
     assert cache.get("k") == completion
     assert cache.stats.write_errors == 1
     cache.close()

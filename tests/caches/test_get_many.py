@@ -31,6 +31,7 @@ def test_get_many_answers_as_get_does_in_one_query_per_chunk(tmp_path: Path) -> 
         cache.set(f"k{i}", completion(i))
     big = Completion(("x" * 50_000,), Usage(3, 12_500), ("length",))  # stored as a file
     cache.set("big", big)
+    cache.flush()  # on disk, so that the reads below are SQLite's
     keys = [f"k{i}" for i in range(1200)] + ["big", "k4", "k4", "k5"]  # repeats too
     statements: list[str] = []
     cache._cache._con.set_trace_callback(statements.append)
@@ -89,6 +90,7 @@ def test_results_kept_in_memory_are_found_by_get_many(
 
     monkeypatch.setattr(cache._cache, "set", disk_full)
     cache.set("k", completion(1))  # the write fails: kept in memory
+    cache.flush()
     assert cache.stats.write_errors == 1
     assert cache.get_many(["k", "other"]) == [completion(1), None]
     cache.close()

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -299,6 +301,15 @@ def run_cli(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def stored(cache: Path) -> int:
+    """Results in a cache directory, as another process sees them."""
+    try:
+        with contextlib.closing(sqlite3.connect(cache / "cache.db")) as db:
+            return int(db.execute("SELECT COUNT(*) FROM Cache").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
 def test_sigkill_mid_step_then_resume_pays_nothing_twice(task: Path, tmp_path: Path) -> None:
     server = Server("--hang-in-step-2")
     try:
@@ -313,6 +324,9 @@ def test_sigkill_mid_step_then_resume_pays_nothing_twice(task: Path, tmp_path: P
             return held or victim.poll() is not None
 
         wait_for(stalled, "the held request")
+        # A kill -9 loses the results still queued for the cache's writer thread (about the
+        # last 50 ms): kill once the cache holds every answer the server gave.
+        wait_for(lambda: stored(cache) >= server.stats()["accepted"], "the answers stored")
         assert victim.poll() is None, (tmp_path / "victim.log").read_text()
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
