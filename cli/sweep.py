@@ -243,9 +243,43 @@ def _stored_options(s: Settings, settings: SweepSettings) -> dict[str, Any]:
     return stored
 
 
+def block_lines(p: SweepProgress) -> list[str]:
+    """One line per running task and a totals line: what both displays show."""
+    lines = []
+    for live in p.running:
+        where = f"step {live.step}/{live.steps}" if live.step is not None else "step -"
+        if live.pairs_total is not None:
+            where = f"pairs {live.pairs_done}/{live.pairs_total}"
+        best = f"{100 * live.best:.1f}%" if live.best is not None else "-"
+        lines.append(f"  {live.task}: {where}  best {best}  calls {live.calls}")
+    t = p.totals
+    left = []
+    if p.budget_left_usd is not None:
+        left.append(f"${p.budget_left_usd:.4f}")
+    if p.budget_left_tokens is not None:
+        left.append(f"{p.budget_left_tokens} tokens")
+    counts = " ".join(f"{k} {v}" for k, v in sorted(p.counts.items()))
+    lines.append(
+        f"totals: {counts} | calls {t.calls} ({p.rate_calls_per_s:.1f}/s)  cache hits "
+        f"{t.cache_hits}  429s {t.n429}  cost ${t.cost_usd:.4f}  budget left "
+        f"{', '.join(left) or 'unlimited'}"
+    )
+    return lines
+
+
+def event_line(event: SweepEvent) -> str | None:
+    """The line a task's start or end gets (None for progress snapshots)."""
+    if isinstance(event, TaskStarted):
+        return f"started {event.task} ({'resumed' if event.resumed else 'new'})"
+    if isinstance(event, TaskFinished):
+        why = f": {event.reason}" if event.reason else ""
+        return f"{event.status} {event.task}{why}"
+    return None
+
+
 class LinePrinter:
-    """Plain progress lines on a stream: task starts and ends as they happen, and every
-    `every` seconds one line per running task and a totals line."""
+    """Plain progress lines on a stream (a pipe, a file, CI logs): task starts and ends as
+    they happen, and every `every` seconds one line per running task and a totals line."""
 
     def __init__(self, every: float, stream: Any = None) -> None:
         self.every = every
@@ -253,39 +287,56 @@ class LinePrinter:
         self._last = -float("inf")
 
     def __call__(self, event: SweepEvent) -> None:
-        if isinstance(event, TaskStarted):
-            self._line(f"started {event.task} ({'resumed' if event.resumed else 'new'})")
-        elif isinstance(event, TaskFinished):
-            why = f": {event.reason}" if event.reason else ""
-            self._line(f"{event.status} {event.task}{why}")
+        line = event_line(event)
+        if line is not None:
+            self._line(line)
         elif isinstance(event, SweepProgress):
             now = time.monotonic()
             if event.final or now - self._last >= 0.9 * self.every:
                 self._last = now
-                self._block(event)
+                for text in block_lines(event):
+                    self._line(text)
 
-    def _block(self, p: SweepProgress) -> None:
-        for live in p.running:
-            where = f"step {live.step}/{live.steps}" if live.step is not None else "step -"
-            if live.pairs_total is not None:
-                where = f"pairs {live.pairs_done}/{live.pairs_total}"
-            best = f"{100 * live.best:.1f}%" if live.best is not None else "-"
-            self._line(f"  {live.task}: {where}  best {best}  calls {live.calls}")
-        t = p.totals
-        left = []
-        if p.budget_left_usd is not None:
-            left.append(f"${p.budget_left_usd:.4f}")
-        if p.budget_left_tokens is not None:
-            left.append(f"{p.budget_left_tokens} tokens")
-        counts = " ".join(f"{k} {v}" for k, v in sorted(p.counts.items()))
-        self._line(
-            f"totals: {counts} | calls {t.calls} ({p.rate_calls_per_s:.1f}/s)  cache hits "
-            f"{t.cache_hits}  429s {t.n429}  cost ${t.cost_usd:.4f}  budget left "
-            f"{', '.join(left) or 'unlimited'}"
-        )
+    def close(self) -> None:
+        """Nothing to tidy up: every line is already written."""
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
+
+
+class LiveBoard:
+    """On a terminal: the running tasks and the totals redrawn in place (rich), task starts
+    and ends printed above them as they happen."""
+
+    def __init__(self, stream: Any) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        self._text = Text
+        self._live = Live(
+            Text(""),
+            console=Console(file=stream, highlight=False),
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._live.start()
+
+    def __call__(self, event: SweepEvent) -> None:
+        line = event_line(event)
+        if line is not None:
+            self._live.console.print(line, markup=False, highlight=False)
+        elif isinstance(event, SweepProgress):
+            text = self._text("\n".join(block_lines(event)), no_wrap=True, overflow="ellipsis")
+            self._live.update(text, refresh=True)
+
+    def close(self) -> None:
+        self._live.stop()
+
+
+# On a terminal the display is redrawn this often (seconds); --progress-every is for lines.
+LIVE_EVERY_S = 1.0
 
 
 def _summary(result: SweepResult) -> None:
@@ -309,16 +360,22 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
         "cache_dir": None if s["no_cache"] else s["cache_dir"],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    async with engine_from_settings(s) as engine:
-        return await sweep(
-            engine,
-            settings,
-            run_dir=run_dir,
-            resume=s["resume"],
-            on_event=LinePrinter(s["progress_every"]),
-            progress_every=s["progress_every"],
-            info=info,
-        )
+    live = sys.stderr.isatty()
+    display = LiveBoard(sys.stderr) if live else LinePrinter(s["progress_every"])
+    every = min(s["progress_every"], LIVE_EVERY_S) if live else s["progress_every"]
+    try:
+        async with engine_from_settings(s) as engine:
+            return await sweep(
+                engine,
+                settings,
+                run_dir=run_dir,
+                resume=s["resume"],
+                on_event=display,
+                progress_every=every,
+                info=info,
+            )
+    finally:
+        display.close()
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

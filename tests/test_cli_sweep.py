@@ -1,10 +1,19 @@
 """`opro sweep` from the command line: user errors are one line before anything is spent,
-progress is plain lines, `--resume` needs only the directory, evaluate-only reads an
-instructions file, and no key reaches the sweep directory."""
+progress is redrawn in place on a terminal and plain lines otherwise, `--resume` needs only
+the directory, evaluate-only reads an instructions file, and no key reaches the sweep
+directory."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +151,57 @@ def test_no_key_reaches_the_sweep_directory(
     assert "give --scorer-base-url again" in capsys.readouterr().err
     resumed = ["sweep", "--resume", "--run-dir", str(run_dir), "--scorer-base-url", url]
     assert main(resumed) == 0
+
+
+def _run_in_a_terminal(args: list[str]) -> tuple[int, str]:
+    """Run `opro ARGS` with a pseudo-terminal as its stdin, stdout and stderr."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opro.cli.main", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        proc.wait(timeout=120)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_in_a_terminal_the_running_tasks_are_redrawn_in_place(tmp_path: Path) -> None:
+    args = ["sweep", "--tasks", "bbh/navigate", "--tasks", "bbh/snarks", *SIM, *SMALL]
+    args += ["--run-dir", str(tmp_path / "sweep"), "--cache-dir", str(tmp_path / "c")]
+    code, screen = _run_in_a_terminal(args)
+    assert code == 0, screen
+    assert "started bbh/navigate" in screen and "done bbh/snarks" in screen
+    assert "totals:" in screen and "budget left unlimited" in screen
+    # rich redraws the block: it moves the cursor up over the last frame and clears lines.
+    assert "\x1b[2K" in screen and "\x1b[1A" in screen
+
+
+def test_without_a_terminal_progress_is_plain_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", "--tasks", "bbh/navigate", *SIM, *SMALL, "--run-dir", str(tmp_path / "s")]
+    assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "started bbh/navigate (new)" in err and "totals:" in err
+    assert "\x1b[" not in err and "\r" not in err
