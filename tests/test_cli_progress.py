@@ -6,17 +6,11 @@ place) and with pipes (whole plain lines, never a carriage return).
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +32,7 @@ from opro.engine.spend import Spend
 from opro.optimize.loop import StepInfo, StepPhase
 from opro.optimize.records import RunTotals, StepRecord
 from opro.testing.process import ServerProcess
+from opro.testing.terminal import run_in_terminal
 
 
 class Clock:
@@ -305,36 +300,8 @@ def test_without_a_terminal_progress_is_plain_periodic_lines(
 def test_in_a_terminal_progress_is_one_line_redrawn(
     slow_server: ServerProcess, task_file: Path, tmp_path: Path
 ) -> None:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opro.cli.main", *evaluate_args(task_file, slow_server, tmp_path)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-    )
-    os.close(slave)
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 60)
-            if not ready:
-                break
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(master)
-        proc.wait(timeout=60)
-    assert proc.returncode == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = run_in_terminal(evaluate_args(task_file, slow_server, tmp_path))
+    assert code == 0, screen
     frames = re.findall(r"evaluate (\d+)/100 pairs", screen)
     assert len(frames) >= 3 and frames[-1] == "100"
     assert "\r\x1b[2K" in screen  # redrawn in place, not one line per update

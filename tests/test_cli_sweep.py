@@ -5,15 +5,7 @@ directory."""
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import select
-import struct
-import subprocess
-import sys
-import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +14,7 @@ import pytest
 from opro.cli.main import main
 from opro.cli.sweep import WITHHELD
 from opro.testing.process import ServerProcess
+from opro.testing.terminal import run_in_terminal
 
 SIM = ["--scorer", "simulated/s", "--optimizer", "simulated/o"]
 SMALL = ["--steps", "1", "--candidates-per-step", "2", "--test-top", "1", "--test-limit", "5"]
@@ -153,43 +146,10 @@ def test_no_key_reaches_the_sweep_directory(
     assert main(resumed) == 0
 
 
-def _run_in_a_terminal(args: list[str]) -> tuple[int, str]:
-    """Run `opro ARGS` with a pseudo-terminal as its stdin, stdout and stderr."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opro.cli.main", *args],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-    )
-    os.close(slave)
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 120)
-            if not ready:
-                break
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(master)
-        proc.wait(timeout=120)
-    return proc.returncode, b"".join(chunks).decode(errors="replace")
-
-
 def test_in_a_terminal_the_running_tasks_are_redrawn_in_place(tmp_path: Path) -> None:
     args = ["sweep", "--tasks", "bbh/navigate", "--tasks", "bbh/snarks", *SIM, *SMALL]
     args += ["--run-dir", str(tmp_path / "sweep"), "--cache-dir", str(tmp_path / "c")]
-    code, screen = _run_in_a_terminal(args)
+    code, screen = run_in_terminal(args)
     assert code == 0, screen
     assert "started bbh/navigate" in screen and "done bbh/snarks" in screen
     assert "totals:" in screen and "budget left unlimited" in screen
