@@ -33,7 +33,6 @@ import asyncio
 import hashlib
 import json
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,12 @@ from opro.sweep import (
 )
 from opro.sweep.run import build_model
 from opro.tasks.datasets import BBH_DIR, BBH_TASKS, load_task, resolve_data_dir
-from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, default_responder
+from opro.testing.fake_openai import (
+    FakeOpenAIServer,
+    FakeServerConfig,
+    default_responder,
+    serve_until_signalled,
+)
 from opro.testing.process import ServerProcess
 
 META_MARK = "Write the text in square brackets."
@@ -73,16 +77,7 @@ async def serve(args: argparse.Namespace) -> int:
         latency_s=args.latency, jitter_s=args.jitter, rpm=args.rpm, responder=responder
     )
     server = FakeOpenAIServer(config)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    print(f"READY {await server.start()}", flush=True)
-    try:
-        await done.wait()
-    finally:
-        await server.stop()
-    return 0
+    return await serve_until_signalled(server)
 
 
 def cut_data(source: Path, target: Path, low: int, high: int) -> dict[str, int]:

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import hashlib
 import re
-import signal
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from typing import Any
 import orjson
 
 from opro.providers.simulated import SimulatedProvider
-from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
+from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, serve_until_signalled
 from opro.testing.measure import measure
 from opro.testing.process import ServerProcess
 
@@ -65,14 +64,7 @@ def cot_answer(prompt: str) -> str:
 
 async def _serve_cot() -> int:
     server = FakeOpenAIServer(FakeServerConfig(responder=cot_answer))
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    print(f"READY {await server.start()}", flush=True)
-    await done.wait()
-    await server.stop()
-    return 0
+    return await serve_until_signalled(server)
 
 
 READ_FLOOR = """

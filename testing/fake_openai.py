@@ -629,6 +629,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def serve_until_signalled(server: FakeOpenAIServer) -> int:
+    """Run `server` as a process of its own: print `READY <base url>` for the parent
+    (`testing.process.ServerProcess` waits for that line), then serve until SIGTERM/SIGINT."""
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    print(f"READY {await server.start()}", flush=True)
+    try:
+        await done.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
 async def _serve(args: argparse.Namespace) -> int:
     rates: dict[str, float] = {}
     for spec in args.fault:
@@ -651,17 +666,7 @@ async def _serve(args: argparse.Namespace) -> int:
         retry_after_s=args.retry_after,
     )
     server = FakeOpenAIServer(config, host=args.host, port=args.port)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    url = await server.start()
-    print(f"READY {url}", flush=True)
-    try:
-        await done.wait()
-    finally:
-        await server.stop()
-    return 0
+    return await serve_until_signalled(server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ import pytest
 
 import opro
 from opro.cli.main import main
-from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
+from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, serve_until_signalled
 from opro.testing.process import ServerProcess
 
 POOL = [
@@ -89,16 +89,7 @@ async def serve(argv: list[str]) -> int:
         return answer(prompt)
 
     server.config.responder = responder
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    print(f"READY {await server.start()}", flush=True)
-    try:
-        await done.wait()
-    finally:
-        await server.stop()
-    return 0
+    return await serve_until_signalled(server)
 
 
 if __name__ == "__main__":

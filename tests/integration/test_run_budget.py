@@ -28,7 +28,7 @@ import pytest
 from opro.cli import common as cli_common
 from opro.cli.main import main
 from opro.engine.retry import RetryPolicy
-from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
+from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, serve_until_signalled
 from opro.testing.process import ServerProcess
 
 PRICE_PER_M = 10.0  # USD per million tokens, in and out, for both models
@@ -54,16 +54,7 @@ async def serve(argv: list[str]) -> int:
     rates = {k: float(r) for k, _, r in (spec.partition("=") for spec in args.fault)}
     config = FakeServerConfig(responder=answer, fault_rates=rates, latency_s=args.latency)
     server = FakeOpenAIServer(config)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    print(f"READY {await server.start()}", flush=True)
-    try:
-        await done.wait()
-    finally:
-        await server.stop()
-    return 0
+    return await serve_until_signalled(server)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,12 @@ from opro.sweep import (
     SweepSettings,
     sweep,
 )
-from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, json_response
+from opro.testing.fake_openai import (
+    FakeOpenAIServer,
+    FakeServerConfig,
+    json_response,
+    serve_until_signalled,
+)
 from opro.testing.process import ServerProcess
 
 POOL = [
@@ -91,16 +96,7 @@ async def serve(argv: list[str]) -> int:
         return answer(prompt)
 
     server.config.responder = responder
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    print(f"READY {await server.start()}", flush=True)
-    try:
-        await done.wait()
-    finally:
-        await server.stop()
-    return 0
+    return await serve_until_signalled(server)
 
 
 if __name__ == "__main__":
