@@ -24,6 +24,7 @@ from opro.engine.budget import Budget
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Generation, Model, Price
+from opro.engine.pool import Endpoint, EndpointPool, PoolPolicy, PoolProvider, pool_urls
 from opro.engine.prices import known_price
 from opro.engine.retry import RetryPolicy
 from opro.engine.singleflight import SingleFlight
@@ -129,10 +130,11 @@ class Engine:
         *,
         limits: LimitConfig | None = None,
         decoding: Decoding | None = None,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
         price: Price | None = None,
         priority: int = 1,
+        pool: PoolPolicy | None = None,
         **provider_options: Any,
     ) -> Model:
         """A model by `provider/model` name; limits are shared per connection key.
@@ -144,19 +146,26 @@ class Engine:
         behind a scorer backlog). `provider_options` go to the provider (`api` for openai
         and local, `n_ctx`/`n_threads` for local, `latency_s` for simulated); one it does
         not take is a `SettingsError` that lists the ones it does.
+
+        `base_url` may be a list of URLs: replicas of one model, served as one pool (see
+        `engine.pool`; `pool` tunes how failing replicas are taken out). `limits.rpm`/`tpm`
+        and the budget then apply to the whole model, the concurrency window and 429
+        cooldowns to each replica. A list of one URL is that URL.
         """
         _check_grouped(limits, decoding, provider_options)
         limits = limits if limits is not None else LimitConfig()
         decoding = decoding if decoding is not None else Decoding()
-        connection = Connection(base_url, api_key, timeout=self.retry.timeout + 5.0)
+        urls = pool_urls(base_url)
+        if len(urls) > 1:
+            pooled, pool_limiter = self._pool(spec, urls, api_key, limits, pool, provider_options)
+            return self._add_model(pooled, pool_limiter, limits, decoding, price, priority)
+        connection = Connection(urls[0] if urls else None, api_key, self.retry.timeout + 5.0)
         provider = create_provider(spec, connection, http=self._http, **provider_options)
-        price = price if price is not None else known_price(provider.spec)
-        if price is None and self.budget.max_usd is not None:
-            raise ConfigurationError(
-                f"no known price for {provider.spec}, so a USD budget cannot bound it: "
-                "give its price with --price IN,OUT (--optimizer-price for the optimizer; "
-                "USD per million tokens)"
-            )
+        limiter = self._limiter(spec, provider, limits)
+        return self._add_model(provider, limiter, limits, decoding, price, priority)
+
+    def _limiter(self, spec: str, provider: Provider, limits: LimitConfig) -> ConnectionLimiter:
+        """The limiter of `provider`'s connection, shared by every model on it."""
         key = provider.connection_key()
         limiter = self._limiters.get(key)
         if limiter is None:
@@ -167,6 +176,63 @@ class Engine:
             raise ConfigurationError(
                 f"{spec} shares a connection with a model already set up with other limits "
                 f"({limiter.config}); give both the same limits"
+            )
+        return limiter
+
+    def _pool(
+        self,
+        spec: str,
+        urls: Sequence[str],
+        api_key: str | None,
+        limits: LimitConfig,
+        policy: PoolPolicy | None,
+        options: Mapping[str, Any],
+    ) -> tuple[PoolProvider, EndpointPool]:
+        """One provider and limiter per URL (each URL checked on its own), and the pool
+        over them; pools over the same URLs share one (and so their model-wide rates)."""
+        timeout = self.retry.timeout + 5.0
+        providers = [
+            create_provider(spec, Connection(url, api_key, timeout), http=self._http, **options)
+            for url in urls
+        ]
+        provider = PoolProvider(providers)  # refuses providers that take no URL
+        each = LimitConfig(max_concurrency=limits.max_concurrency)  # rates are the pool's
+        endpoints = [Endpoint(p, self._limiter(spec, p, each), i) for i, p in enumerate(providers)]
+        key = provider.connection_key()
+        found = self._limiters.get(key)
+        if isinstance(found, EndpointPool):
+            if found.limits != limits or found.policy != (policy or found.policy):
+                raise ConfigurationError(
+                    f"{spec}: the pool is already set up with other limits ({found.limits}); "
+                    "give both the same limits"
+                )
+            return provider, found
+        limiter = EndpointPool(
+            endpoints,
+            limits,
+            name=f"{provider.name} pool of {len(urls)} "
+            f"({', '.join(connection_label(p).rpartition(' at ')[2] for p in providers)})",
+            policy=policy,
+            max_pause=self.retry.max_retry_after,
+        )
+        self._limiters[key] = limiter
+        return provider, limiter
+
+    def _add_model(
+        self,
+        provider: Provider,
+        limiter: ConnectionLimiter,
+        limits: LimitConfig,
+        decoding: Decoding,
+        price: Price | None,
+        priority: int,
+    ) -> Model:
+        price = price if price is not None else known_price(provider.spec)
+        if price is None and self.budget.max_usd is not None:
+            raise ConfigurationError(
+                f"no known price for {provider.spec}, so a USD budget cannot bound it: "
+                "give its price with --price IN,OUT (--optimizer-price for the optimizer; "
+                "USD per million tokens)"
             )
         model = Model(
             provider,
@@ -223,6 +289,9 @@ class Engine:
         the providers, the HTTP pool and the cache, which those calls would otherwise use.
         Results the cache has queued are stored first (in a thread: the loop keeps running)."""
         await self._inflight.aclose()
+        for limiter in self._limiters.values():
+            if isinstance(limiter, EndpointPool):
+                await limiter.aclose()  # its health probes use the HTTP pool
         for model in self._models:
             await model.provider.aclose()
         await self._http.aclose()

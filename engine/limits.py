@@ -31,6 +31,7 @@ import math
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
@@ -39,12 +40,18 @@ from opro.checks import CONCURRENCY, REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE
 from opro.engine.aimd import AdaptiveWindow
 from opro.engine.retry import DEFAULT_MAX_RETRY_AFTER_S
 from opro.errors import OproError
-from opro.providers.errors import RateLimitError
-from opro.providers.types import RateLimitInfo
+from opro.providers.errors import ProviderError, RateLimitError
+from opro.providers.types import Completion, RateLimitInfo, Request
 
 DEFAULT_MAX_CONCURRENCY = 32
 
 log = logging.getLogger("opro.limits")
+
+
+class Route(Protocol):
+    """Where a slot's call goes, when the limiter decides it (an endpoint of a pool)."""
+
+    async def complete(self, request: Request) -> Completion: ...
 
 
 class ConnectionRateLimited(OproError):
@@ -343,6 +350,12 @@ class ConnectionLimiter:
         if info.remaining_tokens == 0 and info.reset_tokens_s:
             self._pause(info.reset_tokens_s, "x-ratelimit-reset-tokens")
 
+    def retry_delay(self, error: ProviderError, delay: float | None) -> float | None:
+        """The wait before retrying after `error`, given the retry policy's `delay` (None:
+        give up). One connection has nowhere else to send: the policy's answer stands (an
+        `engine.pool.EndpointPool` retries at once on another endpoint)."""
+        return delay
+
     def _finished(self, episode: int | None, exc: BaseException | None) -> None:
         """A slot's call ended: let the adaptive window learn from it."""
         window = self.window
@@ -384,11 +397,13 @@ class _Slot:
         self._flow = flow
         self._episode: int | None = None
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> Route | None:
+        """None: the call goes to the model's own provider."""
         limiter = self._limiter
         await limiter.acquire(self._tokens, self._priority, self._flow)
         if limiter.window is not None:
             self._episode = limiter.window.admit()
+        return None
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object

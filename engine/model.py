@@ -299,14 +299,14 @@ class Model:
             try:
                 if budget is not None:
                     budget.check(worst_cost)  # stop before queueing, not after
-                async with self.limiter.slot(tokens, self.priority, flow):
+                async with self.limiter.slot(tokens, self.priority, flow) as route:
                     if budget is not None:
                         reservation = await budget.reserve(worst_cost)
                     attempts += 1
                     sent = True
                     try:
                         async with asyncio.timeout(self.retry.timeout):
-                            completion = await self.provider.complete(request)
+                            completion = await (route or self.provider).complete(request)
                     except TimeoutError as exc:
                         raise TransientError(
                             f"{self.spec}: no answer within {self.retry.timeout:g}s"
@@ -326,7 +326,7 @@ class Model:
                     self.limiter.on_rate_limited(
                         err.retry_after, self.retry.backoff(attempts, self._rng)
                     )
-                delay = self.retry.delay(err, attempts, self._rng)
+                delay = self.limiter.retry_delay(err, self.retry.delay(err, attempts, self._rng))
                 if delay is None:
                     self.stats.failures += 1
                     if log.isEnabledFor(logging.DEBUG):

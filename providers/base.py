@@ -25,6 +25,8 @@ from opro.providers.http import RawResponse, classify_status, post_json, scrubbe
 from opro.providers.types import Completion, Request
 from opro.providers.urls import BaseUrl, parse_base_url
 
+PROBE_TIMEOUT_S = 10.0  # the longest a health probe of a pooled replica waits
+
 
 class HttpPool:
     """One lazily created `aiohttp.ClientSession` shared by every provider of an engine.
@@ -176,6 +178,20 @@ class HttpProvider(Provider):
             timeout=self.timeout,
             where=self.where,
         )
+
+    async def probe(self) -> bool:
+        """Whether the server answers at all: a GET of `/models` that gets any status below
+        500 (a server without that route still answers 404). How an endpoint pool sees a
+        replica that failed come back, without spending a user's call on it."""
+        try:
+            async with self._http.session().get(
+                self._base.join("/models"),
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=min(self.timeout, PROBE_TIMEOUT_S)),
+            ) as resp:
+                return resp.status < 500
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
 
     def classify(self, resp: RawResponse) -> ProviderError:
         """The error class of a non-2xx response (vendors refine the generic mapping)."""
