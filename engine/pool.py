@@ -245,13 +245,17 @@ class EndpointPool(ConnectionLimiter):
         """Retry at once when the failure took its endpoint out (or paused it) and another
         endpoint can take the call now; else as the retry policy says."""
         endpoint = self._failed_on.pop(error, None)
-        if delay is None or endpoint is None or self._usable(endpoint):
+        if delay is None or endpoint is None or self._ready(endpoint):
             return delay
         if any(
-            self._usable(e) and e.limiter.in_flight < e.limiter.concurrency for e in self.endpoints
+            self._ready(e) and e.limiter.in_flight < e.limiter.concurrency for e in self.endpoints
         ):
             return 0.0
         return delay
+
+    def _ready(self, e: Endpoint) -> bool:
+        """In the pool and not pausing after a 429."""
+        return self._usable(e) and e.limiter.paused_for() == 0.0
 
     @property
     def halted_for(self) -> float | None:
