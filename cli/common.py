@@ -17,6 +17,7 @@ from opro.cli.options import (
     CostSettings,
     LimitSettings,
     ModelRole,
+    base_urls,
     non_negative_int,
     positive_int,
 )
@@ -87,7 +88,7 @@ def scorer_role(s: Settings) -> ModelRole:
     )
     return ModelRole(
         spec=s["scorer"] or DEFAULT_MODEL,
-        base_url=s["scorer_base_url"],
+        base_url=base_urls(s["scorer_base_url"]),
         api=s["scorer_api"] or (EMBEDDED_SCORER_API if embedded else None),
         max_tokens=max_tokens,
         stop=tuple(stop),
@@ -103,7 +104,7 @@ def optimizer_role(s: Settings) -> ModelRole:
     )
     return ModelRole(
         spec=spec,
-        base_url=s["optimizer_base_url"],
+        base_url=base_urls(s["optimizer_base_url"]),
         api=s["optimizer_api"],
         max_tokens=max_tokens,
         price=s.get("optimizer_price"),

@@ -279,6 +279,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).stem if "." in text else text).strip("-")
 
 
+def _safe_urls(value: str | list[str] | None) -> str | list[str] | None:
+    """`_safe_url` of a base URL option, one URL or a pool's list of them."""
+    if isinstance(value, list):
+        safe = [_safe_url(url) or "" for url in value]
+        return safe[0] if len(safe) == 1 else safe
+    return _safe_url(value)
+
+
 def _safe_url(url: str | None) -> str | None:
     """A base URL fit for config.json: no user, password, query or fragment."""
     if not url:
@@ -337,8 +345,8 @@ def _check_combinations(s: Settings) -> None:
 def _run_info(s: Settings) -> dict[str, Any]:
     """What config.json keeps about the run's setup, for reference (never keys)."""
     return {
-        "scorer_base_url": _safe_url(s["scorer_base_url"]),
-        "optimizer_base_url": _safe_url(s["optimizer_base_url"]),
+        "scorer_base_url": _safe_urls(s["scorer_base_url"]),
+        "optimizer_base_url": _safe_urls(s["optimizer_base_url"]),
         "max_concurrency": s["max_concurrency"],
         "rpm": s["rpm"],
         "tpm": s["tpm"],

@@ -9,6 +9,7 @@ field name, whichever help group an option is shown in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opro.checks import (
@@ -34,6 +35,17 @@ from opro.tasks.prompts import POSITIONS
 
 DEFAULT_MODEL = "local/smollm2-135m"
 APIS = ("chat", "completions")
+
+
+def base_urls(value: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    """A (repeatable) base URL option as `Engine.model` takes it: one URL as the string it
+    always was (so its cache keys do not change), several as a pool's tuple. A string is
+    what a config file or a sweep stored before pools existed."""
+    if value is None or isinstance(value, str):
+        return value
+    urls = tuple(value)
+    return urls[0] if len(urls) == 1 else urls
+
 
 # argparse `type=` callables for options with no named range in `opro.checks`.
 positive_int = IntRange(1, 10**9)
@@ -79,7 +91,11 @@ SCORER = (
     ),
     Option(
         "--scorer-base-url",
-        "an OpenAI-compatible server for the scorer (vLLM, llama.cpp, Ollama)",
+        "an OpenAI-compatible server for the scorer (vLLM, llama.cpp, Ollama); repeat it "
+        "for replicas of one model (a pool): each call goes to the least loaded one, each "
+        "replica has its own concurrency window and 429 pauses, while --rpm, --tpm and the "
+        "budget apply to the model as a whole",
+        kind="append",
         metavar="URL",
         default_text="$OPENAI_BASE_URL, else the vendor's",
     ),
@@ -115,7 +131,9 @@ OPTIMIZER = (
     ),
     Option(
         "--optimizer-base-url",
-        "an OpenAI-compatible server for the optimizer",
+        "an OpenAI-compatible server for the optimizer; repeat it for a pool of replicas, "
+        "as --scorer-base-url",
+        kind="append",
         metavar="URL",
         default_text="$OPENAI_BASE_URL, else the vendor's",
     ),
@@ -345,7 +363,7 @@ class ModelRole:
     """
 
     spec: str
-    base_url: str | None = None
+    base_url: str | tuple[str, ...] | None = None  # several: a pool (see `base_urls`)
     api: str | None = None
     max_tokens: int = 256
     stop: tuple[str, ...] = ()

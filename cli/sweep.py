@@ -35,6 +35,7 @@ from opro.cli.common import (
 from opro.cli.help import add_command
 from opro.cli.optimize import GROUPS as OPTIMIZE_GROUPS
 from opro.cli.optimize import configs
+from opro.cli.options import base_urls
 from opro.cli.protocol import apply_protocol, qa_framing
 from opro.cli.settings import Option, OptionGroup, Settings, add_groups, resolve
 from opro.engine.ledger import LedgerError
@@ -176,7 +177,7 @@ def _models(s: Settings) -> tuple[ModelSettings, ModelSettings | None]:
     limits = {"max_concurrency": s["max_concurrency"], "rpm": s["rpm"], "tpm": s["tpm"]}
     scorer = ModelSettings(
         s["scorer"] or DEFAULT_MODEL,
-        base_url=s["scorer_base_url"],
+        base_url=base_urls(s["scorer_base_url"]),
         api=s["scorer_api"] or (EMBEDDED_SCORER_API if embedded else None),
         max_tokens=s["max_tokens"] or (EMBEDDED_SCORER_MAX_TOKENS if embedded else None),
         stop=tuple(
@@ -189,7 +190,7 @@ def _models(s: Settings) -> tuple[ModelSettings, ModelSettings | None]:
         return scorer, None
     optimizer = ModelSettings(
         s["optimizer"] or DEFAULT_MODEL,
-        base_url=s["optimizer_base_url"],
+        base_url=base_urls(s["optimizer_base_url"]),
         api=s["optimizer_api"],
         max_tokens=s["optimizer_max_tokens"],
         price=parse_price(s["optimizer_price"]) if s["optimizer_price"] else None,
@@ -237,8 +238,9 @@ def _stored_options(s: Settings, settings: SweepSettings) -> dict[str, Any]:
         stored["instruction"] = list(settings.evaluate.instructions)
         stored["instructions_file"] = None
     for dest in _URLS:
-        url = stored.get(dest)
-        if isinstance(url, str) and redact_url(url) != url:
+        urls = stored.get(dest)
+        urls = [urls] if isinstance(urls, str) else urls or []
+        if any(isinstance(url, str) and redact_url(url) != url for url in urls):
             stored[dest] = WITHHELD
     return stored
 

@@ -19,9 +19,11 @@ from opro.engine.budget import Budget
 from opro.engine.dedup import dedupe
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Model, Price
+from opro.engine.pool import pool_identity, pool_key, pool_urls
 from opro.engine.prices import known_price
 from opro.engine.retry import RetryPolicy
 from opro.engine.tokens import expected_usage, worst_case_usage
+from opro.providers.base import Provider
 from opro.providers.errors import ConfigurationError
 from opro.providers.offline import OfflineProvider, offline_provider
 from opro.tasks.prompts import Position, render_prompt
@@ -99,12 +101,29 @@ def identity_known(model: Model) -> bool:
     return not isinstance(provider, OfflineProvider) or provider.identity_known
 
 
+def _offline(spec: str, base_url: str | Sequence[str] | None, api: str | None) -> Provider:
+    """`offline_provider`, for a pool of URLs too: each URL is checked as a run checks it,
+    and the keys are the pool's (`engine.pool.pool_identity`)."""
+    urls = pool_urls(base_url)
+    if len(urls) <= 1:
+        return offline_provider(spec, base_url=urls[0] if urls else None, api=api)
+    parts = [offline_provider(spec, base_url=url, api=api) for url in urls]
+    if parts[0].name in ("local", "simulated"):  # as `engine.pool.PoolProvider` refuses
+        raise ConfigurationError(
+            f"{spec} runs in this process: a list of base URLs (a pool) is only for models "
+            "served over HTTP"
+        )
+    return OfflineProvider(
+        parts[0].name, parts[0].model, identity=pool_identity(parts), connection=pool_key(parts)
+    )
+
+
 def plan_model(
     spec: str,
     *,
     cache: ResultCache | None,
     decoding: Decoding,
-    base_url: str | None = None,
+    base_url: str | Sequence[str] | None = None,
     api: str | None = None,
     price: Price | None = None,
     budget: Budget | None = None,
@@ -115,7 +134,7 @@ def plan_model(
     ones the run will have. Like `Engine.model`, a USD budget on a model with no known price
     is refused: the run would refuse it too.
     """
-    provider = offline_provider(spec, base_url=base_url, api=api)
+    provider = _offline(spec, base_url, api)
     price = price if price is not None else known_price(provider.spec)
     if price is None and budget is not None and budget.max_usd is not None:
         raise ConfigurationError(

@@ -45,7 +45,7 @@ class ModelSettings:
     """
 
     spec: str
-    base_url: str | None = None
+    base_url: str | tuple[str, ...] | None = None  # several: a pool of replicas
     api: str | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
@@ -66,7 +66,10 @@ class ModelSettings:
     def describe(self) -> dict[str, Any]:
         shown = asdict(self)
         shown["stop"] = list(self.stop)
-        shown["base_url"] = redact_url(self.base_url) if self.base_url else None
+        urls = self.base_url
+        shown["base_url"] = (
+            [redact_url(u) for u in urls] if isinstance(urls, tuple) else urls and redact_url(urls)
+        ) or None
         return shown
 
 

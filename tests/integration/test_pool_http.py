@@ -166,4 +166,4 @@ async def test_a_pool_with_every_endpoint_down_fails_like_one_dead_server(
         with pytest.raises(opro.ModelCallError) as caught:
             await scorer.generate(scorer.request("hello"))
         assert caught.value.attempts == 3
-        assert len(engine.cache or []) == 0
+        assert isinstance(engine.cache, DiskCache) and len(engine.cache) == 0
