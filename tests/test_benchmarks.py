@@ -172,3 +172,36 @@ def test_cpu_benchmark_smoke(tmp_path: Path) -> None:
         assert math.isfinite(row["engine_ms_per_pair"]) and row["model_ms_per_pair"] > 0
         assert row["peak_rss_mb"] > 0 and row["base_peak_rss_mb"] > 0
     assert "engine CPU ms/pair" in result.stdout
+
+
+def test_pools_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "pools.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "pools.py"),
+            "--sizes",
+            "1,2",
+            "--pairs",
+            "12",
+            "--latency",
+            "0.02",
+            "--capacity",
+            "4",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [r["endpoints"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["errors"] == 0 and row["ratio"] > 0
+        assert math.isclose(sum(row["pool_share_per_endpoint"]), 1.0, abs_tol=0.01)
+    assert min(rows[1]["pool_share_per_endpoint"]) > 0  # both replicas took calls
+    assert "pool / (N x one)" in result.stdout
