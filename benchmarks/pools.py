@@ -49,8 +49,8 @@ class Setup:
     repeats: int
 
 
-async def throughput(urls: list[str], setup: Setup, tag: str) -> tuple[float, int, int]:
-    """Results per second of one engine over `urls`; its errors and 429s."""
+async def throughput(urls: list[str], setup: Setup, tag: str) -> tuple[float, int, int, float]:
+    """Results per second of one engine over `urls`; its errors, 429s and CPU ms per call."""
     n = setup.pairs * len(urls)
     examples = [opro.Example(f"{tag} question {i}?", "x") for i in range(n)]
     retry = opro.RetryPolicy(base_delay=0.01, max_delay=0.1, timeout=30.0)
@@ -60,10 +60,10 @@ async def throughput(urls: list[str], setup: Setup, tag: str) -> tuple[float, in
             base_url=urls if len(urls) > 1 else urls[0],
             limits=opro.LimitConfig(max_concurrency=setup.capacity),
         )
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         report = await engine.evaluate([""], examples, scorer, grader=AnyGrader())
-        wall = time.perf_counter() - start
-    return n / wall, report.totals.errors, report.totals.n429
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return n / wall, report.totals.errors, report.totals.n429, 1000 * cpu / n
 
 
 async def measure(n: int, setup: Setup) -> dict[str, Any]:
@@ -71,8 +71,8 @@ async def measure(n: int, setup: Setup) -> dict[str, Any]:
     servers = [ServerProcess(*args, "--retry-after", "0.05") for _ in range(n)]
     try:
         urls = [s.base_url for s in servers]
-        singles: list[tuple[float, int, int]] = []
-        pools: list[tuple[float, int, int]] = []
+        singles: list[tuple[float, int, int, float]] = []
+        pools: list[tuple[float, int, int, float]] = []
         for r in range(setup.repeats):
             for i, url in enumerate(urls):
                 singles.append(await throughput([url], setup, f"one{n}.{r}.{i}"))
@@ -81,8 +81,8 @@ async def measure(n: int, setup: Setup) -> dict[str, Any]:
     finally:
         for server in servers:
             server.close()
-    one = statistics.median(t for t, _, _ in singles)
-    pooled = statistics.median(t for t, _, _ in pools)
+    one = statistics.median(r[0] for r in singles)
+    pooled = statistics.median(r[0] for r in pools)
     pool_pairs = setup.pairs * n * setup.repeats
     return {
         "endpoints": n,
@@ -90,8 +90,10 @@ async def measure(n: int, setup: Setup) -> dict[str, Any]:
         "pool_per_s": round(pooled, 1),
         "ideal_per_s": round(n * setup.capacity / setup.latency, 1),
         "ratio": round(pooled / (n * one), 3),
-        "errors": sum(e for _, e, _ in singles + pools),
-        "pool_429s": sum(k for _, _, k in pools),
+        "errors": sum(r[1] for r in singles + pools),
+        "pool_429s": sum(r[2] for r in pools),
+        "cpu_ms_per_call_one": round(statistics.median(r[3] for r in singles), 3),
+        "cpu_ms_per_call_pool": round(statistics.median(r[3] for r in pools), 3),
         # each server also answered its own single-endpoint runs' pairs
         "pool_share_per_endpoint": [
             round((c - setup.pairs * setup.repeats) / pool_pairs, 3) for c in served
@@ -101,11 +103,14 @@ async def measure(n: int, setup: Setup) -> dict[str, Any]:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    lines = ["endpoints  one endpoint/s  pool/s   pool / (N x one)  load avg"]
+    lines = [
+        "endpoints  one endpoint/s  pool/s   pool / (N x one)  CPU ms/call one, pool  load avg"
+    ]
     for r in rows:
         lines.append(
             f"{r['endpoints']:>9}  {r['one_endpoint_per_s']:>14.1f}  {r['pool_per_s']:>6.1f}"
-            f"   {r['ratio']:>16.3f}  {r['load_avg_1m']:>8.2f}"
+            f"   {r['ratio']:>16.3f}  {r['cpu_ms_per_call_one']:>10.2f}, "
+            f"{r['cpu_ms_per_call_pool']:>4.2f}  {r['load_avg_1m']:>8.2f}"
         )
     return "\n".join(lines)
 

@@ -53,6 +53,9 @@ from opro.providers.urls import redact_url
 
 log = logging.getLogger("opro.pool")
 
+# Failed calls whose endpoint is remembered until their caller asks `retry_delay`.
+_MAX_REMEMBERED = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class PoolPolicy:
@@ -115,6 +118,7 @@ class Endpoint:
         self.errors_5xx = 0  # 5xx answers in a row
         self.back = asyncio.Event()  # set while it is in the pool
         self.back.set()
+        self.window_seen = limiter.concurrency  # its window when the pool was last sized
 
     @property
     def name(self) -> str:
@@ -226,6 +230,7 @@ class EndpointPool(ConnectionLimiter):
         self._failed_on: dict[ProviderError, Endpoint] = {}
         self._probes: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._routable: list[Endpoint] = list(self.endpoints)
         self._refresh()
 
     # -- what Model calls ------------------------------------------------------------------
@@ -280,29 +285,38 @@ class EndpointPool(ConnectionLimiter):
 
     def _refresh(self) -> None:
         """Size the waiting line: the windows of the usable endpoints (of every endpoint
-        not halted, during an outage)."""
+        not halted, during an outage); and note which endpoints calls may go to."""
         live = [e for e in self.endpoints if e.limiter.halted_for is None]
         if not self._outage():
             live = [e for e in live if e.down_until is None]
-        self._sem.set_limit(max(1, sum(e.limiter.concurrency for e in live)))
+        for e in self.endpoints:
+            e.window_seen = e.limiter.concurrency
+        self._routable = live
+        self._sem.set_limit(max(1, sum(e.window_seen for e in live)))
 
     def _choose(self) -> Endpoint:
         """The endpoint for a call the pool just admitted: the least loaded relative to its
-        window, one that is not pausing after a 429 first."""
-        live = [e for e in self.endpoints if e.limiter.halted_for is None]
-        if not live:
+        window, among those with room and not pausing after a 429 first (on every call:
+        kept to one pass without allocations)."""
+        now = asyncio.get_running_loop().time()
+        best: Endpoint | None = None
+        best_rank = best_calls = 0.0
+        for e in self._routable:
+            limiter = e.limiter
+            if limiter.halted_for is not None:
+                continue
+            held, window = limiter.in_flight, limiter.concurrency
+            # room first (+4 when full), then not paused (+2), then the load in [0, 1]
+            rank = held / window + (4.0 if held >= window else 0.0)
+            if limiter._cooldown_until > now:
+                rank += 2.0
+            if best is None or rank < best_rank or (rank == best_rank and e.calls < best_calls):
+                best, best_rank, best_calls = e, rank, e.calls
+        if best is None:
+            self._refresh()  # the last routable endpoint halted since the last refresh
             self._check_halted()
-        if not self._outage():
-            live = [e for e in live if e.down_until is None]
-        return min(
-            live,
-            key=lambda e: (
-                e.limiter.in_flight >= e.limiter.concurrency,
-                e.limiter.paused_for() > 0,
-                e.limiter.in_flight / e.limiter.concurrency,
-                e.calls,
-            ),
-        )
+            return self._routable[0]
+        return best
 
     # -- health ----------------------------------------------------------------------------
 
@@ -312,10 +326,14 @@ class EndpointPool(ConnectionLimiter):
             endpoint.errors_5xx = 0
             if endpoint.down_until is not None:
                 self._back_in(endpoint)  # during an outage, a call got through
+            elif endpoint.limiter.concurrency == endpoint.window_seen:
+                return  # the common case: nothing changed
         elif isinstance(exc, ProviderError) and exc.retryable:
+            if len(self._failed_on) >= _MAX_REMEMBERED:
+                self._failed_on.clear()  # a caller that never asks `retry_delay`: forget
             self._failed_on[exc] = endpoint
             if isinstance(exc, RateLimitError):
-                try:
+                try:  # a bare 429 pauses the endpoint as long as a first probe waits
                     endpoint.limiter.on_rate_limited(exc.retry_after, self.policy.down_base_s)
                 except ConnectionRateLimited:
                     log.info("%s: halted; the pool goes on without it", endpoint.name)
