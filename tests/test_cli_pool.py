@@ -83,6 +83,10 @@ def test_a_repeated_base_url_spreads_the_calls_and_keys_ignore_the_replicas(
     assert [e["accuracy"] for e in again["instructions"]] == [
         e["accuracy"] for e in report["instructions"]
     ]
+    # A plan keys the pool as the run does: everything is cached, nothing to call.
+    plan = run_cli(*evaluate_args(jsonl, tmp_path, *urls, "--dry-run"))
+    assert plan.returncode == 0, plan.stderr
+    assert "24 cached, 0 calls to make" in plan.stdout
 
 
 def test_credentials_in_any_url_of_the_pool_are_refused_without_showing_them(

@@ -132,6 +132,23 @@ async def test_a_429_pauses_its_endpoint_only_and_the_call_moves_on(
         assert second.calls == 1 and b.accepted == 2  # the paused endpoint is used last
 
 
+async def test_a_hang_past_the_timeout_takes_its_endpoint_out_and_the_call_moves_on(
+    pair: tuple[FakeOpenAIServer, FakeOpenAIServer],
+) -> None:
+    a, b = pair
+    a.inject("hang")
+    retry = opro.RetryPolicy(base_delay=0.001, max_delay=0.01, timeout=0.2)
+    policy = PoolPolicy(down_base_s=600.0)  # no probe during the test
+    async with Engine(cache=MemoryCache(), retry=retry) as engine:
+        model = engine.model(SPEC, base_url=[a.base_url, b.base_url], pool=policy)
+        pool = model.limiter
+        assert isinstance(pool, EndpointPool)
+        generation = await model.generate(model.request("one"))
+        assert generation.calls == 2 and b.accepted == 1  # timed out on A, answered by B
+        assert out(pool.endpoints[0]) and not out(pool.endpoints[1])
+        assert pool.concurrency == pool.endpoints[1].limiter.concurrency  # B's window only
+
+
 async def test_repeated_5xx_take_an_endpoint_out(
     pair: tuple[FakeOpenAIServer, FakeOpenAIServer],
 ) -> None:
