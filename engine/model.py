@@ -6,7 +6,8 @@ Every request of the engine, scorer or optimizer, goes through `Model.generate()
 2. an identical request already in flight is joined instead of sent again;
 3. the run's budget is checked (a call that could not fit raises `BudgetExceeded`);
 4. a slot of the connection's limiter is taken (concurrency, rpm, tpm, 429 cooldown), and
-   inside it the call's worst-case cost is reserved, then settled with the real usage;
+   inside it the call's worst-case cost is reserved, then settled with the real usage (a
+   pool of replicas, `engine.pool`, is such a limiter: its slot names the replica to call);
 5. the provider is called; a classified failure is retried as `RetryPolicy` says;
 6. a success is written to the cache; a final failure raises `ModelCallError` and is
    never written anywhere, so an outage can never become a stored wrong answer.
