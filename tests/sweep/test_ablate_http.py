@@ -196,8 +196,8 @@ async def test_the_budget_holds_across_arms_and_a_resume_pays_nothing_twice(
         server.reset_stats()
 
         cap = total // 2
-        stopped = await run(tmp_path, settings, "capped", "capped-cache", *plan, repeats=2,
-                            budget=Budget(max_tokens=cap))  # fmt: skip
+        capped = (tmp_path, settings, "capped", "capped-cache")
+        stopped = await run(*capped, *plan, repeats=2, budget=Budget(max_tokens=cap))
         assert stopped.stopped == "budget" and not stopped.complete
         assert billed(server) <= cap  # the promise, over every arm
         record = json.loads((tmp_path / "capped" / "sweep.json").read_text())
@@ -205,12 +205,10 @@ async def test_the_budget_holds_across_arms_and_a_resume_pays_nothing_twice(
         assert record["totals"]["tokens_in"] + record["totals"]["tokens_out"] == billed(server)
         saved_before = sum(stopped.saved.values())
 
-        with pytest.raises(SweepError, match="ablation.values was"):
-            await run(tmp_path, settings, "capped", "capped-cache", "exemplars", "0,5", repeats=2,
-                      resume=True)  # fmt: skip
+        with pytest.raises(SweepError, match=r"ablation\.values was"):
+            await run(*capped, "exemplars", "0,5", repeats=2, resume=True)
         # Resumed with only the directory: axis, values and repeats are the stored ones.
-        more = await run(tmp_path, settings, "capped", "capped-cache", budget=Budget(max_tokens=2 * total),
-                         resume=True)  # fmt: skip
+        more = await run(*capped, budget=Budget(max_tokens=2 * total), resume=True)
         assert more.complete and more.stopped is None
         assert dict(server.prompt_counts) == asked  # both sessions asked what one run did
         assert billed(server) <= 2 * total
