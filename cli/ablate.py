@@ -121,6 +121,9 @@ def _settings(args: argparse.Namespace) -> Settings:
             for dest, value in stored.items():
                 if dest in s and dest not in _NOT_STORED:
                     s.derive(dest, value, f"the options stored in {s['run_dir']}/sweep.json")
+            tasks = stored.get("tasks")
+            if isinstance(tasks, list) and len(tasks) == 1:  # stored as a sweep stores it
+                s.derive("task", tasks[0], f"the task stored in {s['run_dir']}/sweep.json")
     apply_protocol(s)
     if s["position"] is None:
         s.derive("position", default_position(s), "the scorer")
