@@ -192,6 +192,11 @@ async def _run(
         display.close()
 
 
+def _arm_line(name: object, steps: object, per_step: object, seed: object) -> str:
+    """What --dry-run prints per arm."""
+    return f"{name}: {steps} steps x {per_step} candidates, seed {seed}"
+
+
 def _given(s: Settings, dest: str) -> Any:
     """A plan setting: on resume only when given again (else the stored plan's)."""
     return s[dest] if not s["resume"] or s.given(dest) else None
@@ -214,7 +219,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         else Path("opro-ablations") / f"{axis}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     if s["resume"]:
-        read_plan(run_dir)  # a directory without an ablation: one line, nothing sent
+        plan = read_plan(run_dir)  # a directory without an ablation: one line, nothing sent
+        if s["dry_run"]:
+            for arm in plan["arms"]:
+                get = arm.get if isinstance(arm, dict) else {}.get
+                print(_arm_line(get("name"), get("steps"), get("candidates_per_step"), get("seed")))
+            return 0
     else:  # every value and the task are checked before the engine creates its cache
         assert axis is not None and settings.optimize is not None
         arms = plan_arms(
@@ -228,8 +238,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         if s["dry_run"]:
             for arm in arms:
                 c = arm.config
-                print(f"{arm.name}: {c.steps} steps x {c.candidates_per_step} candidates, "
-                      f"seed {c.seed}")  # fmt: skip
+                print(_arm_line(arm.name, c.steps, c.candidates_per_step, c.seed))
             return 0
     try:
         result = asyncio.run(_run(s, settings, run_dir, axis))

@@ -143,9 +143,11 @@ class ArmCache:
         return found
 
     def get_many(self, keys: Sequence[str]) -> list[Completion | None]:
-        if self.inner is None:
+        inner = self.inner
+        if inner is None:
             return [None] * len(keys)
-        found = self.inner.get_many(keys)
+        get_many = getattr(inner, "get_many", None)  # a user's cache may predate get_many
+        found = get_many(keys) if get_many is not None else [inner.get(k) for k in keys]
         for key, hit in zip(keys, found, strict=True):
             if hit is not None:
                 self.sharing.served(key, self.arm, self.role)

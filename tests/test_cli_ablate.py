@@ -135,8 +135,12 @@ def test_an_ablation_on_the_fake_server_then_report_and_resume(
     assert (run_dir / "table.md").read_text() == md
     assert "<h2>Ablation: exemplars</h2>" in (run_dir / "report.html").read_text()
 
-    # Resume with only the directory: everything is done, nothing is paid again.
+    # A dry run of the resume lists the stored arms and sends nothing.
     capsys.readouterr()
+    assert main(["ablate", "--resume", "--run-dir", str(run_dir), "--dry-run"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed == [f"{arm}: 2 steps x 2 candidates, seed {arm[-1]}" for arm in arms]
+    # Resume with only the directory: everything is done, nothing is paid again.
     assert main(["ablate", "--resume", "--run-dir", str(run_dir)]) == 0, capsys.readouterr()
     assert fake.stats()["accepted"] == paid
     assert json.loads((run_dir / "results.json").read_text())["sharing"] == results["sharing"]
