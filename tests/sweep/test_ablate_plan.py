@@ -4,6 +4,7 @@ for the same total of candidates, and repeats differ in seed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,14 +82,10 @@ def test_meta_prompt_axes_set_the_meta_prompt_option(
     arms = plan_arms(axis, values, BASE)
     assert [a.config.meta for a in arms] == expected
     # Nothing else changes.
-    assert all(a.config == OptimizeConfig(**{**_fields(BASE), "meta": a.config.meta}) for a in arms)
+    assert all(a.config == replace(BASE, meta=a.config.meta) for a in arms)
     labels = values.split(",")
     assert [a.name for a in arms] == [f"{axis}={v}/rep0" for v in labels]
     assert [a.dir for a in arms] == [f"arms/{axis}={v}/rep0" for v in labels]
-
-
-def _fields(cfg: OptimizeConfig) -> dict[str, object]:
-    return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
 
 
 def test_temperature_sets_the_optimizer_temperature() -> None:
