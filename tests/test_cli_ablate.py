@@ -85,6 +85,7 @@ def fake() -> Iterator[ServerProcess]:
     server.close()
 
 
+@pytest.mark.requires_extra("matplotlib")
 def test_an_ablation_on_the_fake_server_then_report_and_resume(
     fake: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
