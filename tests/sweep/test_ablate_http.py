@@ -14,19 +14,27 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from opro.engine.budget import Budget
 from opro.engine.engine import Engine
+from opro.engine.evaluate import ErrorPolicy
 from opro.engine.retry import RetryPolicy
 from opro.optimize.loop import OptimizeConfig
 from opro.sweep import ModelSettings, ProblemSettings, SweepSettings
 from opro.sweep.ablate_run import AblationResult, ablate
 from opro.sweep.state import SweepError
-from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, serve_until_signalled
+from opro.testing.fake_openai import (
+    FakeOpenAIServer,
+    FakeServerConfig,
+    json_response,
+    serve_until_signalled,
+)
 
 POOL = [
     "Use parity rules.",
@@ -217,3 +225,43 @@ async def test_the_budget_holds_across_arms_and_a_resume_pays_nothing_twice(
         assert sum(more.saved.values()) >= saved_before  # carried over from the first session
     for once, resumed in zip(arm_results(whole), arm_results(more), strict=True):
         assert resumed["best"] == once["best"] and resumed["final"] == once["final"]
+
+
+class PoisonServer(FakeOpenAIServer):
+    """Refuses (400) every request that mentions poison."""
+
+    async def _complete(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        if b"poison" in await request.read():
+            error = {"message": "refused", "type": "invalid_request_error", "code": None}
+            return self._fail("poison", json_response(400, {"error": error}))
+        return await super()._complete(request, chat)
+
+
+async def test_start_arms_begin_from_their_files_and_a_failing_arm_fails_alone(
+    tmp_path: Path,
+) -> None:
+    task = write_task(tmp_path / "parity.jsonl")
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("Think carefully.\nBe brief.\n")
+    bad.write_text("Mind the poison.\n")
+    async with PoisonServer(FakeServerConfig(responder=answer)) as server:
+        settings = base(task, server.base_url)
+        problem = ProblemSettings(
+            train_fraction=0.5, test_limit=4, errors=ErrorPolicy(max_error_rate=0.2)
+        )
+        settings = replace(settings, problem=problem)
+        result = await run(tmp_path, settings, "abl", "cache", "start", f"{good},{bad}")
+    status = {o.task: (o.status, o.reason or "") for o in result.outcomes}
+    assert status["start=good/rep0"] == ("done", "")
+    assert (
+        status["start=bad/rep0"][0] == "failed"
+        and "--max-error-rate" in status["start=bad/rep0"][1]
+    )
+    steps = (result.directory / "arms/start=good/rep0/steps.jsonl").read_text().splitlines()
+    started = [c["text"] for c in json.loads(steps[0])["candidates"]]
+    assert started == ["Think carefully.", "Be brief."]
+    summary = json.loads((result.directory / "results.json").read_text())
+    assert [(a["arm"], a["status"]) for a in summary["arms"]] == [
+        ("start=good/rep0", "done"),
+        ("start=bad/rep0", "failed"),
+    ]
