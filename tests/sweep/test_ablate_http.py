@@ -247,16 +247,13 @@ async def test_start_arms_begin_from_their_files_and_a_failing_arm_fails_alone(
     async with PoisonServer(FakeServerConfig(responder=answer)) as server:
         settings = base(task, server.base_url)
         problem = ProblemSettings(
-            train_fraction=0.5, test_limit=4, errors=ErrorPolicy(max_error_rate=0.2)
+            train_fraction=0.5, test_limit=4, errors=ErrorPolicy(max_errors=3)
         )
         settings = replace(settings, problem=problem)
         result = await run(tmp_path, settings, "abl", "cache", "start", f"{good},{bad}")
     status = {o.task: (o.status, o.reason or "") for o in result.outcomes}
     assert status["start=good/rep0"] == ("done", "")
-    assert (
-        status["start=bad/rep0"][0] == "failed"
-        and "--max-error-rate" in status["start=bad/rep0"][1]
-    )
+    assert status["start=bad/rep0"][0] == "failed" and "--max-errors" in status["start=bad/rep0"][1]
     steps = (result.directory / "arms/start=good/rep0/steps.jsonl").read_text().splitlines()
     started = [c["text"] for c in json.loads(steps[0])["candidates"]]
     assert started == ["Think carefully.", "Be brief."]
