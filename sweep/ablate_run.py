@@ -266,7 +266,6 @@ async def ablate(
         record.settings, record.info = described, dict(info or {})
     else:
         _check_fresh(directory)
-        _write_json(directory / PLAN, plan)
         entries = [TaskEntry(a.name, a.dir) for a in arms]
         record = SweepRecord("optimize", described, entries, info=dict(info or {}))
     _write_json(directory / PLAN, plan)  # steps may have grown on resume
