@@ -259,6 +259,11 @@ async def ablate(
                 f"cannot resume {directory}: {key} was {was!r} there but is {now!r} now{more}; "
                 "use the ablation's settings or a new --run-dir"
             )
+        if sorted(e.task for e in record.tasks) != sorted(names):
+            raise SweepError(
+                f"{directory}: sweep.json and {PLAN} name different arms; restore them, or "
+                "start the ablation again in a new --run-dir"
+            )
         if reopens_finished(record.settings, described):
             for entry in record.tasks:
                 if entry.status == "done":

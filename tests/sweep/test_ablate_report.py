@@ -21,6 +21,7 @@ from opro.sweep.ablate_report import Spread, best_so_far, read_comparison
 from opro.sweep.ablate_run import AblationResult, ablate
 from opro.sweep.model import ReportError
 from opro.sweep.report import write_reports
+from opro.sweep.state import SweepError
 
 
 def test_spread_is_mean_sample_std_min_and_max() -> None:
@@ -41,16 +42,19 @@ def test_best_so_far_carries_the_best_forward_and_scales_x() -> None:
     assert best_so_far([], 1) == []
 
 
-async def simulated(tmp_path: Path, name: str, budget: Budget | None = None) -> AblationResult:
-    role = ModelSettings("simulated/s")
-    settings = SweepSettings(
+def sim_settings() -> SweepSettings:
+    return SweepSettings(
         patterns=("bbh/navigate",),
-        scorer=role,
+        scorer=ModelSettings("simulated/s"),
         optimizer=ModelSettings("simulated/o"),
         optimize=OptimizeConfig(steps=2, candidates_per_step=2, test_top=1),
         problem=ProblemSettings(train_fraction=0.1, test_limit=10),
         max_parallel_tasks=1,
     )
+
+
+async def simulated(tmp_path: Path, name: str, budget: Budget | None = None) -> AblationResult:
+    settings = sim_settings()
     async with Engine(cache_dir=tmp_path / f"{name}-cache", budget=budget or Budget()) as e:
         return await ablate(e, settings, "order", "ascending,descending", repeats=2,
                             run_dir=tmp_path / name)  # fmt: skip
@@ -104,3 +108,16 @@ async def test_a_damaged_plan_is_one_line_naming_it(
     plan.write_text("{")
     assert main(["report", str(tmp_path / "abl")]) == 2
     assert "ablation.json" in capsys.readouterr().err
+
+
+async def test_a_resume_whose_record_names_other_arms_is_refused(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    await simulated(tmp_path, "abl")
+    path = tmp_path / "abl" / "sweep.json"
+    record = json.loads(path.read_text())
+    record["tasks"][0]["task"] = "order=sideways/rep0"
+    path.write_text(json.dumps(record))
+    async with Engine(cache_dir=tmp_path / "abl-cache") as engine:
+        with pytest.raises(SweepError, match="name different arms"):
+            await ablate(engine, sim_settings(), run_dir=tmp_path / "abl", resume=True)
