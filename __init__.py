@@ -4,7 +4,9 @@ The public API is what this module exports (pinned by tests/test_public_api.py).
 `Engine`, get scorer `Model`s from it by `provider/model` name, and `await
 engine.evaluate(instructions, examples, scorer)`; or call `await opro.evaluate(...)` for a
 one-off evaluation with a temporary engine. `await opro.sweep(engine, SweepSettings(...),
-run_dir=...)` runs OPRO (or an evaluation) on many tasks under one engine. (`opro.sweep` is
+run_dir=...)` runs OPRO (or an evaluation) on many tasks under one engine, and `await
+opro.ablate(engine, SweepSettings(...), "exemplars", "0,3", repeats=3, run_dir=...)` one OPRO
+run per value of an ablation axis, compared in one report. (`opro.sweep` is
 that function; its module's names import as `from opro.sweep import ...`.)
 """
 
@@ -40,11 +42,13 @@ from opro.providers.errors import (
     TransientError,
 )
 from opro.providers.types import Completion, Message, Request, Usage
+from opro.sweep.ablate_run import AblationResult, ablate
 from opro.sweep.run import SweepResult, sweep
 from opro.sweep.settings import EvaluateOnly, ModelSettings, ProblemSettings, SweepSettings
 from opro.tasks.types import Example
 
 __all__ = [
+    "AblationResult",
     "AuthenticationError",
     "BadRequestError",
     "Completion",
@@ -86,6 +90,7 @@ __all__ = [
     "Totals",
     "TransientError",
     "Usage",
+    "ablate",
     "evaluate",
     "optimize",
     "protocol_preset",

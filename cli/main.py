@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from opro.cli.ablate import cmd_ablate
+from opro.cli.ablate import register as register_ablate
 from opro.cli.demo import cmd_demo
 from opro.cli.demo import register as register_demo
 from opro.cli.evaluate import cmd_evaluate
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_optimize(sub)
     register_evaluate(sub)
     register_sweep(sub)
+    register_ablate(sub)
     register_demo(sub)
     register_report(sub)
     ts = add_command(
@@ -116,6 +119,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "report": cmd_report,
     "sweep": cmd_sweep,
+    "ablate": cmd_ablate,
 }
 
 

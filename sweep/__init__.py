@@ -5,10 +5,13 @@ and the reports (tables, plots, page) of what sweeps and runs produce (`opro.swe
 `EvaluateOnly`, an evaluation of given instructions) on every task its patterns name, each
 in its own directory under the sweep directory, sharing the engine fairly across tasks;
 `sweep.json` records the settings, the tasks and where each stands (`opro.sweep.state`).
+`await ablate(engine, settings, axis, values, repeats=R, run_dir=...)` runs one optimization
+per value of an ablation axis on one task the same way and compares them (`sweep.ablate*`).
 """
 
 from __future__ import annotations
 
+from opro.sweep.ablate_run import AblationResult, ablate
 from opro.sweep.events import (
     SweepEvent,
     SweepProgress,
@@ -24,6 +27,7 @@ from opro.sweep.state import SweepError, SweepTotals, TaskEntry, TaskStatus
 
 __all__ = [
     "BBH_SIZE_VARIANTS",
+    "AblationResult",
     "EvaluateOnly",
     "ModelSettings",
     "ProblemSettings",
@@ -40,6 +44,7 @@ __all__ = [
     "TaskStarted",
     "TaskStatus",
     "TaskStep",
+    "ablate",
     "expand_tasks",
     "sweep",
 ]

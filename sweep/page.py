@@ -243,8 +243,17 @@ def _best(report: Report) -> str:
     return "".join(parts)
 
 
-def render_html(report: Report, plots: list[Plot], notes: list[str]) -> str:
-    """The whole page; `notes` say why plots are missing (e.g. matplotlib not installed)."""
+def render_html(
+    report: Report,
+    plots: list[Plot],
+    notes: list[str],
+    *,
+    heading: str | None = None,
+    lead: str = "",
+) -> str:
+    """The whole page; `notes` say why plots are missing (e.g. matplotlib not installed).
+    `heading` replaces the title, `lead` (HTML, already escaped) goes before the per-task
+    table: an ablation's comparison uses both."""
     wide = [p for p in plots if p.wide]
     grid = [p for p in plots if not p.wide]
     plot_html = "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
@@ -256,10 +265,10 @@ def render_html(report: Report, plots: list[Plot], notes: list[str]) -> str:
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title(report))}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_e(title(report))}</h1>"
+        f"<title>{_e(heading or title(report))}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_e(heading or title(report))}</h1>"
         f'<p class="muted">{_e(settings_line(report))}</p>'
-        f"{_totals(report)}"
+        f"{_totals(report)}{lead}"
         f'<h2>Per task</h2><p class="legend">{_e(legend(report, stacked=True))}</p>'
         f"{_main_table(report)}{_instruction_legend(report)}"
         f"<h2>Plots</h2>{plot_html or '<p class=muted>nothing to plot yet</p>'}"

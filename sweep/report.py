@@ -27,6 +27,7 @@ from opro.sweep.tables import render_csv, render_json, render_md
 __all__ = ["ReportError", "write_reports"]
 
 PLOTS = "plots"
+ABLATION = "ablation.json"
 NO_MATPLOTLIB = f"plots skipped: matplotlib is not installed ({plotting.INSTALL})"
 
 
@@ -93,6 +94,10 @@ def _remove_stale_plots(plot_dir: Path, current: set[str]) -> None:
 def write_reports(directory: Path) -> list[Path]:
     """Write the tables, plots and page of a sweep or run directory; return what was written."""
     directory = Path(directory)
+    if (directory / ABLATION).exists():  # an ablation's comparison (`sweep.ablate_report`)
+        from opro.sweep.ablate_report import write_ablation_reports
+
+        return write_ablation_reports(directory)
     report = read_report(directory)
     plots, notes = make_plots(report)
     written: list[Path] = []

@@ -197,8 +197,9 @@ def _entry(item: Any, path: Path, index: int) -> TaskEntry:
 
 
 def _safe_dir(name: str) -> bool:
-    """A plain directory name, never a path that leads out of the sweep directory."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+    """A plain directory name, or plain names joined by "/" (an ablation's
+    `arms/<axis>=<value>/rep<r>`), never a path that leads out of the sweep directory."""
+    return "\\" not in name and all(p not in ("", ".", "..") for p in name.split("/"))
 
 
 def _totals(raw: Any, path: Path) -> SweepTotals:

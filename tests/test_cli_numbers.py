@@ -41,6 +41,14 @@ NUMERIC: dict[tuple[str, ...], list[str]] = {
     ("evaluate",): ["--limit", *ENGINE],
     ("optimize",): [*OPTIMIZE, *ENGINE],
     ("sweep",): [*OPTIMIZE, *ENGINE, "--max-parallel-tasks", "--progress-every"],
+    ("ablate",): [
+        *OPTIMIZE,
+        *ENGINE,
+        "--repeats",
+        "--total-candidates",
+        "--max-parallel-arms",
+        "--progress-every",
+    ],
     ("demo", "linreg"): ["--runs", "--points", *DEMO],
     ("demo", "tsp"): ["--n", "--instances", "--solver-time-limit", *DEMO],
 }

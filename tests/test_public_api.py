@@ -51,6 +51,9 @@ EXPECTED = {
     "SweepResult",
     "SweepSettings",
     "sweep",
+    # ablations: one run per value of an axis, under one engine
+    "AblationResult",
+    "ablate",
 }
 
 

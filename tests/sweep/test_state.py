@@ -28,12 +28,23 @@ def test_a_record_reads_back_as_written(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]  # no temporary file left
 
 
+def test_an_ablation_arm_directory_is_nested_plain_names(tmp_path: Path) -> None:
+    arms = [TaskEntry("exemplars=0/rep0", "arms/exemplars=0/rep0")]
+    written = SweepRecord("optimize", {"tasks": ["bbh/navigate"]}, arms)
+    write_record(tmp_path, written)
+    assert read_record(tmp_path) == written
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [
         (lambda d: d.update(version=2), "not a sweep record of version 1"),
         (lambda d: d["tasks"][0].update(status="finished"), "task 0 is not a task entry"),
         (lambda d: d["tasks"][0].update(dir="../elsewhere"), "task 0 is not a task entry"),
+        (lambda d: d["tasks"][0].update(dir="arms/../../up"), "task 0 is not a task entry"),
+        (lambda d: d["tasks"][0].update(dir="/etc/arms"), "task 0 is not a task entry"),
+        (lambda d: d["tasks"][0].update(dir="arms//rep0"), "task 0 is not a task entry"),
+        (lambda d: d["tasks"][0].update(dir="arms\\rep0"), "task 0 is not a task entry"),
         (lambda d: d["tasks"].append(dict(d["tasks"][0])), "two tasks share a directory"),
         (lambda d: d["totals"].update(calls=-1), "totals.calls is not a non-negative number"),
         (lambda d: d["totals"].update(cost_usd="lots"), "totals.cost_usd is not a non-negative"),
