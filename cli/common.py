@@ -59,6 +59,8 @@ def engine_from_settings(s: Settings) -> Engine:
     cache = s.pick(CacheSettings)
     retry = RetryPolicy(max_attempts=limits.max_attempts, timeout=limits.timeout)
     budget = Budget(max_usd=cost.budget_usd, max_tokens=cost.budget_tokens)
+    if cache.cache is not None:  # --cache excludes --cache-dir and --no-cache
+        return Engine(cache=cache.cache, retry=retry, budget=budget)
     return Engine(
         cache_dir=cache.cache_dir, use_cache=not cache.no_cache, retry=retry, budget=budget
     )
