@@ -207,12 +207,18 @@ class RedisCache:
         a SCAN page and one MGET at a time: constant memory, for `opro cache export`."""
         names: list[bytes] = []
         pattern = _glob_escape(self.prefix) + "*"
-        for name in self._client.scan_iter(match=pattern, count=batch):
-            names.append(name)
-            if len(names) == batch:
-                yield from self._pairs(names)
-                names = []
-        yield from self._pairs(names)
+        try:
+            for name in self._client.scan_iter(match=pattern, count=batch):
+                names.append(name)
+                if len(names) == batch:
+                    yield from self._pairs(names)
+                    names = []
+            yield from self._pairs(names)
+        except _UNREACHABLE as exc:
+            raise RedisUnavailable(
+                f"lost the Redis cache at {self.label} while listing it ({self._scrub(exc)}): "
+                "run the command again once it is back"
+            ) from exc
 
     def _pairs(self, names: list[bytes]) -> Iterator[tuple[str, bytes | None]]:
         if not names:

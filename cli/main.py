@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from opro.cli.cache import cmd_cache
+from opro.cli.cache import register as register_cache
 from opro.cli.demo import cmd_demo
 from opro.cli.demo import register as register_demo
 from opro.cli.evaluate import cmd_evaluate
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_sweep(sub)
     register_demo(sub)
     register_report(sub)
+    register_cache(sub)
     ts = add_command(
         sub,
         "tasks",
@@ -116,6 +119,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "report": cmd_report,
     "sweep": cmd_sweep,
+    "cache": cmd_cache,
 }
 
 
