@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -161,10 +162,13 @@ class RedisCache:
         attempts = 1 if self._read_failing else READ_ATTEMPTS
         for attempt in range(1, attempts + 1):
             try:
-                pipe = self._client.pipeline(transaction=False)
-                for start in range(0, len(names), KEYS_PER_MGET):
-                    pipe.mget(names[start : start + KEYS_PER_MGET])
-                parts: list[list[object]] = pipe.execute()
+                if len(names) <= KEYS_PER_MGET:  # the engine's chunks: one MGET
+                    parts: list[list[Any]] = [self._client.mget(names)]
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    for start in range(0, len(names), KEYS_PER_MGET):
+                        pipe.mget(names[start : start + KEYS_PER_MGET])
+                    parts = pipe.execute()
             except _UNREACHABLE as exc:
                 if attempt < attempts:
                     time.sleep(READ_BACKOFF_S * 2 ** (attempt - 1))

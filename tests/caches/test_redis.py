@@ -143,7 +143,9 @@ def test_a_wrong_password_is_refused_at_start_without_showing_it() -> None:
 
 def test_a_restart_mid_run_loses_no_result(redis_server: RedisServer, seen: Seen) -> None:
     server = redis_server
-    cache = open_cache(server.url)
+    from opro.caches.redis import RedisCache
+
+    cache = RedisCache(server.url)
     for i in range(50):
         cache.set(key(i), completion(i))
     cache.flush()
@@ -181,3 +183,16 @@ def test_close_without_redis_waits_a_bounded_time_and_counts_the_unstored(
     assert cache.stats.write_errors == 7
     assert any("7 results could not be stored" in m for m in seen.messages)
     assert not any(PASSWORD in m for m in seen.messages)
+
+
+def test_get_many_beyond_one_mget_keeps_the_order(redis_server: RedisServer) -> None:
+    from opro.caches.redis import KEYS_PER_MGET
+
+    n = 2 * KEYS_PER_MGET + 100
+    redis_server.client().mset({"opro:v1:" + key(i): encode(completion(i)) for i in range(0, n, 2)})
+    cache = open_cache(redis_server.url)
+    wanted = [key(i) for i in reversed(range(n))]
+    assert cache.get_many(wanted) == [
+        completion(i) if i % 2 == 0 else None for i in reversed(range(n))
+    ]
+    cache.close()
