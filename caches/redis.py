@@ -20,8 +20,10 @@ Redis going away is handled on both paths, differently, on purpose:
   masked) and what to do, before anything is paid for;
 * a write that fails mid-run (a restart, a network blip) is retried with backoff until the
   server answers again; the results stay readable from memory meanwhile, so nothing paid
-  for is lost. `close` waits at most `close_wait` seconds for them, then logs one warning
-  with the count of results not stored (a later run pays for those again);
+  for is lost. `flush` and `close` wait for them at most `flush_wait`/`close_wait` seconds
+  after the outage began (not each that long: an evaluation, the engine and `close` all
+  flush), then `close` logs one warning with the count of results not stored (a later run
+  pays for those again);
 * a read that fails is retried briefly (`READ_ATTEMPTS`), then the keys are misses: a miss
   re-pays one call, while waiting for the server would stall every call of the run.
 
@@ -100,6 +102,7 @@ class RedisCache:
         self._kept: dict[str, Completion] = {}  # given up on (close): served from memory
         self._give_up = threading.Event()  # set by close after its wait: stop retrying
         self._read_failing = False  # the last read failed: try once, not READ_ATTEMPTS
+        self._down_since: float | None = None  # when writes began to fail (monotonic)
         try:
             # redis-py's own retries are off: this class decides how each path retries.
             self._client = redis.Redis.from_url(
@@ -242,9 +245,16 @@ class RedisCache:
         return self._writes.unwritten()
 
     def flush(self) -> None:
-        """Wait until what `set` was given is stored, at most `flush_wait` seconds while
-        Redis is away (the rest stays queued, retried and readable)."""
-        self._writes.flush(timeout=self._flush_wait)
+        """Wait until what `set` was given is stored; while Redis is away, at most until
+        `flush_wait` seconds after it went (the rest stays queued, retried, readable)."""
+        self._wait(self._flush_wait)
+
+    def _wait(self, limit: float) -> bool:
+        """Flush, bounded by `limit` seconds from the start of the current outage (or from
+        now): the flushes of an evaluation, of the engine and of `close` share one bound."""
+        down = self._down_since
+        anchor = down if down is not None else time.monotonic()
+        return self._writes.flush(timeout=max(0.0, anchor + limit - time.monotonic()))
 
     def _store(self, batch: Batch) -> None:
         """Store `batch` (in the writer thread) with one pipeline, retrying what failed
@@ -252,7 +262,7 @@ class RedisCache:
         todo = [(key, completion, encode(completion)) for key, completion in batch]
         delay, failures = WRITE_BACKOFF_S, 0
         while todo:
-            if failures and self._give_up.is_set():
+            if self._give_up.is_set() and (failures or self._down_since is not None):
                 for key, completion, _ in todo:
                     self._kept[key] = completion
                 self.stats.write_errors += len(todo)
@@ -272,7 +282,8 @@ class RedisCache:
                     self._refused(record[0], record[1], result)
             if retry and len(retry) == len(todo):
                 failures += 1
-                if failures == 1:
+                if self._down_since is None:  # a new outage: say so once
+                    self._down_since = time.monotonic()
                     log.warning(
                         "cache %s: cannot write to Redis (%s); retrying %d results until it "
                         "answers (they are kept in memory meanwhile)",
@@ -282,9 +293,11 @@ class RedisCache:
                     )
                 self._give_up.wait(delay)
                 delay = min(2 * delay, WRITE_BACKOFF_MAX_S)
-            elif failures:
-                log.warning("cache %s: Redis answers again; writes resumed", self.label)
-                failures = 0
+            else:
+                self._down_since = None
+                if failures:
+                    log.warning("cache %s: Redis answers again; writes resumed", self.label)
+                    failures = 0
             todo = retry
 
     def _refused(self, key: str, completion: Completion, exc: BaseException) -> None:
@@ -302,7 +315,7 @@ class RedisCache:
     def close(self) -> None:
         """Store what is queued (waiting at most `close_wait` s for an absent server),
         stop the writer thread, close the connections."""
-        if not self._writes.flush(timeout=self._close_wait):
+        if not self._wait(self._close_wait):
             self._give_up.set()
         self._writes.close()
         if self.stats.write_errors:
