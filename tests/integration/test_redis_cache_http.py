@@ -173,7 +173,10 @@ def test_the_password_reaches_no_run_file_or_log(
     texts = [result.stdout, result.stderr, log.read_text()]
     texts += [p.read_text(errors="replace") for p in sweep_dir.rglob("*") if p.is_file()]
     assert not [t for t in texts if PASSWORD in t]
-    assert "redis://***@127.0.0.1" in (sweep_dir / "sweep.json").read_text()
+    stored = (sweep_dir / "sweep.json").read_text()
+    assert "withheld" in stored and "redis://***@127.0.0.1" in stored
+    resumed = run_cli("sweep", "--resume", "--run-dir", str(sweep_dir))
+    assert resumed.returncode == 2 and "give --cache again" in resumed.stderr
 
 
 @pytest.fixture
