@@ -59,6 +59,12 @@ def seen() -> Iterator[Seen]:
     logger.setLevel(old)
 
 
+def with_password(server: RedisServer) -> None:
+    """Make `server` require PASSWORD (its `url` and `client` then carry it)."""
+    server.client().config_set("requirepass", PASSWORD)
+    server.password = PASSWORD
+
+
 def test_hits_misses_and_order_with_the_disk_caches_keys_and_values(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -129,16 +135,17 @@ def test_unreachable_at_start_names_the_url_without_its_password() -> None:
     assert "--cache-dir" in message and len(message.splitlines()) == 1
 
 
-def test_a_wrong_password_is_refused_at_start_without_showing_it() -> None:
+def test_a_wrong_password_is_refused_at_start_without_showing_it(
+    redis_server: RedisServer,
+) -> None:
     from opro.caches.redis import RedisUnavailable
-    from opro.testing.redis_server import RedisServer
 
-    with RedisServer(password=PASSWORD) as server:
-        open_cache(server.url).close()  # the right one works
-        with pytest.raises(RedisUnavailable) as info:
-            open_cache(server.url.replace(PASSWORD, "wrong-password-123"))
+    with_password(redis_server)
+    open_cache(redis_server.url).close()  # the right one works
+    with pytest.raises(RedisUnavailable) as info:
+        open_cache(redis_server.url.replace(PASSWORD, "wrong-password-123"))
     assert "wrong-password-123" not in str(info.value)
-    assert cache_label(server.url) == f"redis://***@127.0.0.1:{server.port}/0"
+    assert cache_label(redis_server.url) == f"redis://***@127.0.0.1:{redis_server.port}/0"
 
 
 def test_a_restart_mid_run_loses_no_result(redis_server: RedisServer, seen: Seen) -> None:
@@ -172,9 +179,8 @@ def test_close_without_redis_waits_a_bounded_time_and_counts_the_unstored(
 ) -> None:
     from opro.caches.redis import RedisCache
 
-    url = redis_server.url.replace("redis://", f"redis://:{PASSWORD}@")
-    redis_server.client().config_set("requirepass", PASSWORD)
-    cache = RedisCache(url, close_wait=0.2)
+    with_password(redis_server)
+    cache = RedisCache(redis_server.url, close_wait=0.2)
     redis_server.stop()
     for i in range(7):
         cache.set(key(i), completion(i))

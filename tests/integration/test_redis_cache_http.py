@@ -141,35 +141,34 @@ def test_an_unsupported_cache_url_is_refused_without_its_password(
 
 
 def test_the_password_reaches_no_run_file_or_log(
-    server: ServerProcess, jsonl: Path, tmp_path: Path
+    redis_server: RedisServer, server: ServerProcess, jsonl: Path, tmp_path: Path
 ) -> None:
-    from opro.testing.redis_server import RedisServer
-
-    with RedisServer(password=PASSWORD) as redis_server:
-        sweep_dir = tmp_path / "sweep"
-        log = tmp_path / "opro.log"
-        result = run_cli(
-            "sweep",
-            "--evaluate-only",
-            "--tasks",
-            str(jsonl),
-            "--instruction",
-            "Answer briefly.",
-            "--scorer",
-            "openai/fake-model",
-            "--scorer-base-url",
-            server.base_url,
-            "--cache",
-            redis_server.url,
-            "--run-dir",
-            str(sweep_dir),
-            "--log-file",
-            str(log),
-            "-vv",
-        )
-        assert result.returncode == 0, result.stderr
-        calls = int(re.search(r"calls=(\d+)", result.stdout).group(1))  # type: ignore[union-attr]
-        assert redis_server.client().dbsize() == calls > 0  # the sweep used the Redis cache
+    redis_server.client().config_set("requirepass", PASSWORD)
+    redis_server.password = PASSWORD
+    sweep_dir = tmp_path / "sweep"
+    log = tmp_path / "opro.log"
+    result = run_cli(
+        "sweep",
+        "--evaluate-only",
+        "--tasks",
+        str(jsonl),
+        "--instruction",
+        "Answer briefly.",
+        "--scorer",
+        "openai/fake-model",
+        "--scorer-base-url",
+        server.base_url,
+        "--cache",
+        redis_server.url,
+        "--run-dir",
+        str(sweep_dir),
+        "--log-file",
+        str(log),
+        "-vv",
+    )
+    assert result.returncode == 0, result.stderr
+    calls = int(re.search(r"calls=(\d+)", result.stdout).group(1))  # type: ignore[union-attr]
+    assert redis_server.client().dbsize() == calls > 0  # the sweep used the Redis cache
     texts = [result.stdout, result.stderr, log.read_text()]
     texts += [p.read_text(errors="replace") for p in sweep_dir.rglob("*") if p.is_file()]
     assert not [t for t in texts if PASSWORD in t]
