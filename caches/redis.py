@@ -33,10 +33,13 @@ cache is named by `label`, the URL with its userinfo masked.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -103,6 +106,7 @@ class RedisCache:
         self._give_up = threading.Event()  # set by close after its wait: stop retrying
         self._read_failing = False  # the last read failed: try once, not READ_ATTEMPTS
         self._down_since: float | None = None  # when writes began to fail (monotonic)
+        self._exit_hook: Callable[[], None] | None = None
         try:
             # redis-py's own retries are off: this class decides how each path retries.
             self._client = redis.Redis.from_url(
@@ -240,6 +244,12 @@ class RedisCache:
     def set(self, key: str, completion: Completion) -> None:
         """Queue `completion` for storing; `get` returns it from now on."""
         self._writes.submit(key, completion)
+        if self._exit_hook is None:
+            # Registered after the writer's own hook, so it runs first (atexit is LIFO): a
+            # program that exits without `close` while Redis is away waits `close_wait`,
+            # not forever, for the writer, and says what was not stored.
+            self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+            atexit.register(self._exit_hook)
 
     def unwritten(self) -> int:
         return self._writes.unwritten()
@@ -315,6 +325,9 @@ class RedisCache:
     def close(self) -> None:
         """Store what is queued (waiting at most `close_wait` s for an absent server),
         stop the writer thread, close the connections."""
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
         if not self._wait(self._close_wait):
             self._give_up.set()
         self._writes.close()
@@ -326,6 +339,13 @@ class RedisCache:
                 self.stats.write_errors,
             )
         self._client.close()
+
+
+def _close_at_exit(ref: weakref.ref[RedisCache]) -> None:
+    cache = ref()
+    if cache is not None:
+        cache._exit_hook = None  # running now: nothing to unregister
+        cache.close()
 
 
 def _glob_escape(text: str) -> str:

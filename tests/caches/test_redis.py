@@ -202,3 +202,40 @@ def test_get_many_beyond_one_mget_keeps_the_order(redis_server: RedisServer) -> 
         completion(i) if i % 2 == 0 else None for i in reversed(range(n))
     ]
     cache.close()
+
+
+EXIT_WITHOUT_CLOSE = """
+import logging, sys
+from opro.caches.redis import RedisCache
+from opro.providers.types import Completion, Usage
+logging.basicConfig(level=logging.WARNING)
+cache = RedisCache(sys.argv[1], close_wait=0.2)
+print("open", flush=True)
+sys.stdin.readline()  # the test stops Redis first
+cache.set("%064x" % 1, Completion(texts=("x",), usage=Usage(1, 1)))
+"""
+
+
+def test_a_program_that_exits_without_close_while_redis_is_away_still_exits(
+    redis_server: RedisServer,
+) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXIT_WITHOUT_CLOSE, redis_server.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "open\n"
+        redis_server.stop()
+        _, err = proc.communicate("go\n", timeout=60)  # without the exit hook: retries forever
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "1 results could not be stored in Redis" in err
