@@ -97,7 +97,11 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # never leave a server running behind a failed start
+            raise
         return self
 
     def _wait_ready(self) -> None:
@@ -114,7 +118,6 @@ class RedisServer:
                 except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
                     pass  # not listening yet, or still loading its data (LOADING)
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
                 time.sleep(0.01)  # a poll interval, not an ordering: PING decides
 
@@ -136,7 +139,11 @@ class RedisServer:
         self._tmp.cleanup()
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self._tmp.cleanup()
+            raise
 
     def __exit__(
         self,
