@@ -33,6 +33,7 @@ class CacheStats:
 
     unreadable: int = 0
     write_errors: int = 0
+    read_errors: int = 0  # reads that failed (a shared server unreachable): misses
 
 
 class ResultCache(Protocol):
@@ -106,6 +107,11 @@ def decode(blob: object) -> Completion:
         record = orjson.loads(blob)
     except orjson.JSONDecodeError as exc:
         raise UnreadableEntry(f"not valid JSON ({len(blob)} bytes, truncated?)") from exc
+    return from_record(record)
+
+
+def from_record(record: object) -> Completion:
+    """The completion in a parsed record (a JSON object); `UnreadableEntry` for anything else."""
     if not isinstance(record, dict):
         raise UnreadableEntry(f"a JSON {type(record).__name__}, not a record")
     texts = record.get("texts")

@@ -33,7 +33,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +320,19 @@ class DiskCache:
             why,
             advice,
         )
+
+    def entries(self) -> Iterator[tuple[str, bytes | None]]:
+        """Every stored key with its raw value (None when unreadable), a page of keys at
+        a time in key order: constant memory, for `opro cache export`."""
+        self.flush()
+        for key in self._cache.iterkeys():
+            if not isinstance(key, str):
+                continue  # not a request key: this cache stores only those
+            try:
+                blob = self._cache.get(key)
+            except (UnreadableEntry, *_STORAGE_ERRORS):
+                blob = None
+            yield key, blob if type(blob) is bytes else None
 
     def __len__(self) -> int:
         self.flush()

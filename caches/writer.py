@@ -23,6 +23,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -77,15 +78,24 @@ class WriteBehind:
         """Results submitted but not yet through `store`."""
         return self._submitted - self._finished
 
-    def flush(self) -> None:
-        """Block until every result submitted so far has been through `store`."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every result submitted so far has been through `store`, or for at
+        most `timeout` seconds; True when nothing submitted before the call is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._done:
             target = self._submitted
             thread = self._thread
             if self._finished < target:
                 self._hurry.set()
             while self._finished < target and thread is not None and thread.is_alive():
-                self._done.wait()
+                if deadline is None:
+                    self._done.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._done.wait(left)
+            return self._finished >= target
 
     def close(self) -> None:
         """Flush, then stop the thread; a later `submit` starts a new one."""

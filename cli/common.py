@@ -60,6 +60,13 @@ def engine_from_settings(s: Settings) -> Engine:
     cache = s.pick(CacheSettings)
     retry = RetryPolicy(max_attempts=limits.max_attempts, timeout=limits.timeout)
     budget = Budget(max_usd=cost.budget_usd, max_tokens=cost.budget_tokens)
+    if cache.cache is not None:
+        for other in ("cache_dir", "no_cache"):  # argparse stops two flags; a resume's
+            if s[other]:  # stored options can still meet a flag given now
+                raise UsageError(
+                    f"{s.where('cache')} and {s.where(other)} exclude each other: give one"
+                )
+        return Engine(cache=cache.cache, retry=retry, budget=budget)
     return Engine(
         cache_dir=cache.cache_dir, use_cache=not cache.no_cache, retry=retry, budget=budget
     )

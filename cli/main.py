@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 
 from opro.cli.ablate import cmd_ablate
 from opro.cli.ablate import register as register_ablate
+from opro.cli.cache import cmd_cache
+from opro.cli.cache import register as register_cache
 from opro.cli.demo import cmd_demo
 from opro.cli.demo import register as register_demo
 from opro.cli.evaluate import cmd_evaluate
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_ablate(sub)
     register_demo(sub)
     register_report(sub)
+    register_cache(sub)
     ts = add_command(
         sub,
         "tasks",
@@ -120,6 +123,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": cmd_report,
     "sweep": cmd_sweep,
     "ablate": cmd_ablate,
+    "cache": cmd_cache,
 }
 
 

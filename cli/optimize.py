@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from opro.caches.open import cache_label
 from opro.checks import (
     CANDIDATES,
     COUNT,
@@ -351,6 +352,7 @@ def _run_info(s: Settings) -> dict[str, Any]:
         "rpm": s["rpm"],
         "tpm": s["tpm"],
         "cache_dir": None if s["no_cache"] else s["cache_dir"],
+        "cache": cache_label(s["cache"]),  # a Redis URL's password masked
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

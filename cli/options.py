@@ -9,9 +9,12 @@ field name, whichever help group an option is shown in.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from opro.caches.disk import CacheError
+from opro.caches.open import check_cache_spec
 from opro.checks import (
     ATTEMPTS,
     BUDGET_TOKENS,
@@ -257,6 +260,16 @@ COST = OptionGroup(
     ),
 )
 
+
+def cache_spec(text: str) -> str:
+    """The argparse `type=` of `--cache`: the spec if `open_cache` can take it (no
+    connection yet), else a one-line error that never shows a password."""
+    try:
+        return check_cache_spec(text)
+    except CacheError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 CACHE = OptionGroup(
     "cache",
     (
@@ -267,8 +280,17 @@ CACHE = OptionGroup(
             default_text="$OPRO_CACHE_DIR, else the user cache directory",
         ),
         Option("--no-cache", "neither read nor write the cache", kind="switch"),
+        Option(
+            "--cache",
+            "the cache as one spec: redis://HOST:PORT/DB (rediss://, unix://) for a Redis "
+            "server that every process and machine of a sweep shares, or a directory; "
+            "needs the redis extra for a URL",
+            type=cache_spec,
+            metavar="URL|DIR",
+            default_text="the --cache-dir directory",
+        ),
     ),
-    exclusive=(("--cache-dir", "--no-cache"),),
+    exclusive=(("--cache-dir", "--no-cache", "--cache"),),
 )
 
 RUN_DIR = OptionGroup(
@@ -346,6 +368,7 @@ class CostSettings:
 class CacheSettings:
     cache_dir: str | None = None
     no_cache: bool = False
+    cache: str | None = None  # a Redis URL or a directory (`caches.open.open_cache`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opro.caches.open import cache_label
 from opro.checks import SECONDS, IntRange
 from opro.cli.common import (
     DEFAULT_MODEL,
@@ -59,7 +60,7 @@ from opro.sweep.state import read_record
 
 # Not stored for resume: where the sweep is, whether it resumes, how it reports progress.
 _NOT_STORED = {"command", "config", "resume", "run_dir", "dry_run"}
-_URLS = ("scorer_base_url", "optimizer_base_url")
+_URLS = ("scorer_base_url", "optimizer_base_url", "cache")  # may hold a secret
 WITHHELD = "<withheld: it holds a secret; give it again on --resume>"
 PARALLEL = IntRange(1, 10_000)
 
@@ -360,6 +361,7 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
     info = {
         "cli": _stored_options(s, settings),
         "cache_dir": None if s["no_cache"] else s["cache_dir"],
+        "cache": cache_label(s["cache"]),  # a Redis URL's password masked
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     live = sys.stderr.isatty()

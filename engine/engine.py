@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from opro.caches.base import ResultCache, flush_writes
 from opro.caches.disk import DiskCache
+from opro.caches.open import open_cache
 from opro.engine.budget import Budget
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
 from opro.engine.limits import ConnectionLimiter, LimitConfig
@@ -97,21 +98,31 @@ def _check_grouped(
         raise SettingsError(f"decoding must be an opro.Decoding, got {type(decoding).__name__}")
 
 
+def _opened(spec: str, cache_dir: object, use_cache: bool) -> ResultCache:
+    """The cache `Engine(cache="...")` names; giving it a directory or no cache as well is
+    a contradiction, refused rather than resolved silently."""
+    if cache_dir is not None or not use_cache:
+        raise SettingsError("give the cache as cache=... or cache_dir=/use_cache=, not both")
+    return open_cache(spec)
+
+
 class Engine:
     """Builds `Model`s that share pools, limits, single-flight and the cache."""
 
     def __init__(
         self,
         *,
-        cache: ResultCache | None = None,
+        cache: ResultCache | str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         use_cache: bool = True,
         retry: RetryPolicy | None = None,
         seed: int | None = None,
         budget: Budget | None = None,
     ) -> None:
-        if cache is not None:
-            self.cache: ResultCache | None = cache
+        if isinstance(cache, str):  # a directory or redis://... (`caches.open`)
+            self.cache: ResultCache | None = _opened(cache, cache_dir, use_cache)
+        elif cache is not None:
+            self.cache = cache
         elif use_cache:
             self.cache = DiskCache(Path(cache_dir) if cache_dir is not None else None)
         else:

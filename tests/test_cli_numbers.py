@@ -57,6 +57,8 @@ NUMERIC: dict[tuple[str, ...], list[str]] = {
 COMPOSITE = {
     "--price", "--optimizer-price", "--score-buckets", "--settings", "--max-shown", "--min-score"
 }  # fmt: skip
+# Options whose `type` checks a text, not a number: `--cache` (a directory or a Redis URL).
+TEXT = {"--cache"}
 
 
 def _subcommands(
@@ -73,6 +75,7 @@ def _typed_options() -> dict[tuple[str, ...], dict[str, argparse.Action]]:
     found: dict[tuple[str, ...], dict[str, argparse.Action]] = {}
     for path, sub in _subcommands(build_parser()):
         typed = {a.option_strings[-1]: a for a in sub._actions if a.type is not None}
+        typed = {o: a for o, a in typed.items() if o not in TEXT}
         if typed:
             found[path] = typed
     return found
