@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from opro.checks import BUDGET_TOKENS, BUDGET_USD
@@ -177,6 +177,18 @@ class Budget:
             if self._bound is None or self._bound.covers(self.spent + self.reserved + cost):
                 break
             await self._sync(cost)
+        self.reserved += cost
+        return Reservation(cost)
+
+    def adopt(self, cost: Spend) -> Reservation | None:
+        """Turn `cost` of the prior spend back into a reservation, or None when the prior
+        spend does not hold it. For a batch an earlier session reserved and submitted (its
+        worst case is in the recorded bound) whose results this session collects: settling
+        it then charges what it really cost instead of its worst case on top of it."""
+        if not self.spent.covers(cost):
+            return None
+        left = self.spent - cost
+        self.spent = replace(left, cost_usd=max(0.0, left.cost_usd))
         self.reserved += cost
         return Reservation(cost)
 
