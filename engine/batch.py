@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from opro.caches.base import flush_writes
-from opro.checks import COUNT
+from opro.checks import COUNT, DELAY_SECONDS
 from opro.engine.batch_state import BatchEntry, BatchStateError, BatchStateFile
 from opro.engine.budget import BudgetExceeded, Reservation
 from opro.engine.dedup import dedupe
@@ -83,9 +83,8 @@ class BatchSettings:
         COUNT.check("batch rounds", self.rounds)
         if self.rounds < 1:
             raise SettingsError(f"batch rounds must be >= 1, got {self.rounds}")
-        for name, value in (("first", self.poll_first_s), ("max", self.poll_max_s)):
-            if not (isinstance(value, int | float) and 0.0 <= value <= 86_400.0):
-                raise SettingsError(f"batch poll {name} must be 0..86400 seconds, got {value!r}")
+        DELAY_SECONDS.check("the first batch poll interval", self.poll_first_s)
+        DELAY_SECONDS.check("the longest batch poll interval", self.poll_max_s)
 
 
 @dataclass(slots=True)
@@ -282,13 +281,21 @@ class BatchRunner:
             for key in keys:
                 self._sent[key] = self._sent.get(key, 0) + 1
             self._entries.append(entry)
+            await self._save()  # the intent, before the batch exists
             try:
-                await self._save()  # the intent, before the batch exists
                 entry.batch_id = await self._create(entry, [line for _, line, _ in chunk])
+            except ModelCallError:
+                # Refused, or not found after failed attempts: never created, nothing billed.
+                if budget is not None and reservation is not None:
+                    budget.settle(reservation, NOTHING)
+                entry.status = "abandoned"
+                await self._save()
+                raise
             except BaseException:
-                if entry.batch_id is None and budget is not None and reservation is not None:
-                    budget.settle(reservation, NOTHING)  # never created: nothing billed
-                    entry.status = "abandoned"
+                # Interrupted: the batch may exist. Its worst case stays charged, and the
+                # intent on disk lets a resumed session find it and take the charge back.
+                if budget is not None and reservation is not None:
+                    budget.settle(reservation, worst)
                 raise
             entry.status = "submitted"
             if reservation is not None:

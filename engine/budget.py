@@ -103,6 +103,7 @@ class Budget:
         self._journal: Journal | None = None
         self._bound: Spend | None = None  # what the journal holds as the bound
         self._seq = 0
+        self._adopted = False
         self._lock = asyncio.Lock()
 
     @property
@@ -190,6 +191,7 @@ class Budget:
         left = self.spent - cost
         self.spent = replace(left, cost_usd=max(0.0, left.cost_usd))
         self.reserved += cost
+        self._adopted = True  # so `flush` records what it settles for, even with no write yet
         return Reservation(cost)
 
     def settle(self, reservation: Reservation, cost: Spend) -> None:
@@ -216,7 +218,8 @@ class Budget:
     async def flush(self) -> None:
         """Write what is spent to the journal now, with a bound tightened to what is
         spent and in flight (a crash after this overcounts by the calls in flight only)."""
-        if self._journal is not None and self._seq > 0:  # nothing recorded, nothing to fix
+        # Nothing recorded (and no batch adopted), nothing to fix.
+        if self._journal is not None and (self._seq > 0 or self._adopted):
             await self._sync(None)
 
     async def _sync(self, cost: Spend | None) -> None:

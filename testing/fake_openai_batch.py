@@ -113,6 +113,10 @@ class FakeOpenAIBatchServer(FakeOpenAIServer, BatchCounters):
         self.release_create.set()
         await super().stop()
 
+    async def __aenter__(self) -> FakeOpenAIBatchServer:
+        await self.start()
+        return self
+
     # -- handlers ------------------------------------------------------------------------------
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:

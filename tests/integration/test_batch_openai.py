@@ -19,7 +19,7 @@ from opro.engine.budget import Budget
 from opro.engine.engine import Engine
 from opro.engine.model import Model, Price
 from opro.testing.fake_openai import FakeServerConfig, default_responder
-from opro.testing.fake_openai_batch import BatchControl, FakeOpenAIBatchServer
+from opro.testing.fake_openai_batch import FakeOpenAIBatchServer
 
 KEY = "sk-batch-test-0123456789"
 PRICE = Price(1.0, 2.0)  # the live price; the batch rate is half
@@ -50,7 +50,7 @@ def scorer(engine: Engine, fake: FakeOpenAIBatchServer) -> Model:
 async def run(
     tmp_path: Path,
     fake: FakeOpenAIBatchServer,
-    settings: BatchSettings = BatchSettings(),
+    settings: BatchSettings | None = None,
     *,
     budget: Budget | None = None,
     sleeps: Sleeps | None = None,
@@ -64,7 +64,7 @@ async def run(
             EXAMPLES,
             scorer(engine, fake),
             run_dir=tmp_path / "run",
-            settings=settings,
+            settings=settings or BatchSettings(),
             resume=resume,
             sleep=sleeps or Sleeps(),
         )
@@ -287,7 +287,7 @@ async def test_open_batches_need_resume(fake: FakeOpenAIBatchServer, tmp_path: P
     assert fake.creates == 0
 
 
-def opro_spend() -> "opro.engine.spend.Spend":  # type: ignore[name-defined]
+def opro_spend() -> opro.engine.spend.Spend:  # type: ignore[name-defined]
     from opro.engine.spend import Spend
 
     return Spend(1, 10, 10, 0.0)
