@@ -1,5 +1,9 @@
 """What `--batch` adds to the commands: its settings, its checks, and its run directory.
 
+`opro optimize --batch` scores each step's candidates in one batch (state in the run's
+`--run-dir`); `opro sweep --evaluate-only --batch` sends one batch over every task's pairs
+(state in the sweep directory).
+
 `opro evaluate --batch` keeps the batch state (`batches.json`) and the run's spend ledger
 (`spend.json`) in `--run-dir DIR`, which it requires: a batch may take up to 24 hours, and
 the directory is what lets `--resume` (after a kill -9, a reboot, a closed laptop) collect
@@ -34,6 +38,18 @@ def batch_settings(s: Settings) -> BatchSettings:
     )
 
 
+def check_batch_scorer(s: Settings) -> None:
+    """With `--batch`, the one-line error for a scorer whose vendor has no batch API."""
+    if not s.get("batch"):
+        return
+    spec = s.get("scorer") or DEFAULT_MODEL
+    if spec.split("/", 1)[0] not in BATCH_PROVIDERS:
+        raise UsageError(
+            f"--batch needs a scorer with a batch API ({', '.join(BATCH_PROVIDERS)}); "
+            f"{spec} has none: drop --batch"
+        )
+
+
 def batch_run_dir(s: Settings) -> Path | None:
     """The run directory of a `--batch` evaluation (None without `--batch`); the one-line
     errors for a missing directory or a `--resume` that cannot mean anything."""
@@ -42,12 +58,7 @@ def batch_run_dir(s: Settings) -> Path | None:
             if s.get(flag):
                 raise UsageError(f"{s.where(flag)} is for --batch evaluations: add --batch")
         return None
-    spec = s.get("scorer") or DEFAULT_MODEL
-    if spec.split("/", 1)[0] not in BATCH_PROVIDERS:
-        raise UsageError(
-            f"--batch needs a scorer with a batch API ({', '.join(BATCH_PROVIDERS)}); "
-            f"{spec} has none: drop --batch"
-        )
+    check_batch_scorer(s)
     if s["dry_run"]:
         return None
     if not s.get("run_dir"):

@@ -387,6 +387,7 @@ class BatchRunner:
         # Collected before settled: a crash in between leaves the worst case in the ledger
         # (an overcount), never a collected batch whose reservation a resume would take back.
         entry.status = "collected"
+        entry.keys = []  # a collected batch needs no keys: the file stays small over steps
         await self._save()
         self.model.stats.spend += charge
         out.spend += charge
