@@ -14,6 +14,7 @@ from opro.engine.batch_state import BatchStateFile
 from opro.engine.budget import Budget
 from opro.engine.engine import Engine
 from opro.engine.model import Model, Price
+from opro.tasks.prompts import render_prompt
 from opro.testing.fake_anthropic_batch import FakeAnthropicBatchServer
 from opro.testing.fake_openai import FakeServerConfig
 
@@ -76,9 +77,10 @@ async def test_complete(fake: FakeAnthropicBatchServer, tmp_path: Path) -> None:
     )
     assert t.cost_usd == pytest.approx(batch_cost(fake))
     [batch] = fake.batches.values()
-    assert {line["custom_id"] for line in batch.lines} == set(
-        BatchStateFile(tmp_path / "run").load()[0].keys
-    )
+    async with Engine(cache_dir=tmp_path / "cache") as engine:
+        model = scorer(engine, fake)
+        keys = {model.prompt_key(render_prompt(i, e.input)) for i in INSTRUCTIONS for e in EXAMPLES}
+    assert {line["custom_id"] for line in batch.lines} == keys
     again = await run(tmp_path, fake)
     assert again.totals.cache_hits == 20 and fake.creates == 1
 

@@ -18,6 +18,7 @@ from opro.engine.batch_state import BatchStateError, BatchStateFile
 from opro.engine.budget import Budget
 from opro.engine.engine import Engine
 from opro.engine.model import Model, Price
+from opro.tasks.prompts import render_prompt
 from opro.testing.fake_openai import FakeServerConfig, default_responder
 from opro.testing.fake_openai_batch import FakeOpenAIBatchServer
 
@@ -107,7 +108,11 @@ async def test_custom_ids_are_cache_keys_and_no_key_reaches_disk(
     custom_ids = {line["custom_id"] for line in batch.lines}
     entries = BatchStateFile(tmp_path / "run").load()
     assert [e.status for e in entries] == ["collected"]
-    assert custom_ids == set(entries[0].keys)
+    async with Engine(cache_dir=tmp_path / "cache") as engine:
+        model = scorer(engine, fake)
+        keys = {model.prompt_key(render_prompt(i, e.input)) for i in INSTRUCTIONS for e in EXAMPLES}
+        assert all(model.lookup(k) is not None for k in keys)  # the live path's keys, cached
+    assert custom_ids == keys
     assert all(len(c) == 64 for c in custom_ids)
     assert KEY not in (tmp_path / "run" / "batches.json").read_text()
     assert KEY not in orjson.dumps(batch.lines).decode()
@@ -291,3 +296,30 @@ def opro_spend() -> opro.engine.spend.Spend:  # type: ignore[name-defined]
     from opro.engine.spend import Spend
 
     return Spend(1, 10, 10, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("max_requests", "lines_per_batch", "sizes"),
+    [(10, 100, [10, 10, 4]), (50_000, 7, [7, 7, 7, 3])],
+)
+async def test_batches_respect_the_vendor_limits(
+    fake: FakeOpenAIBatchServer,
+    tmp_path: Path,
+    max_requests: int,
+    lines_per_batch: int,
+    sizes: list[int],
+) -> None:
+    """At most `max_requests` requests and `max_bytes` bytes per batch (the file's lines)."""
+    from opro.engine.batch import BatchRunner, pending_requests
+    from opro.providers.batch import Limits, batch_api
+
+    async with Engine(cache_dir=tmp_path / "cache", retry=opro.RetryPolicy(timeout=5.0)) as eng:
+        model = scorer(eng, fake)
+        api = batch_api(model.provider)
+        pending = pending_requests(model, [(INSTRUCTIONS, EXAMPLES)])
+        longest = max(len(api.line(k, r)) + 1 for k, r in pending.items())
+        api.limits = Limits(max_requests=max_requests, max_bytes=longest * lines_per_batch)
+        runner = BatchRunner(model, tmp_path / "run", api=api, sleep=Sleeps())
+        outcome = await runner.run(pending)
+    assert [len(b.lines) for b in fake.batches.values()] == sizes
+    assert outcome.batches == len(sizes) and len(outcome.answered) == 24
