@@ -43,7 +43,7 @@ from opro.cli.progress import Board, renderer_for
 from opro.cli.protocol import apply_protocol, qa_framing
 from opro.cli.runplan import RunPlan, dry_run_time, speed_from_limits
 from opro.cli.settings import Option, OptionGroup, Settings, UsageError, add_groups, resolve
-from opro.engine.batch import evaluate_in_batches
+from opro.engine.batch_evaluate import evaluate_in_batches
 from opro.engine.evaluate import EvalReport
 from opro.engine.plan import plan_evaluation
 from opro.tasks import load_task, split
@@ -220,6 +220,7 @@ async def _run(s: Settings, instructions: list[str], examples: list[Example]) ->
                     run_dir=run_dir,
                     settings=batch_settings(s),
                     resume=s["resume"],
+                    notify=lambda line: print(f"opro: {line}", file=sys.stderr, flush=True),
                     position=position,
                     qa_framing=framing,
                     grading=s["grading"],

@@ -1,10 +1,10 @@
 """Batch mode: an evaluation's pending pairs through the vendor's batch API, at its price.
 
-Data enters as the requests still missing from the cache (`pending_requests`: every pair
-of one or more evaluations rendered, keyed and looked up exactly as `evaluate` does, one
-request per distinct cache key); it leaves as the same cache filled under the same keys,
-and an `answered` map (key -> `Generation` or `ModelCallError`) that `evaluate` grades as
-those pairs' calls, so reports count the batch's calls, tokens and cost.
+Data enters as the requests still missing from the cache, one per distinct cache key
+(`engine.batch_evaluate.pending_requests` finds them as `evaluate` would); it leaves as
+the same cache filled under the same keys, and an `answered` map (key -> `Generation` or
+`ModelCallError`) that `evaluate` grades as those pairs' calls, so reports count the
+batch's calls, tokens and cost.
 
 `BatchRunner.run` does, per round: split the requests into batches within the vendor's
 limits (requests and bytes); for each, reserve its worst case at the batch price in the
@@ -32,13 +32,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from opro.caches.base import flush_writes
 from opro.checks import COUNT, DELAY_SECONDS
 from opro.engine.batch_state import BatchEntry, BatchStateError, BatchStateFile
 from opro.engine.budget import BudgetExceeded, Reservation
-from opro.engine.dedup import dedupe
 from opro.engine.model import Generation, Model, ModelCallError, Price
 from opro.engine.prices import batch_price
 from opro.engine.spend import NOTHING, Spend
@@ -48,12 +47,6 @@ from opro.providers.base import HttpProvider
 from opro.providers.batch import BatchApi, BatchState, Intent, ItemResult, batch_api
 from opro.providers.errors import BadRequestError, ProviderError, TransientError
 from opro.providers.types import Request
-from opro.tasks.prompts import Position, render_prompt
-from opro.tasks.types import Example
-
-if TYPE_CHECKING:
-    from opro.engine.engine import Engine
-    from opro.engine.evaluate import EvalReport
 
 log = logging.getLogger("opro.batch")
 
@@ -99,34 +92,6 @@ class BatchOutcome:
     live: int = 0  # requests left to the live API (retry="live")
 
 
-def pending_requests(
-    model: Model,
-    jobs: Sequence[tuple[Sequence[str], Sequence[Example]]],
-    *,
-    position: Position = "Q_begin",
-    qa_framing: bool | None = None,
-) -> dict[str, Request]:
-    """Every pair of `jobs` (instructions, examples) still missing from the cache, by key.
-
-    Rendered, deduplicated and keyed exactly as `evaluate` does, so what a batch fills is
-    what the evaluation then reads."""
-    pending: dict[str, Request] = {}
-    for instructions, examples in jobs:
-        unique, _ = dedupe(instructions)
-        prompts = {}
-        for instruction in unique:
-            for example in examples:
-                prompt = render_prompt(instruction, example.input, position, qa_framing=qa_framing)
-                prompts[model.prompt_key(prompt)] = prompt
-        keys = [k for k in prompts if k not in pending]
-        found = model.lookup_many(keys)
-        model.stats.cache_hits -= len(found) - found.count(None)  # evaluate counts them
-        for key, hit in zip(keys, found, strict=True):
-            if hit is None:
-                pending[key] = model.request(prompts[key])
-    return pending
-
-
 class BatchRunner:
     """Runs one model's pending requests through its vendor's batch API (module docstring)."""
 
@@ -139,6 +104,7 @@ class BatchRunner:
         resume: bool = False,
         sleep: Sleep = asyncio.sleep,
         api: BatchApi | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(model.provider, HttpProvider) and api is None:
             batch_api(model.provider)  # the one-line error for local/, simulated/, ...
@@ -147,6 +113,7 @@ class BatchRunner:
         self.settings = settings
         self.resume = resume
         self.sleep = sleep
+        self.notify = notify
         self.file = BatchStateFile(run_dir)
         self.price: Price | None = batch_price(model.spec, model.price)
         self._entries: list[BatchEntry] = []
@@ -166,6 +133,9 @@ class BatchRunner:
                 "and did not collect: add --resume to collect them instead of paying again"
             )
         recovered = await self._recover(open_)
+        for entry in recovered:  # earlier sessions' attempts count against the rounds
+            for key in entry.keys:
+                self._sent[key] = self._sent.get(key, 0) + 1
         covered = {key for entry in recovered for key in entry.keys}
         todo = {k: r for k, r in requests.items() if k not in covered}
         failed: dict[str, ProviderError] = {}
@@ -174,18 +144,20 @@ class BatchRunner:
         )
         round_ = 1 + max((e.round for e in recovered), default=0)
         todo.update(self._sort(failed, requests, out))
+        last = dict(failed)  # each key's latest failure, for the error of a key out of rounds
         while todo:
-            if round_ > self.settings.rounds:  # only "batch" retries get here
-                for key in todo:
-                    error = failed.get(key) or TransientError("no batch round left")
-                    attempts = self._sent.get(key, 1)
-                    out.answered[key] = ModelCallError(error, attempts=attempts, n429=0)
+            for key in [k for k in todo if self._sent.get(k, 0) >= self.settings.rounds]:
+                error = last.get(key) or TransientError("no batch round left")
+                out.answered[key] = ModelCallError(error, attempts=self._sent[key], n429=0)
+                del todo[key]
+            if not todo:
                 break
             failed = {}
             entries = await self._submit_all(todo, round_, out)
             await asyncio.gather(
                 *(self._collect(e, requests, out, failed, adopt=False) for e in entries)
             )
+            last.update(failed)
             todo = self._sort(failed, requests, out)
             round_ += 1
         for key in [k for k in requests if k not in out.answered]:
@@ -223,11 +195,11 @@ class BatchRunner:
                 intent = Intent(entry.token, len(entry.keys), entry.created_after)
                 batch_id = await self.api.find(intent)
                 if batch_id is None:
-                    log.info("batch intent %s was never created; submitting afresh", entry.token)
+                    self._say(f"batch intent {entry.token} was never created: sending afresh")
                     entry.status = "abandoned"
                     await self._save()
                     continue
-                log.info("found batch %s of an earlier session by its token", batch_id)
+                self._say(f"found batch {batch_id} of an earlier session: collecting it")
                 entry.batch_id, entry.status = batch_id, "submitted"
                 await self._save()
             found.append(entry)
@@ -271,7 +243,7 @@ class BatchRunner:
                     budget.check(worst)
                     reservation: Reservation | None = await budget.reserve(worst)
                 except BudgetExceeded as exc:
-                    log.info("%s: %d requests not sent: %s", self.model.spec, len(keys), exc)
+                    self._say(f"{len(keys)} requests not sent: {exc}")
                     out.refused += len(keys)
                     self._refused.update(dict.fromkeys(keys, exc))
                     continue
@@ -302,12 +274,10 @@ class BatchRunner:
                 self._reservations[entry.token] = reservation
             await self._save()
             out.batches += 1
-            log.info(
-                "%s: batch %s submitted: %d requests (round %d)",
-                self.model.spec,
-                entry.batch_id,
-                len(keys),
-                round_,
+            self._say(
+                f"batch {entry.batch_id} submitted: {len(keys)} requests (round {round_}); "
+                f"it may take up to 24 h, polled every {self.settings.poll_first_s:g} to "
+                f"{self.settings.poll_max_s:g} s"
             )
             entries.append(entry)
         return entries
@@ -338,6 +308,7 @@ class BatchRunner:
 
     async def _wait(self, batch_id: str) -> BatchState:
         polls = 0
+        seen: tuple[str, int] | None = None
         while True:
             polls += 1
             try:
@@ -349,15 +320,12 @@ class BatchRunner:
             else:
                 if state.phase != "running":
                     return state
-                log.info(
-                    "%s: batch %s %s, %d of %d requests done; next poll in %.0f s",
-                    self.model.spec,
-                    batch_id,
-                    state.status,
-                    state.done,
-                    state.total,
-                    self._delay(polls),
-                )
+                if (state.status, state.done) != seen:  # say what changed, not every poll
+                    seen = (state.status, state.done)
+                    self._say(
+                        f"batch {batch_id}: {state.status}, {state.done} of {state.total} "
+                        "requests done"
+                    )
             await self.sleep(self._delay(polls))
 
     async def _collect(
@@ -375,13 +343,20 @@ class BatchRunner:
         if adopt:
             out.adopted += 1
             if budget is not None:
-                reservation = budget.adopt(entry.worst) or await budget.reserve(entry.worst)
+                reservation = budget.adopt(entry.worst)
+                if reservation is None:  # not in this session's prior spend: reserve it
+                    try:
+                        reservation = await budget.reserve(entry.worst)
+                    except BudgetExceeded:
+                        # Sent and billed whatever the cap says now: collect and charge it.
+                        reservation = Reservation(NOTHING)
         state = await self._wait(entry.batch_id)
         if state.phase == "failed":
             message = f"{self.api.where}: batch {entry.batch_id} failed: {state.message}"
             results = [ItemResult(k, error=BadRequestError(message)) for k in entry.keys]
         else:
             results = await self.api.results(entry.batch_id)
+        ours = list(entry.keys)
         charge = self._absorb(entry, results, requests, out, failed)
         await flush_writes(self.model.cache)
         # Collected before settled: a crash in between leaves the worst case in the ledger
@@ -393,14 +368,10 @@ class BatchRunner:
         out.spend += charge
         if budget is not None and reservation is not None:
             budget.settle(reservation, charge)
-        log.info(
-            "%s: batch %s %s: %d answers, %d failed, $%.4f",
-            self.model.spec,
-            entry.batch_id,
-            state.status,
-            charge.calls,
-            sum(1 for k in entry.keys if k in failed),
-            charge.cost_usd,
+        n_failed = sum(1 for k in ours if k in failed)
+        self._say(
+            f"batch {entry.batch_id} {state.status}: {charge.calls} answers, {n_failed} failed, "
+            f"${charge.cost_usd:.4f} at the batch price"
         )
 
     def _absorb(
@@ -446,44 +417,12 @@ class BatchRunner:
             )
         return charge
 
+    def _say(self, line: str) -> None:
+        """A milestone of a batch, logged and shown to the user (`notify`)."""
+        log.info("%s: %s", self.model.spec, line)
+        if self.notify is not None:
+            self.notify(line)
+
     async def _save(self) -> None:
         async with self._lock:
             await asyncio.to_thread(self.file.save, list(self._entries))
-
-
-async def evaluate_in_batches(
-    engine: Engine,
-    instructions: Sequence[str],
-    examples: Sequence[Example],
-    scorer: Model,
-    *,
-    run_dir: str | Path,
-    settings: BatchSettings = BatchSettings(),
-    resume: bool = False,
-    sleep: Sleep = asyncio.sleep,
-    position: Position = "Q_begin",
-    qa_framing: bool | None = None,
-    **evaluate_options: Any,
-) -> EvalReport:
-    """`Engine.evaluate`, with the pairs missing from the cache answered by batches first
-    (their state in `run_dir`/batches.json); what the batches left is called live only with
-    `settings.retry == "live"`."""
-    await scorer.prepare()
-    runner = BatchRunner(scorer, run_dir, settings, resume=resume, sleep=sleep)
-    pending = pending_requests(
-        scorer, [(instructions, examples)], position=position, qa_framing=qa_framing
-    )
-    outcome = await runner.run(pending)
-    report = await engine.evaluate(
-        instructions,
-        examples,
-        scorer,
-        position=position,
-        qa_framing=qa_framing,
-        answered=outcome.answered,
-        answered_price=runner.price,
-        **evaluate_options,
-    )
-    if outcome.refused and report.stopped is None:
-        report.stopped = "budget"
-    return report

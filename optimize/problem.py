@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from opro.engine.batch import BatchSettings, evaluate_in_batches
+from opro.engine.batch import BatchSettings
+from opro.engine.batch_evaluate import evaluate_in_batches
 from opro.engine.budget import BudgetExceeded
 from opro.engine.evaluate import ErrorPolicy, Grader, Progress
 from opro.engine.spend import NOTHING, Spend, SpendFields

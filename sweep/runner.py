@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from opro.engine.batch import BatchRunner, pending_requests
+from opro.engine.batch import BatchRunner
+from opro.engine.batch_evaluate import pending_requests
 from opro.engine.budget import BudgetExceeded
 from opro.engine.engine import Engine
 from opro.engine.evaluate import EvalReport, EvaluationAborted, Progress

@@ -70,7 +70,7 @@ def batch_cost(fake: FakeOpenAIBatchServer) -> float:
     return (fake.batch_billed_prompt_tokens * 1.0 + fake.batch_billed_completion_tokens * 2.0) / 2e6
 
 
-async def resume_and_check(fake: FakeOpenAIBatchServer, tmp_path: Path) -> None:
+async def resume_and_check(fake: FakeOpenAIBatchServer, tmp_path: Path) -> str:
     code, out, err = await finish(await start(fake, tmp_path, "--resume"))
     assert code == 0, err
     assert fake.creates == 1  # the batch of the killed session, collected: none paid twice
@@ -83,6 +83,8 @@ async def resume_and_check(fake: FakeOpenAIBatchServer, tmp_path: Path) -> None:
     assert batch_cost(fake) <= ledger["settled"]["cost_usd"] <= 1.0
     assert KEY not in (tmp_path / "run" / "batches.json").read_text()
     assert KEY not in out + err
+    assert "completed: 12 answers, 0 failed" in err  # what the user sees on stderr
+    return err
 
 
 async def test_kill_while_pending_then_resume_collects_the_same_batch(
@@ -111,8 +113,8 @@ async def test_kill_between_create_and_record_finds_the_batch_by_its_token(
     assert batch.metadata == {"opro_token": entry.token}
     fake.control.hang_create = False
     fake.release_create.set()
-    await resume_and_check(fake, tmp_path)
-    assert fake.lists >= 1
+    err = await resume_and_check(fake, tmp_path)
+    assert fake.lists >= 1 and "found batch" in err
 
 
 async def test_pending_batch_without_resume_is_refused(

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import opro
-from opro.engine.batch import BatchSettings, evaluate_in_batches
+from opro.engine.batch import BatchSettings
+from opro.engine.batch_evaluate import evaluate_in_batches
 from opro.engine.engine import Engine
 from opro.providers.batch import batch_api
 

@@ -6,6 +6,7 @@ recorder (virtual time), so no test waits on the wall clock.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import orjson
 import pytest
 
 import opro
-from opro.engine.batch import BatchSettings, evaluate_in_batches
+from opro.engine.batch import BatchSettings
+from opro.engine.batch_evaluate import evaluate_in_batches
 from opro.engine.batch_state import BatchStateError, BatchStateFile
 from opro.engine.budget import Budget
 from opro.engine.engine import Engine
@@ -310,7 +312,8 @@ async def test_batches_respect_the_vendor_limits(
     sizes: list[int],
 ) -> None:
     """At most `max_requests` requests and `max_bytes` bytes per batch (the file's lines)."""
-    from opro.engine.batch import BatchRunner, pending_requests
+    from opro.engine.batch import BatchRunner
+    from opro.engine.batch_evaluate import pending_requests
     from opro.providers.batch import Limits, batch_api
 
     async with Engine(cache_dir=tmp_path / "cache", retry=opro.RetryPolicy(timeout=5.0)) as eng:
@@ -323,3 +326,31 @@ async def test_batches_respect_the_vendor_limits(
         outcome = await runner.run(pending)
     assert [len(b.lines) for b in fake.batches.values()] == sizes
     assert outcome.batches == len(sizes) and len(outcome.answered) == 24
+
+
+async def test_a_resumed_batch_does_not_use_up_the_rounds_of_new_pairs(
+    fake: FakeOpenAIBatchServer, tmp_path: Path
+) -> None:
+    """An earlier session's batch of a later round is collected; pairs it did not hold are
+    still sent (rounds count per request, not per session)."""
+    fake.control.hold = True
+    retry = opro.RetryPolicy(timeout=5.0)
+    async with Engine(cache_dir=tmp_path / "cache", retry=retry) as engine:
+        task = asyncio.create_task(
+            evaluate_in_batches(
+                engine, INSTRUCTIONS[:1], EXAMPLES, scorer(engine, fake),
+                run_dir=tmp_path / "run", sleep=Sleeps(),
+            )
+        )  # fmt: skip
+        await fake.polled.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    state = BatchStateFile(tmp_path / "run")
+    [entry] = state.load()
+    entry.round = 5
+    state.save([entry])
+    fake.control.hold = False
+    report = await run(tmp_path, fake, BatchSettings(rounds=1), resume=True)
+    assert fake.creates == 2 and [len(b.lines) for b in fake.batches.values()] == [12, 12]
+    assert report.totals.errors == 0 and report.totals.calls == 24
