@@ -20,8 +20,9 @@ from pathlib import Path
 from opro.cli.options import DEFAULT_MODEL, BatchOptionSettings
 from opro.cli.settings import Settings, UsageError
 from opro.engine.batch import BatchSettings
+from opro.engine.batch_state import STATE_FILE
 from opro.engine.budget import Budget
-from opro.engine.ledger import recording
+from opro.engine.ledger import LEDGER, recording
 
 FIRST_POLL_S = 5.0
 BATCH_PROVIDERS = ("openai", "openai-compatible", "anthropic")
@@ -66,7 +67,15 @@ def batch_run_dir(s: Settings) -> Path | None:
             "--batch needs --run-dir DIR: the batch state lives there, so that --resume "
             "collects a pending batch instead of paying for it again"
         )
-    return Path(s["run_dir"])
+    run_dir = Path(s["run_dir"])
+    earlier = [name for name in (STATE_FILE, LEDGER) if (run_dir / name).exists()]
+    if earlier and not s["resume"]:
+        raise UsageError(
+            f"{run_dir} holds an earlier batch evaluation ({', '.join(earlier)}): add "
+            "--resume to continue it (what it spent counts against the budget), or give "
+            "another --run-dir"
+        )
+    return run_dir
 
 
 @asynccontextmanager

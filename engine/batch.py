@@ -43,7 +43,6 @@ from opro.engine.prices import batch_price
 from opro.engine.spend import NOTHING, Spend
 from opro.engine.tokens import worst_case_usage
 from opro.errors import SettingsError
-from opro.providers.base import HttpProvider
 from opro.providers.batch import BatchApi, BatchState, Intent, ItemResult, batch_api
 from opro.providers.errors import BadRequestError, ProviderError, TransientError
 from opro.providers.types import Request
@@ -106,9 +105,8 @@ class BatchRunner:
         api: BatchApi | None = None,
         notify: Callable[[str], None] | None = None,
     ) -> None:
-        if not isinstance(model.provider, HttpProvider) and api is None:
-            batch_api(model.provider)  # the one-line error for local/, simulated/, ...
         self.model = model
+        # A provider without a batch API (local/, simulated/, google/) fails here, one line.
         self.api = api or batch_api(model.provider)
         self.settings = settings
         self.resume = resume

@@ -7,7 +7,8 @@ in_progress -> completed) unless `BatchControl` says otherwise: `hold` keeps bat
 progress, `outcome` (or `outcomes`, one per batch in create order) ends them expired, cancelled
 or failed at validation, `answer_first`
 answers only that many requests before such an end, `fail_every`/`fail_status` make every
-k-th request fail with that HTTP status, and `hang_create` creates a batch but never answers
+k-th request fail with that HTTP status, `fail_polls` answers the next polls 503, and
+`hang_create` creates a batch but never answers
 the create (the window a kill -9 must survive). Answers are the live fake's (same responder,
 same usage) and their tokens are counted in `batch_billed_*`: the tokens the vendor bills at
 the batch rate. `creates` counts batches created, so tests can prove none was paid twice.
@@ -49,6 +50,7 @@ class BatchControl:
     fail_every: int = 0  # every k-th request of a batch (1-based) fails with fail_status
     fail_status: int = 400
     hang_create: bool = False
+    fail_polls: int = 0  # the next this many polls answer 503 (a transient server error)
 
 
 @dataclass
@@ -185,6 +187,9 @@ class FakeOpenAIBatchServer(FakeOpenAIServer, BatchCounters):
         if batch is None:
             return _error(404, "No such batch", "invalid_request_error", None)
         self.polls += 1
+        if self.control.fail_polls > 0:
+            self.control.fail_polls -= 1
+            return _error(503, "The server is overloaded.", "server_error", None)
         self._advance(batch)
         self.polled.set()
         return json_response(200, self._view(batch))

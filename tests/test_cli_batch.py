@@ -98,6 +98,11 @@ async def test_kill_while_pending_then_resume_collects_the_same_batch(
     assert entry.status == "submitted" and entry.batch_id in fake.batches
     fake.control.hold = False
     await resume_and_check(fake, tmp_path)
+    # The run directory is the run's: a fresh session must say --resume; with it, all cached.
+    code, _, err = await finish(await start(fake, tmp_path))
+    assert code == 2 and "add --resume" in err
+    code, _, err = await finish(await start(fake, tmp_path, "--resume"))
+    assert code == 0 and fake.creates == 1, err
 
 
 async def test_kill_between_create_and_record_finds_the_batch_by_its_token(

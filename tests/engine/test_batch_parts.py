@@ -110,3 +110,14 @@ def test_bad_status_in_state_file(tmp_path: Path) -> None:
 def test_batch_settings_are_checked(kwargs: dict[str, object]) -> None:
     with pytest.raises(SettingsError):
         BatchSettings(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_provider_without_a_batch_api_is_refused(tmp_path: Path) -> None:
+    from opro.engine.batch import BatchRunner
+    from opro.engine.engine import Engine
+    from opro.providers.errors import ConfigurationError
+
+    async with Engine(use_cache=False) as engine:
+        model = engine.model("simulated/s")
+        with pytest.raises(ConfigurationError, match="has none: drop --batch"):
+            BatchRunner(model, tmp_path)

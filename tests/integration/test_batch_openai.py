@@ -354,3 +354,13 @@ async def test_a_resumed_batch_does_not_use_up_the_rounds_of_new_pairs(
     report = await run(tmp_path, fake, BatchSettings(rounds=1), resume=True)
     assert fake.creates == 2 and [len(b.lines) for b in fake.batches.values()] == [12, 12]
     assert report.totals.errors == 0 and report.totals.calls == 24
+
+
+async def test_a_failed_poll_is_retried_with_backoff(
+    fake: FakeOpenAIBatchServer, tmp_path: Path
+) -> None:
+    fake.control.fail_polls = 2
+    sleeps = Sleeps()
+    report = await run(tmp_path, fake, sleeps=sleeps)
+    assert report.totals.calls == 24 and fake.creates == 1
+    assert sleeps.waits == [5.0, 10.0, 20.0]  # two 503s, then validating -> completed
