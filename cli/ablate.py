@@ -22,6 +22,7 @@ from opro.checks import SECONDS, IntRange
 from opro.cli.common import UsageError, default_position, engine_from_settings
 from opro.cli.help import add_command
 from opro.cli.optimize import GROUPS as OPTIMIZE_GROUPS
+from opro.cli.options import BATCH
 from opro.cli.protocol import apply_protocol
 from opro.cli.settings import Option, OptionGroup, Settings, add_groups, resolve
 from opro.cli.sweep import (
@@ -80,7 +81,8 @@ ABLATE = OptionGroup(
         ),
     ),
 )
-GROUPS = (*OPTIMIZE_GROUPS, ABLATE)
+# Batch mode is not wired through the arms yet (each step would wait hours for its batch).
+GROUPS = (*(g for g in OPTIMIZE_GROUPS if g is not BATCH), ABLATE)
 EXAMPLES = (
     "opro ablate exemplars --values 0,3,10 --repeats 3 --task bbh/navigate \\\n"
     "    --scorer openai/gpt-4o-mini --optimizer openai/gpt-4o --steps 20 --budget-usd 30",

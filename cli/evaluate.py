@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from opro.cli.batch import batch_ledger, batch_run_dir, batch_settings
 from opro.cli.common import (
     build_model,
     default_position,
@@ -27,11 +28,13 @@ from opro.cli.common import (
 )
 from opro.cli.help import add_command
 from opro.cli.options import (
+    BATCH,
     CACHE,
     CONFIG,
     COST,
     LIMITS,
     PROMPT,
+    RUN_DIR,
     SCORER_MODELS,
     TASK,
     LimitSettings,
@@ -40,6 +43,7 @@ from opro.cli.progress import Board, renderer_for
 from opro.cli.protocol import apply_protocol, qa_framing
 from opro.cli.runplan import RunPlan, dry_run_time, speed_from_limits
 from opro.cli.settings import Option, OptionGroup, Settings, UsageError, add_groups, resolve
+from opro.engine.batch_evaluate import evaluate_in_batches
 from opro.engine.evaluate import EvalReport
 from opro.engine.plan import plan_evaluation
 from opro.tasks import load_task, split
@@ -71,6 +75,12 @@ GROUPS = (
     COST,
     CACHE,
     OUTPUT,
+    BATCH,
+    RUN_DIR.changed(
+        "--run-dir",
+        help="with --batch: where the batch state and the spend ledger are kept",
+        default_text="none; --batch needs one",
+    ).changed("--resume", help="with --batch: collect the batches an earlier session sent"),
 )
 EXAMPLES = (
     'opro evaluate --task synthetic/boolean_expressions --instruction "" '
@@ -79,6 +89,8 @@ EXAMPLES = (
     "--scorer openai/gpt-4o-mini --rpm 3000 --budget-usd 2 --out report.json",
     'opro evaluate --task gsm8k --instruction "Let\'s solve the problem." '
     "--scorer openai/gpt-4o-mini --dry-run",
+    "opro evaluate --task gsm8k --instructions-file ins.txt --scorer openai/gpt-4o-mini "
+    "--batch --run-dir runs/gsm8k-batch   (later: add --resume)",
 )
 
 
@@ -197,6 +209,23 @@ async def _run(s: Settings, instructions: list[str], examples: list[Example]) ->
             print(plan.describe())
             print(dry_run_time(RunPlan(plan), speed))
             return None
+        run_dir = batch_run_dir(s)
+        if run_dir is not None:
+            async with batch_ledger(eng.budget, run_dir, resume=s["resume"]):
+                return await evaluate_in_batches(
+                    eng,
+                    instructions,
+                    examples,
+                    scorer,
+                    run_dir=run_dir,
+                    settings=batch_settings(s),
+                    resume=s["resume"],
+                    notify=lambda line: print(f"opro: {line}", file=sys.stderr, flush=True),
+                    position=position,
+                    qa_framing=framing,
+                    grading=s["grading"],
+                    errors=error_policy(s),
+                )
         board = Board(eng.budget, renderer_for(sys.stderr))
         task = board.task("evaluate")
         task.announce(RunPlan(plan, cached_at_start=True), speed)
@@ -237,6 +266,7 @@ def _writable(path: Path) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`opro evaluate`: 0 done, 1 every pair failed, 2 user error, 3 stopped by the budget."""
     s = settings_from_args(args)
+    batch_run_dir(s)  # a --batch without --run-dir fails before anything is read
     out = Path(s["out"]) if s["out"] else None
     if out is not None:
         _writable(out)

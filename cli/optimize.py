@@ -29,6 +29,7 @@ from opro.checks import (
     STEPS,
     TEMPERATURE,
 )
+from opro.cli.batch import batch_settings, check_batch_scorer
 from opro.cli.common import (
     build_model,
     default_position,
@@ -40,6 +41,7 @@ from opro.cli.common import (
 )
 from opro.cli.help import add_command
 from opro.cli.options import (
+    BATCH,
     BOTH_MODELS,
     CACHE,
     CONFIG,
@@ -240,6 +242,7 @@ GROUPS = (
     COST,
     CACHE,
     RUN_DIR,
+    BATCH,
 )
 EXAMPLES = (
     "opro optimize --task synthetic/boolean_expressions --steps 3 --train-fraction 0.15",
@@ -381,6 +384,8 @@ async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
             errors=error_policy(s),
             on_progress=progress.on_progress,
         )
+        if s["batch"] and not dry_run:
+            problem.batch = (batch_settings(s), run_dir)
         scorer_plan, optimizer_plan = plan_optimization(problem, optimizer, cfg)
         plan = RunPlan(
             scorer_plan,
@@ -421,6 +426,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         )
     configs(s)  # invalid combinations fail here, before any model is built
     _check_combinations(s)
+    check_batch_scorer(s)
     if s["run_dir"] is None:
         if s["resume"]:
             raise UsageError(f"{s.where('resume')} needs the --run-dir of the run to continue")

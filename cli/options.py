@@ -21,6 +21,7 @@ from opro.checks import (
     BUDGET_USD,
     CONCURRENCY,
     COUNT,
+    DELAY_SECONDS,
     FRACTION,
     MAX_TOKENS,
     REQUESTS_PER_MINUTE,
@@ -392,3 +393,39 @@ class ModelRole:
     stop: tuple[str, ...] = ()
     price: str | None = None
     priority: int = 1
+
+
+BATCH = OptionGroup(
+    "batch",
+    (
+        Option(
+            "--batch",
+            "send the scorer's uncached pairs through the vendor's batch API (openai/, "
+            "anthropic/): about half the price, answered within up to 24 hours; the batch "
+            "state is kept in --run-dir, so --resume picks a pending batch up",
+            kind="switch",
+        ),
+        Option(
+            "--batch-retry",
+            "where requests a batch did not answer (expired, cancelled, 429/5xx) go: a "
+            "follow-up batch, or the live API at the live price",
+            choices=("batch", "live"),
+            default="batch",
+        ),
+        Option(
+            "--batch-poll-max",
+            "longest wait between polls of a pending batch, in seconds (polls start 5 s "
+            "apart and double)",
+            type=DELAY_SECONDS,
+            metavar="SECONDS",
+            default=300.0,
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptionSettings:
+    batch: bool = False
+    batch_retry: str = "batch"
+    batch_poll_max: float = 300.0

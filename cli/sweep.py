@@ -22,6 +22,7 @@ from typing import Any
 
 from opro.caches.open import cache_label
 from opro.checks import SECONDS, IntRange
+from opro.cli.batch import batch_settings, check_batch_scorer
 from opro.cli.common import (
     DEFAULT_MODEL,
     EMBEDDED_SCORER_API,
@@ -227,6 +228,7 @@ def sweep_settings(s: Settings) -> SweepSettings:
         include_variants=bool(s["include_variants"]),
         data_dir=s["data_dir"],
         max_parallel_tasks=s["max_parallel_tasks"],
+        batch=batch_settings(s) if s["batch"] else None,
     )
 
 
@@ -385,6 +387,7 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
 def cmd_sweep(args: argparse.Namespace) -> int:
     """`opro sweep`: 0 all done, 1 a task failed, 2 user error, 3 stopped (resumable)."""
     s = _settings(args)
+    check_batch_scorer(s)
     settings = sweep_settings(s)
     if s["run_dir"] is None:
         run_dir = Path("opro-sweeps") / time.strftime("%Y%m%d-%H%M%S")

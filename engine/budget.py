@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from opro.checks import BUDGET_TOKENS, BUDGET_USD
@@ -103,6 +103,7 @@ class Budget:
         self._journal: Journal | None = None
         self._bound: Spend | None = None  # what the journal holds as the bound
         self._seq = 0
+        self._adopted = False
         self._lock = asyncio.Lock()
 
     @property
@@ -180,6 +181,19 @@ class Budget:
         self.reserved += cost
         return Reservation(cost)
 
+    def adopt(self, cost: Spend) -> Reservation | None:
+        """Turn `cost` of the prior spend back into a reservation, or None when the prior
+        spend does not hold it. For a batch an earlier session reserved and submitted (its
+        worst case is in the recorded bound) whose results this session collects: settling
+        it then charges what it really cost instead of its worst case on top of it."""
+        if not self.spent.covers(cost):
+            return None
+        left = self.spent - cost
+        self.spent = replace(left, cost_usd=max(0.0, left.cost_usd))
+        self.reserved += cost
+        self._adopted = True  # so `flush` records what it settles for, even with no write yet
+        return Reservation(cost)
+
     def settle(self, reservation: Reservation, cost: Spend) -> None:
         """Replace a reservation by what the call really cost, and wake waiting calls.
 
@@ -204,7 +218,8 @@ class Budget:
     async def flush(self) -> None:
         """Write what is spent to the journal now, with a bound tightened to what is
         spent and in flight (a crash after this overcounts by the calls in flight only)."""
-        if self._journal is not None and self._seq > 0:  # nothing recorded, nothing to fix
+        # Nothing recorded (and no batch adopted), nothing to fix.
+        if self._journal is not None and (self._seq > 0 or self._adopted):
             await self._sync(None)
 
     async def _sync(self, cost: Spend | None) -> None:

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 from opro.caches.base import ResultCache, flush_writes
 from opro.caches.disk import DiskCache
 from opro.caches.open import open_cache
-from opro.engine.budget import Budget
+from opro.engine.budget import Budget, BudgetExceeded
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
 from opro.engine.limits import ConnectionLimiter, LimitConfig
-from opro.engine.model import Decoding, Generation, Model, Price
+from opro.engine.model import Decoding, Generation, Model, ModelCallError, Price
 from opro.engine.pool import Endpoint, EndpointPool, PoolPolicy, PoolProvider, pool_urls
 from opro.engine.prices import known_price
 from opro.engine.retry import RetryPolicy
@@ -275,6 +275,8 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         errors: ErrorPolicy | None = None,
         flow: Hashable = None,
+        answered: dict[str, Generation | ModelCallError | BudgetExceeded] | None = None,
+        answered_price: Price | None = None,
     ) -> EvalReport:
         """`evaluate` with the task graders: `accuracy` by `grader` (default: the strict
         rules), `accuracy_reference` by `reference_grader` (default: the paper's rules);
@@ -293,6 +295,8 @@ class Engine:
             on_progress=on_progress,
             errors=errors,
             flow=flow,
+            answered=answered,
+            answered_price=answered_price,
         )
 
     async def aclose(self) -> None:

@@ -36,7 +36,7 @@ from opro.checks import COUNT, FRACTION
 from opro.engine.budget import BudgetExceeded
 from opro.engine.dedup import dedupe
 from opro.engine.limits import ConnectionRateLimited
-from opro.engine.model import Generation, Model, ModelCallError
+from opro.engine.model import Generation, Model, ModelCallError, Price
 from opro.engine.spend import NOTHING, Spend, SpendFields
 from opro.errors import OproError, SettingsError
 from opro.providers.errors import BadRequestError, FatalError
@@ -220,6 +220,10 @@ class _Acc:
     correct_reference: int = 0
     truncated: int = 0
     wrong: list[int] = field(default_factory=list)
+    # Tokens of pairs answered beforehand and what they cost, at their own price.
+    answered_in: int = 0
+    answered_out: int = 0
+    answered_usd: float = 0.0
 
     def add(
         self, generation: Generation, correct: bool, correct_reference: bool, example: int
@@ -374,12 +378,18 @@ async def evaluate(
     workers: int | None = None,
     errors: ErrorPolicy | None = None,
     flow: Hashable = None,
+    answered: dict[str, Generation | ModelCallError | BudgetExceeded] | None = None,
+    answered_price: Price | None = None,
 ) -> EvalReport:
     """Score every instruction on every example; see the module docstring.
 
     `flow` names who the calls are for (a sweep's task): the connection serves the calls
     of concurrent evaluations round-robin across flows, so none waits behind another's
-    backlog."""
+    backlog. `answered` holds pairs already paid for elsewhere (a batch, `engine.batch`),
+    by cache key: each entry is consumed by the first pair with its key and counted as
+    that pair's call (or failure; a `BudgetExceeded` skips every pair with the key); a
+    later pair with the same key reads the cache. Their tokens are priced at
+    `answered_price` (a batch's), not at the scorer's."""
     started = time.perf_counter()
     if grading not in GRADINGS:
         raise SettingsError(f"grading must be one of {', '.join(GRADINGS)}, got {grading!r}")
@@ -411,7 +421,8 @@ async def evaluate(
 
     render = partial(render_prompt, position=position, qa_framing=qa_framing)
     render("", "")  # a bad position or framing fails here, before any pair
-    pairs = _lookups(unique, examples, scorer, graders, accs, tally, render)
+    priced = (answered, answered_price) if answered else None
+    pairs = _lookups(unique, examples, scorer, graders, accs, tally, render, priced)
     first = next(pairs, None)  # a warm rerun grades every pair here and creates no task
     report_progress()
     stopped = None
@@ -468,6 +479,8 @@ def _lookups(
     accs: list[_Acc],
     tally: _Tally,
     render: Callable[[str, str], str],
+    answered: tuple[dict[str, Generation | ModelCallError | BudgetExceeded], Price | None]
+    | None = None,
 ) -> Iterator[_Pair]:
     """Every pair's prompt rendered, keyed and looked up, a chunk of pairs per cache query:
     hits are graded on the spot, misses yielded for the workers.
@@ -480,9 +493,48 @@ def _lookups(
             prompt = render(instruction, example.input)
             chunk.append((u, j, prompt, scorer.prompt_key(prompt)))
             if len(chunk) == LOOKUP_CHUNK:
+                if answered:
+                    chunk = _graded_answers(chunk, *answered, graders, accs, tally)
                 yield from _graded_hits(chunk, scorer, graders, accs, tally)
                 chunk = []
+    if answered:
+        chunk = _graded_answers(chunk, *answered, graders, accs, tally)
     yield from _graded_hits(chunk, scorer, graders, accs, tally)
+
+
+def _graded_answers(
+    chunk: list[_Pair],
+    answered: dict[str, Generation | ModelCallError | BudgetExceeded],
+    price: Price | None,
+    graders: _Graders,
+    accs: list[_Acc],
+    tally: _Tally,
+) -> list[_Pair]:
+    """Grade (or fail) the pairs of `chunk` answered beforehand; return the others. A pair
+    the budget refused (`BudgetExceeded`) is skipped, as in a live evaluation."""
+    rest: list[_Pair] = []
+    for pair in chunk:
+        got = answered.get(pair[3])
+        if got is None:
+            rest.append(pair)
+            continue
+        if isinstance(got, BudgetExceeded):
+            continue
+        del answered[pair[3]]
+        acc = accs[pair[0]]
+        before = tally.track(acc)
+        if isinstance(got, ModelCallError):
+            acc.fail(got)
+        else:
+            graders.add(acc, got, pair[1])
+            # Its tokens are priced here, at the price they were paid (not the scorer's).
+            acc.tokens_in -= got.usage.input_tokens
+            acc.tokens_out -= got.usage.output_tokens
+            acc.answered_usd += price.cost(got.usage) if price is not None else 0.0
+            acc.answered_in += got.usage.input_tokens
+            acc.answered_out += got.usage.output_tokens
+        tally.update(before, acc)
+    return rest
 
 
 def _graded_hits(
@@ -592,6 +644,8 @@ def _report(
         graded = acc.n - acc.errors
         usage = Usage(acc.tokens_in, acc.tokens_out)
         spend = Spend.of(usage, scorer.cost(usage), acc.calls)
+        if acc.answered_in or acc.answered_out or acc.answered_usd:
+            spend += Spend(0, acc.answered_in, acc.answered_out, acc.answered_usd)
         scores.append(
             InstructionScore(
                 instruction=ins,

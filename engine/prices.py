@@ -61,6 +61,24 @@ _TABLE: dict[str, tuple[float, float]] = {
 
 FREE_PROVIDERS = frozenset({"local", "simulated"})
 
+# What the vendors' batch APIs charge, as a fraction of the live price of the same model
+# (every model, input and output alike), as of 2026-12: OpenAI's Batch API bills "50% of
+# the synchronous API price" (platform.openai.com/docs/guides/batch, openai.com/api/pricing
+# "Batch" column); Anthropic's Message Batches bill "all usage at 50% of the standard API
+# prices" (docs.claude.com/en/docs/build-with-claude/batch-processing, "Pricing"). An
+# openai-compatible server's own batch API gets no discount: its price is what --price says.
+BATCH_PRICES_AS_OF = "2026-12"
+BATCH_DISCOUNT: dict[str, float] = {"openai": 0.5, "anthropic": 0.5}
+
+
+def batch_price(spec: str, live: Price | None) -> Price | None:
+    """The price of `provider/model` through its vendor's batch API, from its live price
+    (the table's or the user's `--price`); None when the live price is unknown."""
+    if live is None:
+        return None
+    factor = BATCH_DISCOUNT.get(spec.split("/", 1)[0], 1.0)
+    return Price(live.input_per_m * factor, live.output_per_m * factor)
+
 
 # A vendor snapshot date at the end of a name: OpenAI's -YYYY-MM-DD, Anthropic's -YYYYMMDD.
 _DATED = re.compile(r"^(?P<base>.+)-(?:20\d\d-[01]\d-[0-3]\d|20\d\d[01]\d[0-3]\d)$")

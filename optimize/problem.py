@@ -18,8 +18,11 @@ import hashlib
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from opro.engine.batch import BatchSettings
+from opro.engine.batch_evaluate import evaluate_in_batches
 from opro.engine.budget import BudgetExceeded
 from opro.engine.evaluate import ErrorPolicy, Grader, Progress
 from opro.engine.spend import NOTHING, Spend, SpendFields
@@ -190,6 +193,9 @@ class PromptProblem:
         self.part = InstructionPart(
             self.data.train, position, self.qa_framing, task_description=task_description(task)
         )
+        # Batch mode (`--batch`): each scoring goes through the vendor's batch API, with its
+        # state in this run directory (see `engine.batch`); None scores live.
+        self.batch: tuple[BatchSettings, Path] | None = None
 
     @property
     def splits(self) -> frozenset[SplitName]:
@@ -262,17 +268,34 @@ class PromptProblem:
         examples = self.examples(split)
         if not examples:
             raise SettingsError(f"task {self.task.name} has no {split} examples")
-        report = await self.engine.evaluate(
-            list(solutions),
-            examples,
-            self.scorer,
-            grader=self.grader,
-            position=self.position,
-            qa_framing=self.qa_framing,
-            on_progress=self.on_progress,
-            errors=self.errors,
-            flow=self.flow,
-        )
+        if self.batch is not None:
+            report = await evaluate_in_batches(
+                self.engine,
+                list(solutions),
+                examples,
+                self.scorer,
+                run_dir=self.batch[1],
+                settings=self.batch[0],
+                resume=True,  # a step's batch left by a killed session is collected
+                grader=self.grader,
+                position=self.position,
+                qa_framing=self.qa_framing,
+                on_progress=self.on_progress,
+                errors=self.errors,
+                flow=self.flow,
+            )
+        else:
+            report = await self.engine.evaluate(
+                list(solutions),
+                examples,
+                self.scorer,
+                grader=self.grader,
+                position=self.position,
+                qa_framing=self.qa_framing,
+                on_progress=self.on_progress,
+                errors=self.errors,
+                flow=self.flow,
+            )
         if report.stopped == "budget":
             # A score on the examples the budget allowed would mislead the optimizer.
             raise BudgetExceeded(f"the budget ran out while scoring on the {split} split")

@@ -22,12 +22,14 @@ from typing import Any
 
 import orjson
 
+from opro.engine.batch import BatchRunner
+from opro.engine.batch_evaluate import pending_requests
 from opro.engine.budget import BudgetExceeded
 from opro.engine.engine import Engine
 from opro.engine.evaluate import EvalReport, EvaluationAborted, Progress
 from opro.engine.ledger import stop_message
 from opro.engine.limits import ConnectionRateLimited, LimitConfig
-from opro.engine.model import Decoding, Model, ModelCallError
+from opro.engine.model import Decoding, Generation, Model, ModelCallError, Price
 from opro.errors import OproError
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, StepInfo, optimize
 from opro.optimize.problem import PromptProblem
@@ -143,6 +145,9 @@ class SweepRunner:
         self.writer: RecordWriter | None = None
         self.started = time.perf_counter()
         self.calls_before = 0
+        # --batch, evaluate-only: the answers of the up-front batch, graded by each task.
+        self.answered: dict[str, Generation | ModelCallError | BudgetExceeded] | None = None
+        self.answered_price: Price | None = None
 
     # -- preparation -----------------------------------------------------------------------
 
@@ -210,6 +215,8 @@ class SweepRunner:
         todo.sort(key=lambda e: -self.prepared[e.task].size)  # stable: ties keep their order
         queue = deque(todo)
         self.emit_progress()
+        if self.settings.batch is not None and self.settings.mode == "evaluate":
+            await self._batch_all(todo)
         ticker = asyncio.create_task(self._tick())
         self.writer = RecordWriter(self.directory)
         try:
@@ -224,6 +231,28 @@ class SweepRunner:
             finally:
                 writer.close()
                 self._save()  # the final state, written here and now
+
+    async def _batch_all(self, todo: list[TaskEntry]) -> None:
+        """`--batch`: one batch (per scorer model) over every pending pair of every task, so
+        the tasks then grade from the cache; its state lives in the sweep directory."""
+        ev, p, batch = self.settings.evaluate, self.settings.problem, self.settings.batch
+        assert ev is not None and batch is not None
+        qa = needs_qa_framing(p.position) if p.qa_framing is None else p.qa_framing
+        groups: dict[int, tuple[Model, list[tuple[list[str], Sequence[Example]]]]] = {}
+        for entry in todo:
+            prepared = self.prepared[entry.task]
+            assert not isinstance(prepared.examples, Split)
+            model = self._model("scorer", prepared.task)
+            jobs = groups.setdefault(id(model), (model, []))[1]
+            jobs.append((list(ev.instructions), prepared.examples))
+        self.answered = {}
+        for model, jobs in groups.values():
+            await model.prepare()
+            runner = BatchRunner(model, self.directory, batch, resume=True)
+            pending = pending_requests(model, jobs, position=p.position, qa_framing=qa)
+            outcome = await runner.run(pending)
+            self.answered.update(outcome.answered)
+            self.answered_price = runner.price
 
     async def _worker(self, queue: deque[TaskEntry]) -> None:
         while queue and self.stopped is None:
@@ -281,6 +310,8 @@ class SweepRunner:
             errors=p.errors,
             flow=entry.task,
         )
+        if self.settings.batch is not None:
+            problem.batch = (self.settings.batch, task_dir)
         return await optimize(
             problem,
             self._model("optimizer", prepared.task),
@@ -306,7 +337,11 @@ class SweepRunner:
             on_progress=partial(self._pairs, entry.task),
             errors=p.errors,
             flow=entry.task,
+            answered=self.answered,
+            answered_price=self.answered_price,
         )
+        if self.answered is not None and report.totals.skipped:
+            report.stopped = "budget"  # pairs the budget kept out of the batch
         if report.stopped == "budget":
             raise BudgetExceeded(f"the budget ran out while evaluating {entry.task}")
         t = report.totals

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import orjson
 
 from opro.checks import FRACTION, MAX_TOKENS, SEED, TEMPERATURE, IntRange
+from opro.engine.batch import BatchSettings
 from opro.engine.evaluate import ErrorPolicy
 from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, LimitConfig
 from opro.engine.model import Price
@@ -131,6 +132,9 @@ class SweepSettings:
     include_variants: bool = False
     data_dir: str | None = None
     max_parallel_tasks: int = 4
+    # --batch: an evaluate-only sweep sends one batch over every task's pairs first; an
+    # optimizing one scores each task's steps in batches (see `engine.batch`).
+    batch: BatchSettings | None = None
 
     def __post_init__(self) -> None:
         PARALLEL_TASKS.check("max parallel tasks", self.max_parallel_tasks)

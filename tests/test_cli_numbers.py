@@ -37,10 +37,11 @@ OPTIMIZE = [
     "--train-fraction", "--validation-fraction", "--split-seed", "--eval-every",
     "--patience", "--test-top", "--test-limit",
 ]  # fmt: skip
+BATCH = ["--batch-poll-max"]
 NUMERIC: dict[tuple[str, ...], list[str]] = {
-    ("evaluate",): ["--limit", *ENGINE],
-    ("optimize",): [*OPTIMIZE, *ENGINE],
-    ("sweep",): [*OPTIMIZE, *ENGINE, "--max-parallel-tasks", "--progress-every"],
+    ("evaluate",): ["--limit", *ENGINE, *BATCH],
+    ("optimize",): [*OPTIMIZE, *ENGINE, *BATCH],
+    ("sweep",): [*OPTIMIZE, *ENGINE, *BATCH, "--max-parallel-tasks", "--progress-every"],
     ("ablate",): [
         *OPTIMIZE,
         *ENGINE,
