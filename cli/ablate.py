@@ -22,7 +22,6 @@ from opro.checks import SECONDS, IntRange
 from opro.cli.common import UsageError, default_position, engine_from_settings
 from opro.cli.help import add_command
 from opro.cli.optimize import GROUPS as OPTIMIZE_GROUPS
-from opro.cli.options import BATCH
 from opro.cli.protocol import apply_protocol
 from opro.cli.settings import Option, OptionGroup, Settings, add_groups, resolve
 from opro.cli.sweep import (
@@ -81,8 +80,7 @@ ABLATE = OptionGroup(
         ),
     ),
 )
-# Batch mode is not wired through the arms yet (each step would wait hours for its batch).
-GROUPS = (*(g for g in OPTIMIZE_GROUPS if g is not BATCH), ABLATE)
+GROUPS = (*OPTIMIZE_GROUPS, ABLATE)
 EXAMPLES = (
     "opro ablate exemplars --values 0,3,10 --repeats 3 --task bbh/navigate \\\n"
     "    --scorer openai/gpt-4o-mini --optimizer openai/gpt-4o --steps 20 --budget-usd 30",
@@ -115,6 +113,10 @@ def register(subparsers: Any) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     s = resolve(GROUPS, args, command="ablate")
+    if s["batch"]:
+        raise UsageError(
+            f"{s.where('batch')}: opro ablate does not send batches yet; drop --batch"
+        )
     if s["resume"]:
         if s["run_dir"] is None:
             raise UsageError(f"{s.where('resume')} needs the --run-dir of the ablation")

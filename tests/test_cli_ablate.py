@@ -43,6 +43,7 @@ def one_line_error(code: int, err: str, message: str) -> None:
         (["--values", "0,3"], "give the axis to ablate: one of order, buckets"),
         (["exemplars", "--values", "0", "--task", "bbh/navigat"], "unknown task 'bbh/navigat'"),
         (["exemplars", "--values", "0", "--task", ""], "give --task"),
+        (["exemplars", "--values", "0", "--batch"], "opro ablate does not send batches yet"),
     ],
 )
 def test_user_errors_are_one_line_and_nothing_is_created(

@@ -45,6 +45,7 @@ NUMERIC: dict[tuple[str, ...], list[str]] = {
     ("ablate",): [
         *OPTIMIZE,
         *ENGINE,
+        *BATCH,
         "--repeats",
         "--total-candidates",
         "--max-parallel-arms",
