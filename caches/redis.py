@@ -44,13 +44,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from opro.caches.base import CacheStats, UnreadableEntry, decode, encode
 from opro.caches.disk import CacheError
 from opro.caches.writer import Batch, WriteBehind
 from opro.providers.types import Completion
 from opro.providers.urls import redact_url, scrub
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 log = logging.getLogger("opro.cache")
 

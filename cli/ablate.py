@@ -114,9 +114,7 @@ def register(subparsers: Any) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     s = resolve(GROUPS, args, command="ablate")
     if s["batch"]:
-        raise UsageError(
-            f"{s.where('batch')}: opro ablate does not send batches yet; drop --batch"
-        )
+        raise UsageError(f"{s.where('batch')}: opro ablate does not send batches yet; drop --batch")
     if s["resume"]:
         if s["run_dir"] is None:
             raise UsageError(f"{s.where('resume')} needs the --run-dir of the ablation")
