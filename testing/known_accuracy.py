@@ -9,31 +9,33 @@ below it: the accuracy on a fixed training set is therefore a known, determinist
   instruction-tuned style) gets `PROPOSALS` bracketed instructions drawn from the prompt's
   hash (so every step proposes new ones and a rerun proposes the same ones); a scorer prompt
   (`{instruction}\\n{question}`, the default position without framing) is answered right or
-  wrong as above. `python -m opro.testing.known_accuracy` serves it (READY <base url>).
-* `KnownAccuracyProblem` is a `PromptProblem` scored in-process by the same rule (no engine
-  call, `pairs` counts the pairs scored), for runs over many seeds.
+  wrong as above. `python -m opro.testing.known_accuracy` serves it (READY <base url>; `serve`).
+* `KnownAccuracyProvider` answers with `responder` in-process: a `Model` of it runs the
+  engine's whole path (cache, single-flight, budget) without a network. (`benchmarks/racing.py`
+  also scores by the same rule without the engine, for runs over many seeds.)
 * `parity_task(path, n)` writes the task file both use.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from opro.engine.spend import Spend
-from opro.optimize.problem import PromptProblem, SolutionScore, SplitName
-from opro.tasks.types import Example
+from opro.providers.base import Provider
+from opro.providers.types import Completion, Request, Usage
 from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig, serve_until_signalled
 
 LOW, HIGH = 0.2, 0.9
 PROPOSALS = 8
 META_MARK = "Write the text in square brackets."
 QUESTION_MARK = "Question "
-_WORDS = (
+WORDS = (
     "think", "carefully", "check", "parity", "count", "pairs", "answer", "briefly", "halve",
     "recall", "even", "odd", "trust", "instinct", "verify", "twice", "look", "closely",
     "decide", "quickly", "reason", "aloud", "focus", "digits", "consider", "rules",
@@ -63,7 +65,7 @@ def proposals(prompt: str, k: int = PROPOSALS) -> list[str]:
     out = []
     for i in range(k):
         digest = hashlib.sha256(f"{i}\x00{prompt}".encode()).digest()
-        words = [_WORDS[b % len(_WORDS)] for b in digest[1 : 4 + digest[0] % 3]]
+        words = [WORDS[b % len(WORDS)] for b in digest[1 : 4 + digest[0] % 3]]
         out.append(" ".join(words).capitalize() + ".")
     return out
 
@@ -93,48 +95,54 @@ def parity_task(path: Path, n: int) -> Path:
     return path
 
 
-class KnownAccuracyProblem(PromptProblem):
-    """A `PromptProblem` whose scorer is `answers_right`, computed here: no call is made."""
+class KnownAccuracyProvider(Provider):
+    """`responder` in-process; `calls` counts the requests it answered."""
 
-    pairs = 0
+    name = "known"
 
-    async def _score_on(
-        self,
-        solutions: Sequence[str],
-        examples: Sequence[Example],
-        split: SplitName,
-        indices: Sequence[int] | None = None,
-    ) -> list[SolutionScore]:
-        out = []
-        for solution in solutions:
-            wrong = [
-                i if indices is None else indices[i]
-                for i, ex in enumerate(examples)
-                if not answers_right(solution, ex.input)
-            ]
-            n = len(examples)
-            correct = n - len(wrong)
-            self.pairs += n
-            out.append(
-                SolutionScore(
-                    score=correct / n,
-                    spend=Spend(calls=n),
-                    detail={
-                        "correct": correct,
-                        "correct_reference": correct,
-                        "graded": n,
-                        "n": n,
-                        **({"wrong": sorted(wrong)} if split == "train" else {}),
-                    },
-                    by_grading={"strict": correct / n, "reference": correct / n},
-                )
-            )
-        return out
+    def __init__(self, model: str = "accuracy") -> None:
+        super().__init__(model)
+        self.calls = 0
+
+    async def complete(self, request: Request) -> Completion:
+        self.calls += 1
+        text = responder(request.as_text())
+        out = min(request.max_tokens, max(1, len(text) // 4))
+        usage = Usage(max(1, len(request.as_text()) // 4), request.n * out)
+        return Completion((text,) * request.n, usage, ("stop",) * request.n)
+
+    @property
+    def supports_n(self) -> bool:
+        return True
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"model": self.spec}
 
 
-async def _serve() -> int:
-    return await serve_until_signalled(FakeOpenAIServer(FakeServerConfig(responder=responder)))
+async def serve(argv: list[str]) -> int:
+    """The server process. `--hang-in-step S --after A`: after the A-th scorer answer of step
+    S, the next request is held forever, so a test can kill a run at a known point mid-step
+    (with `--max-concurrency 1` nothing answered is left unrecorded)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hang-in-step", type=int, default=None)
+    parser.add_argument("--after", type=int, default=1)
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(FakeServerConfig(responder=responder))
+    metas = scored = 0
+
+    def hanging(prompt: str) -> str:
+        nonlocal metas, scored
+        if META_MARK in prompt:
+            metas += 1
+        elif metas == args.hang_in_step:
+            scored += 1
+            if scored == args.after:
+                server.inject("hang", 1)
+        return responder(prompt)
+
+    server.config.responder = hanging
+    return await serve_until_signalled(server)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(_serve()))
+    sys.exit(asyncio.run(serve(sys.argv[1:])))
