@@ -81,7 +81,7 @@ def read_steps(run_dir: Path) -> list[StepRecord]:
 
 
 def raced_entries(run_dir: Path) -> list[dict[str, Any]]:
-    return [c for r in read_steps(run_dir) for c in r["candidates"] if c["status"] == "raced"]
+    return [dict(c) for r in read_steps(run_dir) for c in r["candidates"] if c["status"] == "raced"]
 
 
 def test_racing_pays_less_and_changes_nothing_the_optimizer_saw(tmp_path: Path) -> None:
