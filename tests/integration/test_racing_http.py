@@ -168,3 +168,23 @@ def test_sigkill_mid_racing_step_then_resume_pays_nothing_twice(task: Path, tmp_
     assert stable(a) == stable(b)
     assert paid_before + resumed_paid == straight_paid
     assert 0 < resumed_paid < straight_paid
+
+
+def test_a_sweep_races_every_task(task: Path, tmp_path: Path) -> None:
+    other = parity_task(tmp_path / "parity2.jsonl", 140)
+    server = Server()
+    try:
+        argv = [
+            "sweep", "--tasks", str(task), "--tasks", str(other),
+            *args(task, server.base_url, tmp_path / "sweep", tmp_path / "c", "--racing")[3:],
+        ]  # fmt: skip
+        assert main(argv) == 0
+    finally:
+        server.close()
+    record = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert record["settings"]["optimize"]["racing"] is True
+    runs = [p.parent for p in (tmp_path / "sweep").glob("*/steps.jsonl")]
+    assert len(runs) == 2
+    for run in runs:
+        records = lines(run / "steps.jsonl")
+        assert any(c["status"] == "raced" for r in records for c in r["candidates"])
