@@ -47,12 +47,15 @@ def _unit(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def latent_accuracy(instruction: str) -> float:
-    return LOW + (HIGH - LOW) * _unit("accuracy", instruction)
+def latent_accuracy(instruction: str, spread: tuple[float, float] = (LOW, HIGH)) -> float:
+    low, high = spread
+    return low + (high - low) * _unit("accuracy", instruction)
 
 
-def answers_right(instruction: str, question: str) -> bool:
-    return _unit("right", instruction, question) < latent_accuracy(instruction)
+def answers_right(
+    instruction: str, question: str, spread: tuple[float, float] = (LOW, HIGH)
+) -> bool:
+    return _unit("right", instruction, question) < latent_accuracy(instruction, spread)
 
 
 def true_accuracy(instruction: str, questions: Sequence[str]) -> float:
