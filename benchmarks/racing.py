@@ -78,7 +78,12 @@ class KnownAccuracyProblem(PromptProblem):
             n = len(examples)
             correct = n - len(wrong)
             self.pairs += n
-            detail = {"correct": correct, "correct_reference": correct, "graded": n, "n": n}
+            detail: dict[str, Any] = {
+                "correct": correct,
+                "correct_reference": correct,
+                "graded": n,
+                "n": n,
+            }
             if split == "train":
                 detail["wrong"] = sorted(wrong)
             accuracy = correct / n
