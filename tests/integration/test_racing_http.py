@@ -188,3 +188,48 @@ def test_a_sweep_races_every_task(task: Path, tmp_path: Path) -> None:
     for run in runs:
         records = lines(run / "steps.jsonl")
         assert any(c["status"] == "raced" for r in records for c in r["candidates"])
+
+
+def test_a_racing_run_stopped_by_its_budget_resumes_to_the_same_result(
+    task: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = Server()
+    try:
+        straight = args(task, server.base_url, tmp_path / "straight", tmp_path / "c1", "--racing")
+        assert main(straight) == 0
+        spent = json.loads((tmp_path / "straight" / "results.json").read_text())["totals"]
+        total = spent["tokens_in"] + spent["tokens_out"]
+        server.reset()
+        argv = args(task, server.base_url, tmp_path / "run", tmp_path / "c2", "--racing")
+        assert main([*argv, "--budget-tokens", str(total // 2)]) == 3
+        assert "stopped by the budget" in capsys.readouterr().err
+        stopped_at = len(lines(tmp_path / "run" / "steps.jsonl"))
+        assert 0 < stopped_at < 4
+        assert main([*argv, "--resume", "--budget-tokens", str(10 * total)]) == 0
+        counts = server.stats(prompts=True)["prompt_counts"]
+    finally:
+        server.close()
+    assert not [p for p, c in counts.items() if c > 1]  # nothing paid twice
+    a = lines(tmp_path / "straight" / "steps.jsonl")
+    b = lines(tmp_path / "run" / "steps.jsonl")
+    assert stable(a) == stable(b)
+    assert any(c["status"] == "raced" for r in b for c in r["candidates"])
+
+
+def test_a_dry_run_gives_racings_savings_as_a_range(
+    task: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "optimize", "--task", str(task), "--scorer", "simulated/a", "--optimizer", "simulated/b",
+        "--train-fraction", "0.8", "--steps", "10", "--candidates-per-step", "4", "--dry-run",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    plain = capsys.readouterr().out
+    assert "racing" not in plain
+    assert main([*argv, "--racing"]) == 0
+    out = capsys.readouterr().out
+    upper = int(plain.split("scorer (at most): ")[1].split(" pairs")[0])
+    # Later candidates (10 steps x 4) stopped at the first look: 16 of 120 examples each.
+    low = upper - 10 * 4 * (120 - 16)
+    assert f"racing: scorer calls between {low:,} " in out and f"and {upper:,} (none" in out
+    assert out.replace(out.splitlines()[2] + "\n", "") == plain  # the upper bound is unchanged
