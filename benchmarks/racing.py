@@ -198,7 +198,7 @@ async def server(seeds: int, steps: int, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-async def embedded(root: Path) -> dict[str, Any]:
+def embedded(root: Path) -> dict[str, Any]:
     from opro.cli.main import main
 
     common = [
@@ -293,7 +293,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                     f"(full) and {r['run_racing']:,} (racing)"
                 )
         if args.embedded:
-            out["embedded"] = await asyncio.to_thread(lambda: asyncio.run(embedded(root)))
+            out["embedded"] = await asyncio.to_thread(embedded, root)
             e = out["embedded"]
             print(
                 f"embedded smollm2-135m, {e['train_examples']} training examples, 3 steps x 4: "
