@@ -178,11 +178,13 @@ class _Tally:
 
     parts: list[SolutionScore]
 
-    def counts(self, grading: Grading) -> tuple[int, int]:
-        """(correct by `grading`, graded)."""
+    def counts(self, grading: Grading) -> tuple[int, int] | None:
+        """(correct by `grading`, graded), or None when a round did not count them."""
         key = "correct_reference" if grading == "reference" else "correct"
-        correct = sum(int(p.detail.get(key) or 0) for p in self.parts)
-        return correct, sum(int(p.detail.get("graded", 0)) for p in self.parts)
+        found = [c for p in self.parts if isinstance(c := p.detail.get(key), int)]
+        if len(found) < len(self.parts):
+            return None  # never stop on counts that are not there
+        return sum(found), sum(int(p.detail.get("graded", 0)) for p in self.parts)
 
     def merged(self) -> SolutionScore:
         """What one fan-out over the same examples would have reported."""
@@ -244,9 +246,10 @@ async def race(
         if size == total:
             break
         for i in alive:
-            correct, graded = tallies[i].counts(grading)
-            if graded == 0:
+            counted = tallies[i].counts(grading)
+            if counted is None or counted[1] == 0:
                 continue
+            correct, graded = counted
             stop, bound = stop_rule(correct, graded, total, needed, alpha)
             if stop:
                 stops[i] = Raced(graded, total, bound, needed, alpha)

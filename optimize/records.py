@@ -9,9 +9,10 @@ The types are `TypedDict`s that spell out the JSON exactly (its field names are 
 format; older runs must keep resuming): a candidate is a `ScoredCandidate` (status `start` or
 `new`: scored, so it carries its canonical text, score and error count), a `RacedCandidate`
 (status `raced`: `--racing` stopped it part-way, so its score is partial and it never enters
-the history) or an `OtherCandidate` (a duplicate, a rejected or a surplus proposal). `step_record_problem`
-checks a parsed line against these annotations, so the check and the types cannot drift
-apart; keys a record does not declare are free, so records may grow new fields.
+the history) or an `OtherCandidate` (a duplicate, a rejected or a surplus proposal).
+`step_record_problem` checks a parsed line against these annotations, so the check and the
+types cannot drift apart; keys a record does not declare are free, so records may grow new
+fields.
 
 Counts and cost travel as `RunTotals` (a `Spend` plus cache hits and failed pairs) and turn
 into the flat JSON fields (`calls`, `cache_hits`, `errors`, `tokens_in`, `tokens_out`,

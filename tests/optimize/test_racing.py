@@ -230,3 +230,28 @@ def test_a_raced_record_is_checked_like_every_other() -> None:
     assert step_record_problem({**record, "candidates": [broken]}) == (
         "candidates[0].bound is missing"
     )
+
+
+def test_no_stop_on_counts_a_round_did_not_report() -> None:
+    """By the reference rules with no reference counts (a grader without them): no stop."""
+
+    class NoReference(Subsets):
+        async def score_examples(
+            self, solutions: Sequence[str], indices: Sequence[int]
+        ) -> list[SolutionScore]:
+            got = await super().score_examples(solutions, indices)
+            return [
+                SolutionScore(s.score, s.spend, detail={**s.detail, "correct_reference": None})
+                for s in got
+            ]
+
+    problem = NoReference({"bad": [False] * 200})
+    seed = racing_seed(0, 1)
+    [(score, stop)] = asyncio.run(
+        race(problem, ["bad"], needed=0.7, delta=0.05, seed=seed, grading="reference")
+    )
+    assert stop is None and score.calls == 200
+    [(_, stop)] = asyncio.run(
+        race(problem, ["bad"], needed=0.7, delta=0.05, seed=seed, grading="strict")
+    )
+    assert stop is not None
