@@ -12,8 +12,8 @@ top `test_top` and the best) differs.
   candidates per step, the paper's meta-prompt (best 20 shown), top 3 kept.
 * `server`: a few seeds through the real engine over HTTP on the fake OpenAI server with the
   same responder; counts what the server answered.
-* `embedded`: one short run on `local/smollm2-135m` (both roles; slow, so small: 60 training
-  examples, 3 steps of 4, 4 shown, top 1). Both runs share a cache, so the racing run
+* `embedded`: one short run on `local/smollm2-135m` (both roles; slow, so small: 30 training
+  examples, 2 steps of 4, 2 shown, top 1). Both runs share a cache, so the racing run
   re-sends nothing; pairs scored (calls + cache hits) is the cost measure there.
 
 Usage: python benchmarks/racing.py [--seeds 100] [--steps 20] [--server-seeds 2]
@@ -202,9 +202,9 @@ def embedded(root: Path) -> dict[str, Any]:
     from opro.cli.main import main
 
     common = [
-        "optimize", "--task", "synthetic/boolean_expressions", "--train-fraction", "0.3",
-        "--steps", "3", "--candidates-per-step", "4", "--max-shown", "4", "--test-top", "1",
-        "--test-limit", "20", "--cache-dir", str(root / "cache-embedded"),
+        "optimize", "--task", "synthetic/boolean_expressions", "--train-fraction", "0.15",
+        "--steps", "2", "--candidates-per-step", "4", "--max-shown", "2", "--test-top", "1",
+        "--test-limit", "5", "--cache-dir", str(root / "cache-embedded"),
     ]  # fmt: skip
     started = time.perf_counter()
     assert main([*common, "--run-dir", str(root / "emb-full")]) == 0
@@ -296,7 +296,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             out["embedded"] = await asyncio.to_thread(embedded, root)
             e = out["embedded"]
             print(
-                f"embedded smollm2-135m, {e['train_examples']} training examples, 3 steps x 4: "
+                f"embedded smollm2-135m, {e['train_examples']} training examples, 2 steps x 4: "
                 f"{e['full_pairs']} -> {e['racing_pairs']} training pairs, {e['raced']} raced, "
                 f"meta-prompts differ at {e['meta_prompt_differs_at'] or 'no step'}, "
                 f"final differs: {e['final_differs']}"
