@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from opro.engine.model import Decoding, Model, Price
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
 from opro.optimize.metaprompt import MetaPromptConfig
 from opro.optimize.problem import PromptProblem
+from opro.optimize.protocol import protocol_preset
 from opro.optimize.records import StepRecord
 from opro.optimize.runlog import read_steps as read_log
 from opro.providers.errors import FatalError
@@ -66,13 +68,16 @@ async def run(
     provider: KnownAccuracyProvider | None = None,
     resume: bool = False,
     cache: str | None = None,
+    cfg: OptimizeConfig | None = None,
 ) -> tuple[OptimizationResult, KnownAccuracyProvider]:
     provider = provider or KnownAccuracyProvider()
     task = load_task(str(parity_task(tmp / "task.jsonl", 250)))
     async with Engine(cache_dir=tmp / (cache or f"cache-{name}")) as engine:
         model = known_model(engine, provider)
         problem = PromptProblem(engine, model, task, train_fraction=0.8, test_limit=10)
-        result = await optimize(problem, model, config(racing), run_dir=tmp / name, resume=resume)
+        result = await optimize(
+            problem, model, cfg or config(racing), run_dir=tmp / name, resume=resume
+        )
     return result, provider
 
 
@@ -188,3 +193,26 @@ def test_a_run_stopped_mid_step_resumes_without_paying_again(tmp_path: Path) -> 
         ]
 
     assert decisions(tmp_path / "cut") == decisions(tmp_path / "straight")
+
+
+def test_racing_under_the_paper_protocol(tmp_path: Path) -> None:
+    """The reference's listing rules (best 20, scores >= 0 for a non-GPT scorer) and grading.
+
+    (Its extraction takes one candidate per answer, and these models give one answer per
+    step, so the lenient extraction lets 8 a step through and racing start by step 3.)
+    """
+    meta = replace(protocol_preset("paper").meta, extraction="lenient")
+    cfg = OptimizeConfig(
+        steps=4, candidates_per_step=8, seed=1, meta=meta, protocol="paper",
+        grading="reference", racing=True,
+    )  # fmt: skip
+    result, _ = asyncio.run(run(tmp_path, "paper", True, cfg=cfg))
+    stopped = raced_entries(tmp_path / "paper")
+    assert stopped  # from step 3 on, once 20 instructions are fully scored
+    records = read_steps(tmp_path / "paper")
+    assert {r["step"] for r in records if any(c["status"] == "raced" for c in r["candidates"])}
+    for c in stopped:
+        # Ranked by the reference grading: the bound is on its count, below the 20th best.
+        assert c["score"] == c["accuracy_reference"] and c["bound"] < c["threshold"]
+    ranked = sorted((h.score for h in result.history), reverse=True)
+    assert all(c["threshold"] <= ranked[19] for c in stopped)
