@@ -13,10 +13,11 @@ top `test_top` and the best) differs.
 * `server`: a few seeds through the real engine over HTTP on the fake OpenAI server with the
   same responder; counts what the server answered.
 * `embedded`: one short run on `local/smollm2-135m` (both roles; slow, so small: 30 training
-  examples, 2 steps of 4, 2 shown, top 1). Both runs share a cache, so the racing run
-  re-sends nothing; pairs scored (calls + cache hits) is the cost measure there.
+  examples, 1 step of 4 candidates raced against the starting instruction: 1 shown, top 1).
+  Both runs share a cache, so the racing run re-sends nothing; pairs scored (calls + cache
+  hits) is the cost measure there.
 
-Usage: python benchmarks/racing.py [--seeds 100] [--steps 20] [--server-seeds 2]
+Usage: python benchmarks/racing.py [--seeds 100] [--steps 30] [--server-seeds 2]
        [--embedded] [--json out.json]
 """
 
@@ -203,7 +204,7 @@ def embedded(root: Path) -> dict[str, Any]:
 
     common = [
         "optimize", "--task", "synthetic/boolean_expressions", "--train-fraction", "0.15",
-        "--steps", "2", "--candidates-per-step", "4", "--max-shown", "2", "--test-top", "1",
+        "--steps", "1", "--candidates-per-step", "4", "--max-shown", "1", "--test-top", "1",
         "--test-limit", "5", "--cache-dir", str(root / "cache-embedded"),
     ]  # fmt: skip
     started = time.perf_counter()
@@ -296,7 +297,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             out["embedded"] = await asyncio.to_thread(embedded, root)
             e = out["embedded"]
             print(
-                f"embedded smollm2-135m, {e['train_examples']} training examples, 2 steps x 4: "
+                f"embedded smollm2-135m, {e['train_examples']} training examples, 1 step x 4: "
                 f"{e['full_pairs']} -> {e['racing_pairs']} training pairs, {e['raced']} raced, "
                 f"meta-prompts differ at {e['meta_prompt_differs_at'] or 'no step'}, "
                 f"final differs: {e['final_differs']}"
@@ -307,9 +308,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--server-seeds", type=int, default=2)
-    parser.add_argument("--server-steps", type=int, default=8)
+    parser.add_argument("--server-steps", type=int, default=10)
     parser.add_argument("--embedded", action="store_true")
     parser.add_argument(
         "--spread", type=float, nargs=2, default=(LOW, HIGH), metavar=("LOW", "HIGH")
