@@ -13,7 +13,8 @@ instructions are never polished; only the optimizer's proposals are). Every late
    `resample_invalid` it asks again for as many answers as were invalid (as the paper's TSP
    code does), at most `RESAMPLE_ROUNDS` more times, each ask with its own sample index;
    the record counts the invalid proposals (`invalid`) and the asks (`asks`) either way;
-4. scores the new ones on the training split through the engine's fan-out;
+4. scores the new ones on the training split through the engine's fan-out (with `racing`,
+   in rounds that stop the candidates that cannot matter: `optimize/racing.py`);
 5. every `eval_every` steps scores the best solution so far on the validation split, and
    stops after `patience` validation checks without improvement;
 6. appends the step record to the run log.
