@@ -48,6 +48,7 @@ from opro.cli.options import (
     COST,
     LIMITS,
     PROMPT,
+    RACING,
     RUN_DIR,
     TASK,
     LimitSettings,
@@ -72,6 +73,7 @@ from opro.optimize.metaprompt import (
 )
 from opro.optimize.plan import plan_optimization
 from opro.optimize.problem import PromptProblem
+from opro.optimize.racing import racing_plan_line
 from opro.optimize.runlog import RunDirError, logged_spend, render_summary
 from opro.tasks import load_task
 
@@ -237,6 +239,7 @@ GROUPS = (
     BOTH_MODELS,
     LOOP,
     META,
+    RACING,
     PROMPT,
     LIMITS,
     COST,
@@ -327,6 +330,8 @@ def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
         select_by=s["select_by"],
         grading=s["grading"],
         protocol=s["protocol"],
+        racing=bool(s["racing"]),
+        racing_delta=s["racing_delta"],
     )
     return cfg, meta
 
@@ -398,6 +403,15 @@ async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
         if dry_run:
             print(f"scorer (at most): {scorer_plan.describe()}")
             print(f"optimizer (at most): {optimizer_plan.describe()}")
+            if cfg.racing:
+                print(
+                    racing_plan_line(
+                        scorer_plan.calls,
+                        cfg.steps,
+                        cfg.candidates_per_step,
+                        problem.training_size(),
+                    )
+                )
             print(dry_run_time(plan, speed))
             return None
         # The budget is the run's: what earlier sessions spent counts against the cap.

@@ -34,6 +34,7 @@ from opro.engine.limits import DEFAULT_MAX_CONCURRENCY
 from opro.engine.prices import price_option
 from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from opro.optimize.protocol import PROTOCOLS
+from opro.optimize.racing import RACING_DELTA
 from opro.tasks.grading import GRADINGS
 from opro.tasks.prompts import POSITIONS
 
@@ -304,6 +305,27 @@ RUN_DIR = OptionGroup(
             default_text="opro-runs/<task>-<time>",
         ),
         Option("--resume", "continue the run in --run-dir", kind="switch"),
+    ),
+)
+
+# Racing (`optimize/racing.py`): its own group, so `opro optimize` and `opro sweep` share it.
+RACING = OptionGroup(
+    "racing",
+    (
+        Option(
+            "--racing",
+            "score each step's candidates in rounds and stop those that, with high "
+            "confidence, can enter neither the meta-prompt nor the final table",
+            kind="switch",
+        ),
+        Option(
+            "--racing-delta",
+            "racing's error rate: per step, the chance that a candidate that could matter "
+            "is stopped (Bonferroni over the candidates and the looks)",
+            type=RACING_DELTA,
+            default=0.05,
+            metavar="P",
+        ),
     ),
 )
 

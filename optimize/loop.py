@@ -13,7 +13,8 @@ instructions are never polished; only the optimizer's proposals are). Every late
    `resample_invalid` it asks again for as many answers as were invalid (as the paper's TSP
    code does), at most `RESAMPLE_ROUNDS` more times, each ask with its own sample index;
    the record counts the invalid proposals (`invalid`) and the asks (`asks`) either way;
-4. scores the new ones on the training split through the engine's fan-out;
+4. scores the new ones on the training split through the engine's fan-out (with `racing`,
+   in rounds that stop the candidates that cannot matter: `optimize/racing.py`);
 5. every `eval_every` steps scores the best solution so far on the validation split, and
    stops after `patience` validation checks without improvement;
 6. appends the step record to the run log.
@@ -44,6 +45,13 @@ from opro.optimize.gradings import chosen_score, final_gradings, grading_fields,
 from opro.optimize.metaprompt import MetaPromptConfig, Scored
 from opro.optimize.problem import Problem, SplitName, model_identity
 from opro.optimize.protocol import PROTOCOLS, ProtocolName, resolve_meta
+from opro.optimize.racing import (
+    RACING_DELTA,
+    check_racing,
+    check_racing_meta,
+    racing_seed,
+    score_step,
+)
 from opro.optimize.records import (
     Candidate,
     OtherCandidate,
@@ -54,6 +62,7 @@ from opro.optimize.records import (
     is_scored,
     no_candidate,
     optimizer_call,
+    raced_candidate,
     scored_candidate,
     spend_record,
     validation_check,
@@ -76,6 +85,9 @@ class OptimizeConfig:
     our strict rules or the paper's reference rules; records and results carry both.
     `protocol` names the preset the settings came from (`protocol.protocol_preset`), so the
     run's records say whether its numbers follow the paper's protocol.
+    `racing` scores a step's candidates in rounds and stops those that cannot enter the
+    meta-prompt or the final table (`optimize/racing.py`); `racing_delta` bounds, per step,
+    the probability that one that could is stopped.
     """
 
     steps: int = 200
@@ -91,8 +103,13 @@ class OptimizeConfig:
     grading: Grading = "strict"
     protocol: ProtocolName = "ours"
     resample_invalid: bool = False
+    racing: bool = False
+    racing_delta: float = 0.05
 
     def __post_init__(self) -> None:
+        RACING_DELTA.check("racing_delta", self.racing_delta)
+        if self.racing:
+            check_racing_meta(self.meta)
         if self.protocol not in PROTOCOLS:
             raise SettingsError(f"unknown protocol {self.protocol!r}; use {', '.join(PROTOCOLS)}")
         STEPS.check("steps", self.steps)
@@ -247,6 +264,7 @@ class _State:
         self.last_step = -1
         self.totals = RunTotals()
         self.wrong: dict[str, tuple[int, ...]] = {}  # training examples each solution missed
+        self.raced: dict[str, int] = {}  # proposals racing stopped, by the step that did
         self.answers = self.extraction_failures = 0
 
     def final_score(self, solution: str) -> tuple[float, int] | None:
@@ -279,6 +297,12 @@ class _State:
                     self.gradings[c["canonical"]] = found
                 if (wrong := wrong_examples(c)) is not None:
                     self.wrong[c["canonical"]] = wrong
+            elif c["status"] == "raced":
+                self.raced.setdefault(c["canonical"], record["step"])
+
+    def complete_scores(self) -> list[float]:
+        """The scores of the solutions scored on every training example without errors."""
+        return [v[0] for v in self.scores.values() if v[0] is not None and v[2]]
 
     def apply_rest(self, record: StepRecord) -> None:
         check = record.get("validation")
@@ -343,7 +367,7 @@ class _Loop:
                 fresh.add(text)
                 entries.append(_Fresh("start", text, text))
         self._phase(0, "scoring")
-        candidates, cost = await self._score_new(entries)
+        candidates, cost = await self._score_new(entries, 0)
         record: StepRecord = {"step": 0, "kind": "start", "candidates": candidates, "totals": {}}
         await self._finish(record, started, cost)
 
@@ -378,7 +402,7 @@ class _Loop:
             sample = resample_seed(step, len(generations))
         optimizer_s = time.perf_counter() - started
         self._phase(step, "scoring")
-        candidates, scoring = await self._score_new(entries)
+        candidates, scoring = await self._score_new(entries, step)
         asked = RunTotals(
             sum(
                 (Spend.of(g.usage, self.optimizer.cost(g.usage), g.calls) for g in generations),
@@ -425,6 +449,10 @@ class _Loop:
         elif known is not None:
             entry["status"] = "duplicate"
             entry["duplicate_of_step"], entry["score"] = known[1], known[0]
+        elif canonical in self.state.raced:  # it cannot matter: not scored again
+            entry["status"] = "duplicate"
+            entry["duplicate_of_step"], entry["score"] = self.state.raced[canonical], None
+            entry["reason"] = "raced"
         elif len(fresh) >= self.cfg.candidates_per_step:
             entry["status"] = "surplus"
             entry["reason"] = "the step already has enough candidates"
@@ -433,27 +461,47 @@ class _Loop:
             return _Fresh("new", raw, canonical, answer)
         return entry
 
-    async def _score_new(self, entries: list[_Entry]) -> tuple[list[Candidate], RunTotals]:
-        """Score the step's fresh solutions in one fan-out; fill in the in-step duplicates.
+    async def _score_new(
+        self, entries: list[_Entry], step: int
+    ) -> tuple[list[Candidate], RunTotals]:
+        """Score the step's fresh solutions (one fan-out, or racing rounds); fill in the
+        in-step duplicates.
 
         Returns the step's candidate entries in order, and what scoring them cost.
         """
         fresh = [e for e in entries if isinstance(e, _Fresh)]
-        scores = iter(await self.problem.score([e.canonical for e in fresh], "train"))
+        scores = iter(
+            await score_step(
+                self.problem,
+                [e.canonical for e in fresh],
+                complete=self.state.complete_scores(),
+                meta=self.cfg.meta,
+                test_top=self.cfg.test_top,
+                delta=self.cfg.racing_delta if self.cfg.racing and step > 0 else None,
+                seed=racing_seed(self.cfg.seed, step),
+                grading=self.cfg.grading,
+            )
+        )
         out: list[Candidate] = []
         by_solution: dict[str, float | None] = {}
         cost = RunTotals()
         for entry in entries:
             if isinstance(entry, _Fresh):
-                s = next(scores)
+                s, raced = next(scores)
                 value = chosen_score(s, self.cfg.grading)
+                cost += RunTotals.of(s)
+                if raced is not None:  # a partial score: never passed on as a full one
+                    out.append(
+                        raced_candidate(entry.text, entry.canonical, value, s, raced, entry.answer)
+                    )
+                    by_solution[entry.canonical] = None
+                    continue
                 out.append(
                     scored_candidate(
                         entry.status, entry.text, entry.canonical, value, s, entry.answer
                     )
                 )
                 by_solution[entry.canonical] = value
-                cost += RunTotals.of(s)
             else:
                 out.append(entry)
         for c in out:
@@ -630,6 +678,8 @@ async def optimize(
         raise SettingsError("early stopping needs validation examples (a validation fraction > 0)")
     if cfg.select_by == "validation" and "validation" not in splits:
         raise SettingsError("selecting by validation score needs validation examples")
+    if cfg.racing:
+        check_racing(problem, cfg.meta)
     identity = run_identity(problem, optimizer, cfg)
     state = _State(problem.higher_is_better, cfg.patience)
     log: RunLog | None = None

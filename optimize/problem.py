@@ -268,6 +268,31 @@ class PromptProblem:
         examples = self.examples(split)
         if not examples:
             raise SettingsError(f"task {self.task.name} has no {split} examples")
+        return await self._score_on(solutions, examples, split)
+
+    def training_size(self) -> int:
+        """How many training examples a full score rests on (racing's population)."""
+        return len(self.data.train)
+
+    async def score_examples(
+        self, solutions: Sequence[str], indices: Sequence[int]
+    ) -> list[SolutionScore]:
+        """Scores on the training examples at `indices` (a racing round); `wrong` holds
+        training indices, so rounds merge into what one full fan-out would report."""
+        if not solutions:
+            return []
+        train = self.data.train
+        return await self._score_on(solutions, [train[i] for i in indices], "train", indices)
+
+    async def _score_on(
+        self,
+        solutions: Sequence[str],
+        examples: Sequence[Example],
+        split: SplitName,
+        indices: Sequence[int] | None = None,
+    ) -> list[SolutionScore]:
+        """One fan-out of `solutions` over `examples`; `indices` maps positions in `examples`
+        back to training indices for `wrong`."""
         if self.batch is not None:
             report = await evaluate_in_batches(
                 self.engine,
@@ -311,10 +336,15 @@ class PromptProblem:
                     "graded": s.graded,
                     "n": s.n,
                     # which training examples it missed: the exemplar rules read them
-                    **({"wrong": list(s.wrong)} if split == "train" else {}),
+                    **({"wrong": _indexed(s.wrong, indices)} if split == "train" else {}),
                 },
                 by_grading={"strict": s.accuracy, "reference": s.accuracy_reference},
                 truncated=s.truncated,
             )
             for s in report.instructions
         ]
+
+
+def _indexed(wrong: Sequence[int], indices: Sequence[int] | None) -> list[int]:
+    """Positions in a scored subset as training indices, sorted (all of train: as given)."""
+    return list(wrong) if indices is None else sorted(indices[i] for i in wrong)

@@ -7,10 +7,12 @@ replays them, the demos count proposals in them.
 
 The types are `TypedDict`s that spell out the JSON exactly (its field names are a public
 format; older runs must keep resuming): a candidate is a `ScoredCandidate` (status `start` or
-`new`: scored, so it carries its canonical text, score and error count) or an
-`OtherCandidate` (a duplicate, a rejected or a surplus proposal). `step_record_problem`
-checks a parsed line against these annotations, so the check and the types cannot drift
-apart; keys a record does not declare are free, so records may grow new fields.
+`new`: scored, so it carries its canonical text, score and error count), a `RacedCandidate`
+(status `raced`: `--racing` stopped it part-way, so its score is partial and it never enters
+the history) or an `OtherCandidate` (a duplicate, a rejected or a surplus proposal).
+`step_record_problem` checks a parsed line against these annotations, so the check and the
+types cannot drift apart; keys a record does not declare are free, so records may grow new
+fields.
 
 Counts and cost travel as `RunTotals` (a `Spend` plus cache hits and failed pairs) and turn
 into the flat JSON fields (`calls`, `cache_hits`, `errors`, `tokens_in`, `tokens_out`,
@@ -29,8 +31,9 @@ from typing import Annotated, Any, Literal, NotRequired, Required, TypedDict, Ty
 
 from opro.engine.spend import NOTHING, Spend, SpendFields
 from opro.optimize.problem import SolutionScore
+from opro.optimize.racing import Raced
 
-Status = Literal["start", "new", "duplicate", "rejected", "surplus"]
+Status = Literal["start", "new", "duplicate", "rejected", "surplus", "raced"]
 ScoredStatus = Literal["start", "new"]
 SCORED: frozenset[Status] = frozenset(typing.get_args(ScoredStatus))
 Kind = Literal["start", "optimize"]
@@ -91,7 +94,26 @@ class OtherCandidate(TypedDict, total=False):
     score: float | None
 
 
-Candidate = ScoredCandidate | OtherCandidate
+class RacedCandidate(Scored, total=False):
+    """A new proposal racing stopped (`optimize/racing.py`): scored on `graded` of the `total`
+    training examples, its full-set accuracy is below `bound` < `threshold` with probability
+    >= 1 - `alpha`. Never fully scored: kept out of the history, meta-prompts and final table,
+    and a later proposal of it is a duplicate that is not scored again."""
+
+    status: Required[Literal["raced"]]
+    canonical: Required[str]
+    score: Required[float | None]  # the accuracy on the examples it was graded on
+    errors: Required[Count]
+    graded: Required[Count]
+    total: Required[Count]
+    bound: Required[float]
+    threshold: Required[float]
+    alpha: Required[float]
+    text: str
+    answer: Count
+
+
+Candidate = ScoredCandidate | OtherCandidate | RacedCandidate
 
 
 class ValidationCheck(Scored, total=False):
@@ -196,6 +218,26 @@ def scored_candidate(
     entry: ScoredCandidate = {
         "status": status, "text": text, "canonical": canonical, "score": score,
         "errors": s.errors,
+    }  # fmt: skip
+    if answer is not None:
+        entry["answer"] = answer
+    _put_score(entry, s)
+    return entry
+
+
+def raced_candidate(
+    text: str,
+    canonical: str,
+    score: float | None,
+    s: SolutionScore,
+    raced: Raced,
+    answer: int | None = None,
+) -> RacedCandidate:
+    """The entry of a proposal racing stopped; `score` is its partial accuracy."""
+    entry: RacedCandidate = {
+        "status": "raced", "text": text, "canonical": canonical, "score": score,
+        "errors": s.errors, "graded": raced.graded, "total": raced.total,
+        "bound": raced.bound, "threshold": raced.threshold, "alpha": raced.alpha,
     }  # fmt: skip
     if answer is not None:
         entry["answer"] = answer

@@ -24,7 +24,7 @@ from opro.engine.model import Price
 from opro.errors import SettingsError
 from opro.optimize.loop import OptimizeConfig
 from opro.optimize.protocol import PROTOCOLS
-from opro.optimize.runlog import config_differences
+from opro.optimize.runlog import config_differences, flatten
 from opro.providers.urls import redact_url
 from opro.tasks.grading import GRADINGS, Grading
 from opro.tasks.prompts import POSITIONS, Position
@@ -192,10 +192,15 @@ def _operational(key: str, stored: Mapping[str, Any]) -> bool:
 def resume_differences(
     stored: Mapping[str, Any], new: Mapping[str, Any]
 ) -> list[tuple[str, Any, Any]]:
-    """(setting, stored value, new value) for each result-changing setting that differs."""
+    """(setting, stored value, new value) for each result-changing setting that differs.
+
+    A loop option added after the sweep was made is missing from its sweep.json, and the
+    sweep behaved as that option's default: only another value is a difference.
+    """
+    added = dict(flatten({"optimize": asdict(OptimizeConfig())}))
     return [
         diff
-        for diff in config_differences(stored, _roundtrip(new))
+        for diff in config_differences(stored, _roundtrip(new), added=added)
         if not _operational(diff[0], stored)
     ]
 

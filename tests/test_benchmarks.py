@@ -244,3 +244,24 @@ def test_warm_redis_benchmark_smoke(
         assert row["warm_calls"] == 0 and row["warm_requests_to_server"] == 0
         assert row["results_per_s_report"] > 0 and row["read_floor_s"] > 0
     assert "results/s (wall_s)" in result.stdout
+
+
+def test_racing_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "racing.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "racing.py"), "--seeds", "2", "--steps", "6",
+         "--server-seeds", "1", "--server-steps", "0", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(out.read_text())
+    rows = found["simulated"]["rows"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    for row in rows:
+        # Step 0 scores the empty instruction, then 8 new candidates a step, 200 examples each.
+        assert row["full_steps"] == [200] + [8 * 200] * 6
+        assert row["racing_pairs"] < row["full_pairs"] and row["raced"] > 0
+    assert found["server"]["rows"][0]["full_pairs"] == 200  # step 0 over HTTP
+    assert "scorer pairs saved" in result.stdout
