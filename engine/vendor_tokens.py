@@ -19,6 +19,7 @@ plan used) or the byte estimate.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
@@ -152,6 +153,7 @@ def _llama_vocab(path: str, mtime_ns: int) -> tuple[Any, Callable[[str], str] | 
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    atexit.register(llama.close)  # before llama.cpp's own teardown, not in a late __del__
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
         return llama, None
