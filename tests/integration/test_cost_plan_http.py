@@ -47,7 +47,7 @@ def run(
 
 def billed_usd(server: ServerProcess) -> float:
     stats = server.stats()
-    return (stats["billed_prompt_tokens"] + stats["billed_completion_tokens"]) / 1e6
+    return float(stats["billed_prompt_tokens"] + stats["billed_completion_tokens"]) / 1e6
 
 
 def test_calibrate_pays_n_calls_and_the_run_reuses_them(
