@@ -191,6 +191,7 @@ async def _run(
     dry_run = bool(s["dry_run"])
     async with engine_from_settings(s) as eng:
         scorer = build_model(eng, scorer_role(s), limits, plan_only=dry_run)
+        damage = _unreadable(scorer)
         calibration = Calibration()
         if s["calibrate"] and not dry_run:
             calibration = await calibrate(
@@ -217,6 +218,7 @@ async def _run(
             print(dry_run_time(RunPlan(plan), speed))
             return None
         eng.budget.expected_call = per_call_spend(plan, scorer)
+        damage = _unreadable(scorer) - damage  # met by the plan, before the evaluation
         board = Board(eng.budget, renderer_for(sys.stderr))
         task = board.task("evaluate")
         task.announce(RunPlan(plan, cached_at_start=True), speed)
@@ -231,8 +233,14 @@ async def _run(
                 on_progress=task.on_progress,
                 errors=error_policy(s),
             )
+        report.totals.cache_unreadable += damage
         starved = starvation_note(eng.budget) if report.stopped == "budget" else None
         return report, evaluation_bill(plan, report, scorer), starved
+
+
+def _unreadable(scorer: Model) -> int:
+    """Damaged cache entries met so far (the plan's reads count as the run's)."""
+    return scorer.cache.stats.unreadable if scorer.cache is not None else 0
 
 
 def evaluation_bill(plan: Plan, report: EvalReport, scorer: Model) -> str:

@@ -176,8 +176,8 @@ def per_call_spend(plan: Plan, model: Model) -> Spend | None:
 def scaled_bill(label: str, plan: Plan, billed: Spend, model: Model) -> str:
     """Plan vs bill when the plan's call count is an upper bound (optimize): the expected
     and worst cost of the calls really made, at the plan's cost per call."""
-    calls = billed.calls
-    f = calls / plan.calls if plan.calls else 0.0
+    calls, planned = billed.calls, plan.requests or plan.calls
+    f = calls / planned if planned else 0.0
     tin, tout = plan.est_tokens_in * f, plan.est_tokens_out * f
     expected = Spend(calls, round(tin), round(tout), cost_of(model, tin, tout))
     worst = None if plan.worst_cost_usd is None else plan.worst_cost_usd * f

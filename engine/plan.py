@@ -74,6 +74,7 @@ class Plan:
     evidence_calibrated: int = 0  # of which from this run's calibration sample
     answer_type: str = "free"
     calibration: Spend | None = None  # paid before the plan (`--calibrate`)
+    requests: int = 0  # requests the calls make when one carries several answers (0: calls)
 
     def describe(self) -> str:
         cached = f"{self.cached} cached" if self.cache_checked else "cache not checked"

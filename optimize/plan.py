@@ -15,7 +15,13 @@ import math
 import random
 from dataclasses import replace
 
-from opro.engine.estimate import OutputStats, choose, default_output, optimizer_default
+from opro.engine.estimate import (
+    MIN_EVIDENCE,
+    OutputEstimate,
+    default_output,
+    from_stats,
+    optimizer_default,
+)
 from opro.engine.model import Model
 from opro.engine.plan import Plan, add_output, plan_evaluation, price_plan
 from opro.engine.tokens import expected_tokens_of_chars, worst_tokens_of_bytes
@@ -27,7 +33,18 @@ from opro.optimize.protocol import resolve_meta
 
 # What a later candidate is expected to look like (OPRO's instructions run one to three
 # sentences), for its expected input tokens; the worst case takes the longest allowed.
-TYPICAL_CANDIDATE = "Read the question, work out what it asks, and give the answer. " * 2
+TYPICAL_CANDIDATE = "Read the question carefully, then give the answer it asks for."
+
+
+def later_candidates(plan: Plan, max_tokens: int) -> OutputEstimate:
+    """Expected answers of instructions not written yet: as long as the answers the plan
+    found cached (of the starting instructions), else the task's stated default."""
+    evidence = plan.evidence
+    if evidence.n >= MIN_EVIDENCE:
+        source = "calibration" if plan.evidence_calibrated == evidence.n else "cache"
+        detail = f"{evidence.n} answers of the starting instructions"
+        return from_stats(evidence, max_tokens, source, detail)
+    return default_output("", plan.answer_type, max_tokens)
 
 
 def plan_optimization(
@@ -79,13 +96,7 @@ def plan_optimization(
     scorer_plan.est_tokens_in += int(per_pair_in * extra_pairs)
     scorer_plan.worst_tokens_in += math.ceil(per_pair_worst * extra_pairs)
     scorer_plan.max_tokens_out += scorer.decoding.max_tokens * extra_pairs
-    later = choose(
-        OutputStats(),
-        0,
-        scorer_plan.evidence,
-        scorer_plan.evidence_calibrated,
-        default_output("", scorer_plan.answer_type, scorer.decoding.max_tokens),
-    )
+    later = later_candidates(scorer_plan, scorer.decoding.max_tokens)
     add_output(scorer_plan, later, extra_pairs)
     if extra_pairs:
         sources = [scorer_plan.output_source] if scorer_plan.output_source else []
@@ -119,7 +130,19 @@ def plan_optimization(
         ]
     # Each of a step's N answers may be a call of its own (a server that ignores `n`).
     n = cfg.candidates_per_step
-    opt_plan.est_tokens_in = n * sum(expected_tokens_of_chars(c) for c, _ in sizes)
+    # Expected: the listing as it really grows (up to the cap), of typical instructions,
+    # sent once per step when the provider takes `n` (the worst case pays it N times).
+    listing = problem.meta_prompt(
+        [Scored(TYPICAL_CANDIDATE, 1.0, 0)] * longest, meta, random.Random(0)
+    ).text
+    typical_per = (len(listing) - len(empty)) / max(1, longest)
+    grown = [n_start + (s - 1) * n for s in range(1, cfg.steps + 1)]
+    shown = [k if cap is None else min(cap, k) for k in grown]
+    per_step = 1 if optimizer.provider.supports_n else n
+    opt_plan.requests = cfg.steps * per_step
+    opt_plan.est_tokens_in = per_step * sum(
+        expected_tokens_of_chars(int(len(empty) + typical_per * k)) for k in shown
+    )
     opt_plan.worst_tokens_in = n * sum(worst_tokens_of_bytes(b) for _, b in sizes)
     opt_plan.max_tokens_out = cfg.steps * optimizer.decoding.max_tokens * n
     opt_plan.tokenizer = "estimated at 4 characters a token"
