@@ -152,7 +152,11 @@ def _llama_vocab(path: str, mtime_ns: int) -> tuple[Any, Callable[[str], str] | 
     import llama_cpp
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    # llama.cpp prints a context-size notice for a vocabulary-only load even when quiet.
+    with suppress_stdout_stderr(disable=False):
+        llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     atexit.register(llama.close)  # before llama.cpp's own teardown, not in a late __del__
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
