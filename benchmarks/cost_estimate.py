@@ -18,7 +18,7 @@ million tokens each way, `--max-tokens 256`, each scenario in its own cache:
 Every row says whether the expectation is within 25% of the bill and whether the bill
 stayed under the worst case the budget would have reserved.
 
-Usage: python benchmarks/cost_estimate.py [--skip-embedded] [--json out.json]
+Usage: python benchmarks/cost_estimate.py [--skip-embedded | --skip-fake] [--json out.json]
 """
 
 from __future__ import annotations
@@ -202,15 +202,15 @@ def fake_scenarios(tmp: Path, env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def embedded_scenarios(tmp: Path, env: dict[str, str]) -> list[dict[str, Any]]:
-    """The embedded model: price 0, so tokens; 30 examples, then the rest of the train split."""
+    """The embedded model: price 0, so tokens; small, as it runs on the CPU."""
     cache = ["--cache-dir", str(tmp / "e1")]
     ev = ["evaluate", "--task", "bbh/navigate", "--split", "train", "--instruction", ""]
-    ev += ["--instruction", "Think step by step.", "--max-tokens", "48", *cache]
-    cli(*ev, "--limit", "10", env=env)
-    done = cli(*ev, "--limit", "40", env=env)
-    rows = bill_rows(done.stdout, "embedded evaluate, 10 cached per instruction", True)
+    ev += ["--instruction", "Think step by step.", "--max-tokens", "32", *cache]
+    cli(*ev, "--limit", "5", env=env)
+    done = cli(*ev, "--limit", "15", env=env)
+    rows = bill_rows(done.stdout, "embedded evaluate, 5 cached per instruction", True)
     run = ["--task", "bbh/navigate", "--steps", "1", "--candidates-per-step", "2"]
-    run += ["--train-fraction", "0.1", "--test-limit", "10", "--test-top", "1", *cache]
+    run += ["--train-fraction", "0.05", "--test-limit", "5", "--test-top", "1", *cache]
     run += ["--optimizer-max-tokens", "64"]
     done = cli("optimize", *run, "--run-dir", str(tmp / "erun"), env=env)
     rows += bill_rows(done.stdout, "embedded optimize, 1 step", True)
@@ -245,13 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--skip-embedded", action="store_true", help="only the fake server")
+    p.add_argument("--skip-fake", action="store_true", help="only the embedded model")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args(argv)
     if args.serve:
         return asyncio.run(serve())
     env = {**os.environ, "OPENAI_API_KEY": "sk-benchmark"}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = fake_scenarios(Path(tmp), env)
+        rows = [] if args.skip_fake else fake_scenarios(Path(tmp), env)
         if not args.skip_embedded:
             rows += embedded_scenarios(Path(tmp), env)
     print(render(rows))

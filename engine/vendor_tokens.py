@@ -150,9 +150,8 @@ def _llama_counter(model: str, chat: bool) -> TokenCounter | None:
 def _llama_vocab(path: str, mtime_ns: int) -> tuple[Any, Callable[[str], str] | None] | None:
     """The vocabulary of a GGUF file (no weights) and its chat template as a function."""
     import llama_cpp
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
     from llama_cpp._utils import suppress_stdout_stderr
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     # llama.cpp prints a context-size notice for a vocabulary-only load even when quiet.
     with suppress_stdout_stderr(disable=False):
