@@ -203,7 +203,8 @@ def fake_scenarios(tmp: Path, env: dict[str, str]) -> list[dict[str, Any]]:
 
 def embedded_scenarios(tmp: Path, env: dict[str, str]) -> list[dict[str, Any]]:
     """The embedded model: price 0, so tokens; small, as it runs on the CPU."""
-    cache = ["--cache-dir", str(tmp / "e1")]
+    # A slow CPU must not turn answers into timeouts (retries are charged their worst case).
+    cache = ["--cache-dir", str(tmp / "e1"), "--timeout", "600"]
     ev = ["evaluate", "--task", "bbh/navigate", "--split", "train", "--instruction", ""]
     ev += ["--instruction", "Think step by step.", "--max-tokens", "32", *cache]
     cli(*ev, "--limit", "5", env=env)
