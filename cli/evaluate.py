@@ -31,8 +31,8 @@ from opro.cli.options import (
     BATCH,
     CACHE,
     CONFIG,
-    COST,
     LIMITS,
+    PLANNED_COST,
     PROMPT,
     RUN_DIR,
     SCORER_MODELS,
@@ -41,11 +41,15 @@ from opro.cli.options import (
 )
 from opro.cli.progress import Board, renderer_for
 from opro.cli.protocol import apply_protocol, qa_framing
-from opro.cli.runplan import RunPlan, dry_run_time, speed_from_limits
+from opro.cli.runplan import RunPlan, bill_line, dry_run_time, per_call_spend, speed_from_limits
 from opro.cli.settings import Option, OptionGroup, Settings, UsageError, add_groups, resolve
 from opro.engine.batch_evaluate import evaluate_in_batches
+from opro.engine.budget import starvation_note
+from opro.engine.calibrate import Calibration, calibrate
 from opro.engine.evaluate import EvalReport
-from opro.engine.plan import plan_evaluation
+from opro.engine.model import Model
+from opro.engine.plan import Plan, cost_of, plan_evaluation
+from opro.engine.spend import Spend
 from opro.tasks import load_task, split
 from opro.tasks.prompts import Position
 from opro.tasks.types import Example
@@ -72,7 +76,7 @@ GROUPS = (
     SCORER_MODELS,
     PROMPT,
     LIMITS,
-    COST,
+    PLANNED_COST,
     CACHE,
     OUTPUT,
     BATCH,
@@ -188,13 +192,24 @@ def _print_report(report: EvalReport) -> None:
             return
 
 
-async def _run(s: Settings, instructions: list[str], examples: list[Example]) -> EvalReport | None:
+async def _run(
+    s: Settings, instructions: list[str], examples: list[Example]
+) -> tuple[EvalReport, str, str | None] | None:
+    """The evaluation, its plan-vs-bill line and why the budget stopped it with money
+    left, if it did (None for a dry run)."""
     position: Position = s["position"] or default_position(s)
     framing = qa_framing(s, position)
     limits = s.pick(LimitSettings)
     dry_run = bool(s["dry_run"])
     async with engine_from_settings(s) as eng:
         scorer = build_model(eng, scorer_role(s), limits, plan_only=dry_run)
+        damage = _unreadable(scorer)
+        calibration = Calibration()
+        if s["calibrate"] and not dry_run:
+            calibration = await calibrate(
+                instructions, examples, scorer, s["calibrate"], position=position,
+                qa_framing=framing,
+            )  # fmt: skip
         # The evaluation finds the cache hits itself; a dry run has only the plan to ask.
         plan = plan_evaluation(
             instructions,
@@ -203,16 +218,23 @@ async def _run(s: Settings, instructions: list[str], examples: list[Example]) ->
             position=position,
             qa_framing=framing,
             check_cache=dry_run,
+            calibrated=calibration.keys,
         )
+        if s["calibrate"] and not dry_run:
+            plan.calibration = calibration.paid
         speed = speed_from_limits(plan, limits.rpm, limits.tpm)
         if dry_run:
             print(plan.describe())
+            if s["calibrate"]:
+                print(f"calibration: --calibrate {s['calibrate']} is paid only by a real run")
             print(dry_run_time(RunPlan(plan), speed))
             return None
+        eng.budget.expected_call = per_call_spend(plan, scorer)
+        damage = _unreadable(scorer) - damage  # met by the plan, before the evaluation
         run_dir = batch_run_dir(s)
         if run_dir is not None:
             async with batch_ledger(eng.budget, run_dir, resume=s["resume"]):
-                return await evaluate_in_batches(
+                report = await evaluate_in_batches(
                     eng,
                     instructions,
                     examples,
@@ -226,11 +248,15 @@ async def _run(s: Settings, instructions: list[str], examples: list[Example]) ->
                     grading=s["grading"],
                     errors=error_policy(s),
                 )
+            report.totals.cache_unreadable += damage
+            starved = starvation_note(eng.budget) if report.stopped == "budget" else None
+            bill = evaluation_bill(plan, report, scorer)
+            return report, f"{bill}; the plan is at the live price, batches bill less", starved
         board = Board(eng.budget, renderer_for(sys.stderr))
         task = board.task("evaluate")
         task.announce(RunPlan(plan, cached_at_start=True), speed)
         async with board.showing():
-            return await eng.evaluate(
+            report = await eng.evaluate(
                 instructions,
                 examples,
                 scorer,
@@ -240,6 +266,29 @@ async def _run(s: Settings, instructions: list[str], examples: list[Example]) ->
                 on_progress=task.on_progress,
                 errors=error_policy(s),
             )
+        report.totals.cache_unreadable += damage
+        starved = starvation_note(eng.budget) if report.stopped == "budget" else None
+        return report, evaluation_bill(plan, report, scorer), starved
+
+
+def _unreadable(scorer: Model) -> int:
+    """Damaged cache entries met so far (the plan's reads count as the run's)."""
+    return scorer.cache.stats.unreadable if scorer.cache is not None else 0
+
+
+def evaluation_bill(plan: Plan, report: EvalReport, scorer: Model) -> str:
+    """Plan vs bill for the pairs the evaluation called (the cached ones cost nothing)."""
+    called = {
+        sc.canonical: sc.n - sc.cache_hits for sc in report.instructions if sc.duplicate_of is None
+    }
+    tin, tout = plan.expected_for(called)
+    made = sum(called.values())
+    expected = Spend(made, round(tin), round(tout), cost_of(scorer, tin, tout))
+    worst = None if plan.worst_cost_usd is None else plan.worst_cost_usd * made / max(1, plan.calls)
+    line = bill_line("plan vs bill", expected, report.totals.spend, worst)
+    if plan.calibration is not None:
+        line += f"; calibration paid ${plan.calibration.cost_usd:.4f} before"
+    return f"{line}; output expected from {plan.output_source or 'nothing'}"
 
 
 def _writable(path: Path) -> None:
@@ -272,10 +321,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _writable(out)
     instructions = _instructions(s)
     examples = _examples(s)
-    report = asyncio.run(_run(s, instructions, examples))
-    if report is None:  # dry run
+    outcome = asyncio.run(_run(s, instructions, examples))
+    if outcome is None:  # dry run
         return 0
+    report, bill, starved = outcome
     _print_report(report)
+    print(bill)
     if out is not None:
         try:
             data = {**report.to_dict(), "protocol": s["protocol"]}
@@ -289,5 +340,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "cached: rerun with a larger budget to finish",
             file=sys.stderr,
         )
+        if starved is not None:
+            print(f"opro: {starved}", file=sys.stderr)
         return 3
     return 1 if report.totals.errors == report.totals.pairs else 0

@@ -45,8 +45,8 @@ from opro.cli.options import (
     BOTH_MODELS,
     CACHE,
     CONFIG,
-    COST,
     LIMITS,
+    PLANNED_COST,
     PROMPT,
     RACING,
     RUN_DIR,
@@ -56,9 +56,16 @@ from opro.cli.options import (
 from opro.cli.progress import Board, renderer_for
 from opro.cli.protocol import apply_protocol, max_shown_setting, min_score_setting, qa_framing
 from opro.cli.report import write_run_report
-from opro.cli.runplan import RunPlan, dry_run_time, speed_from_limits
+from opro.cli.runplan import (
+    RunPlan,
+    dry_run_time,
+    per_call_spend,
+    plan_vs_bill,
+    speed_from_limits,
+)
 from opro.cli.settings import Option, OptionGroup, Settings, UsageError, add_groups, resolve
 from opro.engine.budget import BudgetExceeded
+from opro.engine.calibrate import calibrate
 from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.model import ModelCallError
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
@@ -242,7 +249,7 @@ GROUPS = (
     RACING,
     PROMPT,
     LIMITS,
-    COST,
+    PLANNED_COST,
     CACHE,
     RUN_DIR,
     BATCH,
@@ -365,7 +372,8 @@ def _run_info(s: Settings) -> dict[str, Any]:
     }
 
 
-async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
+async def _run(s: Settings, run_dir: Path) -> tuple[OptimizationResult, list[str]] | None:
+    """The run and its plan-vs-bill lines (None for a dry run)."""
     cfg, _ = configs(s)
     task = load_task(s["task"], data_dir=s["data_dir"])
     limits = s.pick(LimitSettings)
@@ -391,13 +399,22 @@ async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
         )
         if s["batch"] and not dry_run:
             problem.batch = (batch_settings(s), run_dir)
+        calibrated = None
+        if s["calibrate"] and not dry_run:
+            calibrated = await calibrate(
+                problem.initial_solutions(), problem.data.train, scorer, s["calibrate"],
+                position=problem.position, qa_framing=problem.qa_framing,
+            )  # fmt: skip
         scorer_plan, optimizer_plan = plan_optimization(problem, optimizer, cfg)
+        if calibrated is not None:
+            scorer_plan.calibration = calibrated.paid
         plan = RunPlan(
             scorer_plan,
             upper_bound=True,
             optimizer_calls=optimizer_plan.calls,
             optimizer_cost_usd=optimizer_plan.est_cost_usd,
             shorten="--train-fraction / --steps",
+            optimizer=optimizer_plan,
         )
         speed = speed_from_limits(scorer_plan, limits.rpm, limits.tpm)
         if dry_run:
@@ -412,8 +429,11 @@ async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
                         problem.training_size(),
                     )
                 )
+            if s["calibrate"]:
+                print(f"calibration: --calibrate {s['calibrate']} is paid only by a real run")
             print(dry_run_time(plan, speed))
             return None
+        engine.budget.expected_call = per_call_spend(scorer_plan, scorer)
         # The budget is the run's: what earlier sessions spent counts against the cap.
         async with (
             recording(
@@ -423,12 +443,16 @@ async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
         ):
             progress.announce(plan, speed)
             try:
-                return await optimize(
+                result = await optimize(
                     problem, optimizer, cfg, run_dir=run_dir, resume=s["resume"],
                     info=_run_info(s), on_step=progress.on_step, on_phase=progress.on_phase,
                 )  # fmt: skip
             except BudgetExceeded as exc:
                 raise BudgetExceeded(stop_message(engine.budget, exc)) from None
+        return result, plan_vs_bill(
+            ("scorer plan vs bill", scorer_plan, scorer.stats.spend, scorer),
+            ("optimizer plan vs bill", optimizer_plan, optimizer.stats.spend, optimizer),
+        )
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
@@ -465,8 +489,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if outcome is None:  # dry run
         return 0
-    result = outcome
+    result, bill = outcome
     print(render_summary(result.to_dict()), end="")
+    for line in bill:
+        print(line)
     print(f"run directory: {run_dir}")
     write_run_report(run_dir)
     return 0 if result.best is not None else 1

@@ -272,6 +272,19 @@ def cache_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# `--calibrate N` (issue 17): a real run pays for N pairs first, so the plan's expected output
+# tokens come from real answers; the commands that plan add it to COST (`PLANNED_COST`).
+CALIBRATE = Option(
+    "--calibrate",
+    "pay for N pairs first (spread over the instructions, seeded) so the plan expects "
+    "output lengths from real answers; they are cached and the run reuses them",
+    type=non_negative_int,
+    default=0,
+    metavar="N",
+    default_text="0 (off)",
+)
+PLANNED_COST = COST.plus(CALIBRATE)
+
 CACHE = OptionGroup(
     "cache",
     (

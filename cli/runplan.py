@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from opro.engine.plan import Plan
+from opro.engine.model import Model
+from opro.engine.plan import Plan, cost_of
+from opro.engine.spend import Spend
 
 LONG_RUN_S = 60.0  # shorter runs start without a plan line
 HINT_S = 180.0  # "more than a few minutes": say how to shorten the run
@@ -28,6 +30,7 @@ class RunPlan:
     optimizer_cost_usd: float | None = 0.0
     shorten: str = "--limit"  # the options that shorten this kind of run
     cached_at_start: bool = False  # the cache hits come from the run's first snapshot
+    optimizer: Plan | None = None  # the optimizer's plan, for its range and worst case
 
     @property
     def calls(self) -> int:
@@ -38,6 +41,22 @@ class RunPlan:
         if self.scorer.est_cost_usd is None or self.optimizer_cost_usd is None:
             return None
         return self.scorer.est_cost_usd + self.optimizer_cost_usd
+
+    def _total(self, name: str) -> float | None:
+        plans = [self.scorer] if self.optimizer is None else [self.scorer, self.optimizer]
+        values = [getattr(p, name) for p in plans]
+        return None if any(v is None for v in values) else sum(values)
+
+    def cost_text(self) -> str:
+        """`expected cost $X ($L-$H); worst case $W`, the two numbers a plan line shows."""
+        low, high = self._total("est_cost_low"), self._total("est_cost_high")
+        est, worst = self.est_cost_usd, self._total("worst_cost_usd")
+        text = f"expected cost {usd(est)}"
+        if est is not None and low is not None and high is not None and low <= est < high:
+            text += f" ({usd(low)}-{usd(high)})"
+        if worst != 0.0:  # a plan with calls and a price always has one
+            text += f"; worst case {usd(worst)}"
+        return text
 
     def with_cached(self, cached: int) -> RunPlan:
         """The plan once the run found `cached` of its pairs in the cache (tokens and cost
@@ -53,6 +72,16 @@ class RunPlan:
             max_tokens_out=int(p.max_tokens_out * f),
             est_cost_usd=None if p.est_cost_usd is None else p.est_cost_usd * f,
             worst_cost_usd=None if p.worst_cost_usd is None else p.worst_cost_usd * f,
+            est_tokens_out=p.est_tokens_out * f,
+            est_out_low=p.est_out_low * f,
+            est_out_high=p.est_out_high * f,
+            est_cost_low=None if p.est_cost_low is None else p.est_cost_low * f,
+            est_cost_high=None if p.est_cost_high is None else p.est_cost_high * f,
+            output_source=p.output_source,
+            tokenizer=p.tokenizer,
+            exact_input=p.exact_input,
+            per_call=p.per_call,
+            calibration=p.calibration,
         )
         return replace(self, scorer=scaled, cached_at_start=False)
 
@@ -94,7 +123,7 @@ def plan_line(plan: RunPlan, speed: float, *, measured: bool) -> str:
     seconds = p.calls / speed
     how = "measured" if measured else "the --rpm/--tpm limit"
     line = (
-        f"{head}{what}; estimated cost {usd(plan.est_cost_usd)}; about {duration(seconds)} "
+        f"{head}{what}; {plan.cost_text()}; about {duration(seconds)} "
         f"of scorer calls at {speed:.3g} calls/s ({how})"
     )
     if seconds >= HINT_S:
@@ -117,3 +146,44 @@ def dry_run_time(plan: RunPlan, speed: float | None) -> str:
         f"time: about {duration(seconds)} of scorer calls at {speed:.3g} calls/s "
         f"(the --rpm/--tpm limit){hint}"
     )
+
+
+def bill_line(label: str, expected: Spend, billed: Spend, worst_usd: float | None) -> str:
+    """Plan vs bill at the end of a run: what was expected for the calls made, what the
+    server billed, and the worst case the budget could have reserved for them."""
+    diff = ""
+    if expected.cost_usd > 0:
+        diff = f", {100 * (billed.cost_usd - expected.cost_usd) / expected.cost_usd:+.0f}%"
+    elif expected.tokens > 0:
+        diff = f", {100 * (billed.tokens - expected.tokens) / expected.tokens:+.0f}% tokens"
+    return (
+        f"{label}: expected {usd(expected.cost_usd)} for {billed.calls:,} calls "
+        f"({expected.tokens_in:,} + {expected.tokens_out:,} tokens); billed "
+        f"{usd(billed.cost_usd)} ({billed.tokens_in:,} + {billed.tokens_out:,} tokens{diff}); "
+        f"worst case {usd(worst_usd)}"
+    )
+
+
+def per_call_spend(plan: Plan, model: Model) -> Spend | None:
+    """What one planned call is expected to cost (None: nothing planned)."""
+    if not plan.calls:
+        return None
+    tin = plan.est_tokens_in / plan.calls
+    tout = plan.est_tokens_out / plan.calls
+    return Spend(1, round(tin), round(tout), cost_of(model, tin, tout))
+
+
+def scaled_bill(label: str, plan: Plan, billed: Spend, model: Model) -> str:
+    """Plan vs bill when the plan's call count is an upper bound (optimize): the expected
+    and worst cost of the calls really made, at the plan's cost per call."""
+    calls, planned = billed.calls, plan.requests or plan.calls
+    f = calls / planned if planned else 0.0
+    tin, tout = plan.est_tokens_in * f, plan.est_tokens_out * f
+    expected = Spend(calls, round(tin), round(tout), cost_of(model, tin, tout))
+    worst = None if plan.worst_cost_usd is None else plan.worst_cost_usd * f
+    return f"{bill_line(label, expected, billed, worst)}; output expected from {plan.output_source}"
+
+
+def plan_vs_bill(*rows: tuple[str, Plan, Spend, Model]) -> list[str]:
+    """One `scaled_bill` line per (label, plan, billed, model) that made calls."""
+    return [scaled_bill(label, p, billed, m) for label, p, billed, m in rows if billed.calls]

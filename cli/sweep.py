@@ -39,9 +39,12 @@ from opro.cli.optimize import GROUPS as OPTIMIZE_GROUPS
 from opro.cli.optimize import configs
 from opro.cli.options import base_urls
 from opro.cli.protocol import apply_protocol, qa_framing
+from opro.cli.runplan import RunPlan, plan_vs_bill
 from opro.cli.settings import Option, OptionGroup, Settings, add_groups, resolve
 from opro.engine.ledger import LedgerError
 from opro.engine.prices import parse_price
+from opro.engine.spend import Spend
+from opro.errors import OproError
 from opro.optimize.runlog import RunDirError
 from opro.providers.urls import redact_url
 from opro.sweep import (
@@ -57,6 +60,7 @@ from opro.sweep import (
     expand_tasks,
     sweep,
 )
+from opro.sweep.plan import TaskPlan, plan_sweep, total_plan
 from opro.sweep.state import read_record
 
 # Not stored for resume: where the sweep is, whether it resumes, how it reports progress.
@@ -359,7 +363,10 @@ def _summary(result: SweepResult) -> None:
     print(f"sweep directory: {result.directory}")
 
 
-async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResult:
+async def _run(
+    s: Settings, settings: SweepSettings, run_dir: Path, names: list[str]
+) -> tuple[SweepResult, list[str]]:
+    """The sweep and its plan-vs-bill lines (its plan line is printed before it starts)."""
     info = {
         "cli": _stored_options(s, settings),
         "cache_dir": None if s["no_cache"] else s["cache_dir"],
@@ -371,7 +378,14 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
     every = min(s["progress_every"], LIVE_EVERY_S) if live else s["progress_every"]
     try:
         async with engine_from_settings(s) as engine:
-            return await sweep(
+            plans: list[TaskPlan] = []
+            try:
+                plans = plan_sweep(engine, settings, names)
+            except OproError:  # a task that cannot be planned fails in the sweep, alone
+                plans = []
+            if plans:
+                print(plan_lines(plans)[-1], file=sys.stderr, flush=True)
+            result = await sweep(
                 engine,
                 settings,
                 run_dir=run_dir,
@@ -380,8 +394,56 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
                 progress_every=every,
                 info=info,
             )
+            return result, _bill(engine, plans)
     finally:
         display.close()
+
+
+def plan_lines(plans: list[TaskPlan]) -> list[str]:
+    """One line per task and the sweep's total: calls, expected cost, worst case."""
+    lines = []
+    for tp in plans:
+        run = RunPlan(tp.scorer, optimizer=tp.optimizer, optimizer_cost_usd=_est(tp.optimizer))
+        p = tp.scorer
+        extra = f" + {tp.optimizer.calls:,} optimizer answers" if tp.optimizer else ""
+        lines.append(
+            f"  {tp.task}: {p.calls:,} calls to make ({p.cached:,} cached){extra}; "
+            f"{run.cost_text()}; output: {p.output_source or 'nothing to call'}"
+        )
+    scorer = total_plan([tp.scorer for tp in plans])
+    optimizers = [tp.optimizer for tp in plans if tp.optimizer is not None]
+    optimizer = total_plan(optimizers) if optimizers else None
+    run = RunPlan(scorer, optimizer=optimizer, optimizer_cost_usd=_est(optimizer))
+    head = "sweep plan (at most)" if optimizer is not None else "sweep plan"
+    extra = f" + {optimizer.calls:,} optimizer answers" if optimizer else ""
+    lines.append(
+        f"{head}: {scorer.pairs:,} pairs, {scorer.calls:,} calls to make{extra}; {run.cost_text()}"
+    )
+    return lines
+
+
+def _est(plan: Any) -> float | None:
+    return 0.0 if plan is None else plan.est_cost_usd
+
+
+async def _dry_run(s: Settings, settings: SweepSettings, names: list[str]) -> list[str]:
+    async with engine_from_settings(s) as engine:
+        return plan_lines(plan_sweep(engine, settings, names))
+
+
+def _bill(engine: Any, plans: list[TaskPlan]) -> list[str]:
+    """Plan vs bill of a finished sweep: per role, at the plans' cost per call."""
+    rows = []
+    for label, priority, role_plans in (
+        ("scorer plan vs bill", 1, [tp.scorer for tp in plans]),
+        ("optimizer plan vs bill", 0, [tp.optimizer for tp in plans if tp.optimizer]),
+    ):
+        models = [m for m in engine.models if m.priority == priority]
+        if not models or not role_plans:
+            continue
+        billed = sum((m.stats.spend for m in models), Spend())
+        rows.append((label, total_plan(role_plans), billed, models[0]))
+    return plan_vs_bill(*rows)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -399,14 +461,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         names = expand_tasks(
             settings.patterns, data_dir=s["data_dir"], include_variants=settings.include_variants
         )
+    if s["calibrate"]:
+        raise UsageError(
+            "--calibrate is not available for sweeps yet: calibrate a task with opro evaluate "
+            "or opro optimize (same cache), then the sweep's plan uses those answers"
+        )
     if s["dry_run"]:
         print(f"{len(names)} tasks ({settings.mode}): {' '.join(names)}")
+        for line in asyncio.run(_dry_run(s, settings, names)):
+            print(line)
         return 0
     try:
-        result = asyncio.run(_run(s, settings, run_dir))
+        result, bill = asyncio.run(_run(s, settings, run_dir, names))
     except (RunDirError, LedgerError) as exc:
         raise UsageError(str(exc)) from None
     _summary(result)
+    for line in bill:
+        print(line)
     if result.stopped in ("budget", "rate limit"):
         print(
             f"opro: sweep stopped ({result.stopped}); every unfinished task is resumable: "

@@ -97,6 +97,9 @@ class Budget:
         self.spent = spent
         self.reserved = Spend()
         self.refused = 0
+        self.refused_cost: Spend | None = None  # the worst case of the last call refused
+        # What a call is expected to cost (set from the run's plan), for the stop message.
+        self.expected_call: Spend | None = None
         self.over_bound = 0  # settlements above their reservation: the server billed more
         self.unrecorded: str | None = None  # why the journal could not be written, if so
         self._waiters: list[asyncio.Future[None]] = []
@@ -153,6 +156,7 @@ class Budget:
         """Raise `BudgetExceeded` now if the call cannot fit even beside what is spent."""
         if not self._fits(cost, with_reserved=False):
             self.refused += 1
+            self.refused_cost = cost
             level = logging.INFO if self.refused == 1 else logging.DEBUG
             if log.isEnabledFor(level):  # every waiting call is refused: keep it cheap
                 log.log(
@@ -278,6 +282,34 @@ class Budget:
         if self.max_tokens is not None:
             parts.append(f"{self.spent_tokens} of {self.max_tokens} tokens spent")
         return "budget reached: " + ", ".join(parts or ["no limit"])
+
+
+def starvation_note(budget: Budget) -> str | None:
+    """Why a budget stopped a run with money left: the next call's worst case did not fit
+    although its expected cost would have. None when the expected cost would not fit either
+    (the budget is really spent) or nothing was refused."""
+    cost, expected = budget.refused_cost, budget.expected_call
+    if cost is None:
+        return None
+    if budget.max_usd is not None:
+        left = max(0.0, budget.max_usd - budget.spent_usd)
+        if cost.cost_usd > left and (expected is None or expected.cost_usd <= left):
+            about = "" if expected is None else f", expected ${expected.cost_usd:.4g}"
+            return (
+                f"stopped with ${left:.4f} of ${budget.max_usd:.2f} unspent: each call reserves "
+                f"its worst case (${cost.cost_usd:.4g} at {cost.tokens_out} output tokens"
+                f"{about}) until billed; raise --budget-usd or lower --max-tokens"
+            )
+    if budget.max_tokens is not None:
+        left_t = max(0, budget.max_tokens - budget.spent_tokens)
+        if cost.tokens > left_t and (expected is None or expected.tokens <= left_t):
+            about = "" if expected is None else f", expected {expected.tokens}"
+            return (
+                f"stopped with {left_t} of {budget.max_tokens} tokens unspent: each call "
+                f"reserves its worst case ({cost.tokens} tokens at {cost.tokens_out} output "
+                f"tokens{about}) until billed; raise --budget-tokens or lower --max-tokens"
+            )
+    return None
 
 
 def _shown(spend: Spend) -> str:

@@ -261,6 +261,11 @@ class Engine:
         log.info("%s via %s: %s", provider.spec, limiter.name, _describe(limits, price))
         return model
 
+    @property
+    def models(self) -> tuple[Model, ...]:
+        """The models built so far (their `stats` say what each spent this session)."""
+        return tuple(self._models)
+
     async def evaluate(
         self,
         instructions: Sequence[str],

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from opro.engine.budget import Budget
+from opro.engine.budget import Budget, starvation_note
 from opro.engine.spend import Spend
 from opro.errors import OproError
 
@@ -172,4 +172,7 @@ def stop_message(budget: Budget, error: BaseException) -> str:
             f"run total {budget.spent_tokens} of {budget.max_tokens} tokens cap; resume with "
             "a higher --budget-tokens to continue"
         )
+    note = starvation_note(budget)
+    if note is not None:
+        parts.append(note)
     return "; ".join(parts) or str(error)

@@ -2,7 +2,11 @@
 
 Built on `engine.plan`: the starting instructions are planned exactly (rendered and looked up
 in the cache), every later step at its worst case. Tokens come from `engine.tokens` (the one
-estimator); a later candidate is taken as `MAX_CHARS` single-byte characters.
+estimator); a later candidate is taken as `MAX_CHARS` single-byte characters for the worst
+case and as a typical instruction (`TYPICAL_CANDIDATE`) for the expected input. Expected
+output tokens come from `engine.estimate`: a later candidate's answers are expected to be as
+long as the cached answers the plan saw (of any instruction), else the stated default of
+the task's answer format; an optimizer answer has a stated default.
 """
 
 from __future__ import annotations
@@ -11,14 +15,36 @@ import math
 import random
 from dataclasses import replace
 
+from opro.engine.estimate import (
+    MIN_EVIDENCE,
+    OutputEstimate,
+    default_output,
+    from_stats,
+    optimizer_default,
+)
 from opro.engine.model import Model
-from opro.engine.plan import Plan, plan_evaluation, price_plan
+from opro.engine.plan import Plan, add_output, plan_evaluation, price_plan
 from opro.engine.tokens import expected_tokens_of_chars, worst_tokens_of_bytes
 from opro.optimize.candidates import MAX_CHARS
 from opro.optimize.loop import OptimizeConfig
 from opro.optimize.metaprompt import Scored, shown_cap
 from opro.optimize.problem import PromptProblem
 from opro.optimize.protocol import resolve_meta
+
+# What a later candidate is expected to look like (OPRO's instructions run one to three
+# sentences), for its expected input tokens; the worst case takes the longest allowed.
+TYPICAL_CANDIDATE = "Read the question carefully, then give the answer it asks for."
+
+
+def later_candidates(plan: Plan, max_tokens: int) -> OutputEstimate:
+    """Expected answers of instructions not written yet: as long as the answers the plan
+    found cached (of the starting instructions), else the task's stated default."""
+    evidence = plan.evidence
+    if evidence.n >= MIN_EVIDENCE:
+        source = "calibration" if plan.evidence_calibrated == evidence.n else "cache"
+        detail = f"{evidence.n} answers of the starting instructions"
+        return from_stats(evidence, max_tokens, source, detail)
+    return default_output("", plan.answer_type, max_tokens)
 
 
 def plan_optimization(
@@ -54,7 +80,15 @@ def plan_optimization(
         final_pairs += (cfg.test_top + len(problem.baselines())) * len(problem.examples(split_name))
     validations = cfg.steps // cfg.eval_every if "validation" in problem.splits else 0
     final_pairs += validations * len(problem.examples("validation"))
-    per_pair_in = per_candidate.est_tokens_in / max(1, per_candidate.calls)
+    typical = plan_evaluation(
+        [TYPICAL_CANDIDATE],
+        problem.data.train,
+        scorer,
+        position=problem.position,
+        qa_framing=problem.qa_framing,
+        check_cache=False,
+    )
+    per_pair_in = typical.est_tokens_in / max(1, typical.calls)
     per_pair_worst = per_candidate.worst_tokens_in / max(1, per_candidate.calls)
     extra_pairs = cfg.steps * cfg.candidates_per_step * per_candidate.pairs + final_pairs
     scorer_plan.pairs += extra_pairs
@@ -62,6 +96,11 @@ def plan_optimization(
     scorer_plan.est_tokens_in += int(per_pair_in * extra_pairs)
     scorer_plan.worst_tokens_in += math.ceil(per_pair_worst * extra_pairs)
     scorer_plan.max_tokens_out += scorer.decoding.max_tokens * extra_pairs
+    later = later_candidates(scorer_plan, scorer.decoding.max_tokens)
+    add_output(scorer_plan, later, extra_pairs)
+    if extra_pairs:
+        sources = [scorer_plan.output_source] if scorer_plan.output_source else []
+        scorer_plan.output_source = "; ".join([*sources, f"later candidates: {later.label()}"])
     price_plan(scorer_plan, scorer)
 
     opt_plan = Plan()
@@ -91,8 +130,24 @@ def plan_optimization(
         ]
     # Each of a step's N answers may be a call of its own (a server that ignores `n`).
     n = cfg.candidates_per_step
-    opt_plan.est_tokens_in = n * sum(expected_tokens_of_chars(c) for c, _ in sizes)
+    # Expected: the listing as it really grows (up to the cap), of typical instructions,
+    # sent once per step when the provider takes `n` (the worst case pays it N times).
+    listing = problem.meta_prompt(
+        [Scored(TYPICAL_CANDIDATE, 1.0, 0)] * longest, meta, random.Random(0)
+    ).text
+    typical_per = (len(listing) - len(empty)) / max(1, longest)
+    grown = [n_start + (s - 1) * n for s in range(1, cfg.steps + 1)]
+    shown = [k if cap is None else min(cap, k) for k in grown]
+    per_step = 1 if optimizer.provider.supports_n else n
+    opt_plan.requests = cfg.steps * per_step
+    opt_plan.est_tokens_in = per_step * sum(
+        expected_tokens_of_chars(int(len(empty) + typical_per * k)) for k in shown
+    )
     opt_plan.worst_tokens_in = n * sum(worst_tokens_of_bytes(b) for _, b in sizes)
     opt_plan.max_tokens_out = cfg.steps * optimizer.decoding.max_tokens * n
+    opt_plan.tokenizer = "estimated at 4 characters a token"
+    answers = optimizer_default(optimizer.decoding.max_tokens)
+    add_output(opt_plan, answers, opt_plan.calls)
+    opt_plan.output_source = answers.label()
     price_plan(opt_plan, optimizer)
     return scorer_plan, opt_plan

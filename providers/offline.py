@@ -56,6 +56,14 @@ class OfflineProvider(Provider):
     def connection_key(self) -> str:
         return self._connection
 
+    # Whether the real provider takes `n` (set by `offline_provider`): a plan of the
+    # optimizer's calls counts one request per step when it does.
+    takes_n: bool = False
+
+    @property
+    def supports_n(self) -> bool:
+        return self.takes_n
+
     async def complete(self, request: Request) -> Completion:
         raise RuntimeError(f"{self.spec}: a plan-only model was asked to call (a bug)")
 
@@ -79,4 +87,5 @@ def offline_provider(spec: str, *, base_url: str | None = None, **options: Any) 
         identity=real.cache_identity(),
         connection=real.connection_key(),
     )
+    offline.takes_n = real.supports_n
     return offline

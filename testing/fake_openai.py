@@ -36,6 +36,7 @@ __all__ = [
     "FakeOpenAIServer",
     "FakeServerConfig",
     "default_responder",
+    "varied_responder",
 ]
 
 # A good answer whose usage report is broken ("usage_over": too big but true): the server
@@ -81,6 +82,28 @@ ECHO_FORMS: dict[str, Callable[[str], str]] = {
 def default_responder(prompt: str) -> str:
     """Answer "True"/"False" from the prompt's sha256, so answers are a pure function of it."""
     return "True" if hashlib.sha256(prompt.encode()).digest()[0] % 2 == 0 else "False"
+
+
+_WORDS = ("first", "we", "look", "at", "each", "step", "then", "count", "the", "moves", "and")
+
+
+def varied_responder(prompt: str) -> str:
+    """Answer lengths that vary by instruction, as real scorers' do: a prompt that asks to
+    think step by step gets a worked answer of 20-140 words (from its sha256) ending in the
+    verdict; any other prompt gets `default_responder`'s one word."""
+    verdict = default_responder(prompt)
+    if "step by step" not in prompt.lower():
+        return verdict
+    digest = hashlib.sha256(prompt.encode()).digest()
+    words = 20 + digest[1] % 121
+    body = " ".join(_WORDS[(digest[2] + i) % len(_WORDS)] for i in range(words))
+    return f"Let's see: {body}. So the answer is {verdict}."
+
+
+RESPONDERS: dict[str, Callable[[str], str]] = {
+    "default": default_responder,
+    "varied": varied_responder,
+}
 
 
 @dataclass
@@ -617,6 +640,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--retry-after", type=float, default=1.0, help="seconds a 429 asks the client to wait"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--responder", choices=sorted(RESPONDERS), default="default", help="how it answers"
+    )
     parser.add_argument("--api-key", default=None, help="require this bearer key")
     parser.add_argument("--ignore-n", action="store_true", help="always return one choice")
     parser.add_argument("--echo-key", choices=sorted(ECHO_FORMS), help="401s quote the key")
@@ -664,6 +690,7 @@ async def _serve(args: argparse.Namespace) -> int:
         required_query=dict(q.partition("=")[::2] for q in args.require_query),
         max_concurrency=args.max_concurrency,
         retry_after_s=args.retry_after,
+        responder=RESPONDERS[args.responder],
     )
     server = FakeOpenAIServer(config, host=args.host, port=args.port)
     return await serve_until_signalled(server)

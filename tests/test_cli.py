@@ -309,7 +309,7 @@ def test_dry_run_counts_calls_and_spends_nothing(
     result = run_cli(*base, "--instruction", "A", "--instruction", "B", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "24 pairs: 12 cached, 12 calls to make" in result.stdout
-    assert "estimated cost $" in result.stdout
+    assert "expected cost $" in result.stdout
     assert server.stats()["requests_total"] == 12
 
 

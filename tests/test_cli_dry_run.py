@@ -62,7 +62,8 @@ def test_optimize_dry_run_with_vendor_models_and_no_key(
     out, err = capsys.readouterr()
     assert code == 0, err
     scorer, optimizer, time_line = out.splitlines()
-    assert scorer.startswith("scorer (at most): ") and "estimated cost $" in scorer
+    assert scorer.startswith("scorer (at most): ") and "expected cost $" in scorer
+    assert "worst case $" in scorer
     assert optimizer.startswith("optimizer (at most): 24 pairs") and "cost $" in optimizer
     assert time_line.startswith("time: about ") and "(the --rpm/--tpm limit)" in time_line
     assert not (tmp_path / "run").exists()

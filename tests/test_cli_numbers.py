@@ -24,7 +24,7 @@ from opro.cli.main import build_parser, main
 # Every numeric option, by subcommand (the options in the issue and all the others).
 ENGINE = [
     "--max-tokens", "--max-concurrency", "--rpm", "--tpm", "--max-attempts", "--timeout",
-    "--max-errors", "--max-error-rate", "--budget-usd", "--budget-tokens",
+    "--max-errors", "--max-error-rate", "--budget-usd", "--budget-tokens", "--calibrate",
 ]  # fmt: skip
 DEMO = [
     "--steps", "--optimizer-max-tokens", "--candidates-per-step", "--temperature",

@@ -177,7 +177,7 @@ def test_the_plan_line_from_limits_counts_the_cache_hits_of_the_first_snapshot()
     assert out.getvalue() == ""  # the cache hits are not known yet
     task.on_progress(snapshot(100, 400, 0, cache_hits=100))
     assert out.getvalue().splitlines()[0] == (
-        "plan: 400 pairs, 300 calls to make (100 cached); estimated cost $0.3000; about "
+        "plan: 400 pairs, 300 calls to make (100 cached); expected cost $0.3000; about "
         "5m00s of scorer calls at 1 calls/s (the --rpm/--tpm limit); use --limit to shorten"
     )
 
@@ -194,7 +194,7 @@ def test_the_plan_line_waits_for_a_measured_speed_and_skips_short_runs() -> None
         task.on_progress(snapshot(done, 1000, done))
     [line] = [x for x in out.getvalue().splitlines() if x.startswith("plan")]
     assert line == (
-        "plan: 1,000 pairs, 1,000 calls to make (0 cached); estimated cost unknown (no "
+        "plan: 1,000 pairs, 1,000 calls to make (0 cached); expected cost unknown (no "
         "price); about 8m20s of scorer calls at 2 calls/s (measured); use --limit to shorten"
     )
     short, out2, clock2 = plain_board()
@@ -216,7 +216,7 @@ def test_an_optimize_plan_is_an_upper_bound_with_its_own_hint() -> None:
     )
     line = plan_line(plan, 2.0, measured=True)
     assert line.startswith("plan (at most): 8,000 pairs, 7,960 calls to make (40 cached)")
-    assert "+ 1,600 optimizer answers; estimated cost $2.0000; about 1h06m" in line
+    assert "+ 1,600 optimizer answers; expected cost $2.0000; about 1h06m" in line
     assert line.endswith("use --train-fraction / --steps to shorten")
     assert [duration(s) for s in (0.4, 59.6, 61, 3599, 7260)] == [
         "0s",
@@ -325,6 +325,6 @@ def test_a_long_run_starts_with_its_plan_line(task_file: Path, tmp_path: Path) -
             proc.wait(timeout=60)
             if proc.stderr is not None:
                 proc.stderr.close()
-    assert line.startswith("plan: 100 pairs, 100 calls to make (0 cached); estimated cost ")
+    assert line.startswith("plan: 100 pairs, 100 calls to make (0 cached); expected cost ")
     assert "about 5m00s of scorer calls at 0.333 calls/s (the --rpm/--tpm limit)" in line
     assert line.rstrip().endswith("use --limit to shorten")

@@ -184,7 +184,7 @@ async def test_the_dry_run_plans_an_uncapped_listing_as_it_grows() -> None:
         def planned(max_shown: int | None, steps: int) -> int:
             meta = MetaPromptConfig(style="pretrained", max_shown=max_shown)
             cfg = OptimizeConfig(steps=steps, candidates_per_step=8, meta=meta)
-            return plan_optimization(problem, optimizer, cfg)[1].est_tokens_in
+            return plan_optimization(problem, optimizer, cfg)[1].worst_tokens_in
 
         # Capped: every step at the cap. Uncapped: step s lists 1 + 8 (s - 1) solutions, so
         # short runs plan less than the cap of 20 and long runs more.
