@@ -358,6 +358,8 @@ class RaySweepRunner(SweepRunner):
         finally:
             if not done.done():
                 done.cancel()
+            elif not done.cancelled():
+                done.exception()  # retrieved: the caller sees the error another way
 
     def result(self) -> RaySweepResult:
         base = super().result()

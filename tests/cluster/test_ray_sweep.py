@@ -19,7 +19,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from opro.caches.disk import DiskCache
 from opro.cluster import RayOptions, ray_sweep
 from opro.engine.budget import Budget
 from opro.engine.engine import Engine
@@ -164,3 +166,67 @@ async def test_two_nodes_share_one_rate_and_one_budget_and_resume_anywhere(
         once = json.loads((tmp_path / "whole" / name / "results.json").read_text())
         resumed = json.loads((tmp_path / "capped" / name / "results.json").read_text())
         assert resumed["best"] == once["best"] and resumed["final"] == once["final"]
+
+
+class GatedServer(FakeOpenAIServer):
+    """Holds every request at a gate while `holding` is set."""
+
+    def __init__(self, config: FakeServerConfig) -> None:
+        super().__init__(config)
+        self.holding = False
+        self.held = 0
+        self.gate = asyncio.Event()
+
+    async def _complete(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        if self.holding:
+            self.held += 1
+            await self.gate.wait()
+        return await super()._complete(request, chat)
+
+
+async def test_a_worker_node_removed_mid_sweep_loses_nothing_paid_for(
+    cluster: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Runs last: it takes the worker node away for good. The server holds every new
+    request once both tasks are under way; when every answer sent is in the shared cache,
+    the requests held are exactly the calls in flight, and the worker node is removed."""
+    answered: dict[str, int] = {"a": 0, "b": 0}
+    both_busy = asyncio.Event()
+
+    def responder(prompt: str) -> str:
+        match = _QUESTION.search(prompt)
+        if match is not None:
+            answered[match.group(1)] += 1
+            if min(answered.values()) >= 20:
+                both_busy.set()
+        return answer(prompt)
+
+    tasks = [write_task(tmp_path / f"{t}.jsonl", t, 60) for t in ("a", "b")]
+    cache = DiskCache(tmp_path / "cache-lost")
+    async with GatedServer(FakeServerConfig(latency_s=0.05, responder=responder)) as server:
+        settings = settings_for(tasks, server.base_url, steps=3, max_tokens=16)
+        running = asyncio.create_task(run(tmp_path, settings, "lost", Budget()))
+        await both_busy.wait()  # each node is in the middle of its task
+        server.holding = True
+        # Waiting on state: answers landing in the cache, which other processes write (no
+        # event to wait on here).
+        while server.in_flight > server.held or len(cache) < server.accepted:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        in_flight = server.in_flight
+        await asyncio.to_thread(cluster.cluster.remove_node, cluster.worker)
+        server.holding = False
+        server.gate.set()
+        result = await running
+        assert result.complete, [(t.task, t.reason) for t in result.tasks]
+        assert result.restarts == 1  # the lost node's task, started again on the head
+        assert len(set(result.nodes.values())) == 1
+        # Only what was in flight on the lost node was paid twice.
+        assert repaid(server) <= in_flight
+        billed = server.billed_prompt_tokens + server.billed_completion_tokens
+    cache.close()
+    ledger = json.loads((tmp_path / "lost" / "spend.json").read_text())
+    counted = ledger["settled"]["tokens_in"] + ledger["settled"]["tokens_out"]
+    assert counted >= billed  # the lost node's open chunks count in full: never less
+    for name in ("a.jsonl", "b.jsonl"):
+        steps = (tmp_path / "lost" / name / "steps.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in steps] == [0, 1, 2, 3]
