@@ -22,6 +22,7 @@ kept on the request rate against arrival-time jitter, as the local limiter does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -49,7 +50,9 @@ class _Bucket:
         self.stamp = now
 
     def wait_for(self, amount: float) -> float:
-        return max(0.0, (amount - self.level) / self.rate)
+        deficit = amount - self.level
+        # A deficit left by float rounding would be a sleep too short to move the clock.
+        return deficit / self.rate if deficit > 1e-9 else 0.0
 
 
 class LeaseBucket:
@@ -130,7 +133,7 @@ class LeaseSource:
         self._ttl = ttl
         self._held: deque[_Lease] = deque()
         self._refill: asyncio.Task[None] | None = None
-        self.round_trips = 0  # calls that had to wait for a lease (none held)
+        self.round_trips = 0  # calls that had to wait for a lease (none at hand)
         self.fetches = 0
 
     def _drop_expired(self, now: float) -> None:
@@ -143,6 +146,7 @@ class LeaseSource:
     async def take(self, tokens: int) -> None:
         tokens = min(tokens, self._max_tokens)  # no token rate: 0
         loop = asyncio.get_running_loop()
+        waited = False
         while True:
             self._drop_expired(loop.time())
             requests_held, tokens_held = self._holding()
@@ -153,7 +157,9 @@ class LeaseSource:
                 ):
                     self._start_refill(tokens)
                 return
-            self.round_trips += 1
+            if not waited:
+                waited = True
+                self.round_trips += 1
             await asyncio.shield(self._start_refill(tokens))
 
     def _spend(self, tokens: int) -> None:
@@ -169,6 +175,14 @@ class LeaseSource:
         if self._refill is None or self._refill.done():
             self._refill = asyncio.create_task(self._fetch_lease(tokens))
         return self._refill
+
+    async def aclose(self) -> None:
+        """Stop asking for leases (a refill under way is cancelled)."""
+        refill, self._refill = self._refill, None
+        if refill is not None and not refill.done():
+            refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refill
 
     async def _fetch_lease(self, tokens: int) -> None:
         want_tokens = max(self._lease_tokens, tokens) if self._lease_tokens else 0
