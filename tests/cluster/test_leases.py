@@ -42,7 +42,7 @@ def test_nodes_sharing_a_bucket_stay_within_the_rate() -> None:
             await source.aclose()
         return sources
 
-    sources = run(main())
+    run(main())
     assert len(sent) == nodes * calls_per_node
     per_s = min(rpm / 60, tpm / 60 / 200)  # tokens bind here: 25 calls/s
     # What the server's one-second bucket allows: a second's burst plus the rate.
