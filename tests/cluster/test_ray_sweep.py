@@ -203,7 +203,8 @@ async def test_a_worker_node_removed_mid_sweep_loses_nothing_paid_for(
 
     tasks = [write_task(tmp_path / f"{t}.jsonl", t, 60) for t in ("a", "b")]
     cache = DiskCache(tmp_path / "cache-lost")
-    async with GatedServer(FakeServerConfig(latency_s=0.05, responder=responder)) as server:
+    server = GatedServer(FakeServerConfig(latency_s=0.05, responder=responder))
+    async with server:
         settings = settings_for(tasks, server.base_url, steps=3, max_tokens=16)
         running = asyncio.create_task(run(tmp_path, settings, "lost", Budget()))
         await both_busy.wait()  # each node is in the middle of its task
