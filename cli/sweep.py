@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from opro.cli.optimize import GROUPS as OPTIMIZE_GROUPS
 from opro.cli.optimize import configs
 from opro.cli.protocol import apply_protocol, qa_framing
 from opro.cli.settings import Option, OptionGroup, Settings, add_groups, resolve
+from opro.engine.engine import Engine
 from opro.engine.ledger import LedgerError
 from opro.engine.prices import parse_price
 from opro.optimize.runlog import RunDirError
@@ -57,7 +59,8 @@ from opro.sweep import (
 from opro.sweep.state import read_record
 
 # Not stored for resume: where the sweep is, whether it resumes, how it reports progress.
-_NOT_STORED = {"command", "config", "resume", "run_dir", "dry_run"}
+# Nor where it runs: a sweep resumes on any cluster, or on none.
+_NOT_STORED = {"command", "config", "resume", "run_dir", "dry_run", "ray", "ray_cpus"}
 _URLS = ("scorer_base_url", "optimizer_base_url")
 WITHHELD = "<withheld: it holds a secret; give it again on --resume>"
 PARALLEL = IntRange(1, 10_000)
@@ -102,7 +105,46 @@ SWEEP = OptionGroup(
     ),
     exclusive=(("--instruction", "--instructions-file"),),
 )
-GROUPS = (*OPTIMIZE_GROUPS, SWEEP)
+
+
+def ray_address(text: str) -> str:
+    """`--ray`'s value: "auto" or ray://HOST:PORT."""
+    if text == "auto" or (text.startswith("ray://") and len(text) > len("ray://")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'auto' or ray://HOST:PORT, got {text!r}")
+
+
+def ray_cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= 1024):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number of CPUs in (0, 1024], got {text!r}")
+    return value
+
+
+RAY = OptionGroup(
+    "ray cluster",
+    (
+        Option(
+            "--ray",
+            "run each task in a Ray actor on this cluster: 'auto' (the cluster this machine "
+            "is part of) or ray://HEAD:10001; limits and budget are shared by the whole "
+            "cluster, results come back to --run-dir (needs pip install 'opro-engine[ray]')",
+            type=ray_address,
+            metavar="ADDRESS",
+        ),
+        Option(
+            "--ray-cpus",
+            "CPUs each task's Ray actor reserves",
+            type=ray_cpus,
+            default=1.0,
+            metavar="N",
+        ),
+    ),
+)
+GROUPS = (*OPTIMIZE_GROUPS, SWEEP, RAY)
 EXAMPLES = (
     "opro sweep --tasks 'bbh/*' --scorer openai/gpt-4o-mini --optimizer openai/gpt-4o \\\n"
     "    --steps 20 --budget-usd 30 --run-dir sweeps/bbh",
@@ -365,6 +407,8 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
     every = min(s["progress_every"], LIVE_EVERY_S) if live else s["progress_every"]
     try:
         async with engine_from_settings(s) as engine:
+            if s["ray"] is not None:
+                return await _on_ray(s, engine, settings, run_dir, display, every, info)
             return await sweep(
                 engine,
                 settings,
@@ -376,6 +420,37 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
             )
     finally:
         display.close()
+
+
+async def _on_ray(
+    s: Settings,
+    engine: Engine,
+    settings: SweepSettings,
+    run_dir: Path,
+    on_event: Any,
+    every: float,
+    info: dict[str, Any],
+) -> SweepResult:
+    """The sweep with its tasks on a Ray cluster (`opro.cluster`); each node opens the
+    cache --cache-dir names (a directory every node can reach, or a shared backend)."""
+    from opro.cluster import RayOptions, ray_sweep
+
+    options = RayOptions(
+        address=s["ray"],
+        cache=s["cache_dir"],
+        use_cache=not s["no_cache"],
+        num_cpus=s["ray_cpus"],
+    )
+    return await ray_sweep(
+        engine,
+        settings,
+        run_dir=run_dir,
+        options=options,
+        resume=s["resume"],
+        on_event=on_event,
+        progress_every=every,
+        info=info,
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -2,9 +2,9 @@
 
 `LeaseBucket` is the cluster's rate for one connection key (it lives in one Ray actor,
 `cluster.actors.LimiterActor`): two token buckets, requests and tokens, filled at the
-connection's rpm/60 and tpm/60 per second and holding at most half a second's worth.
-`grant(requests, tokens)` waits until both hold the amounts asked, takes them and returns
-them: grants are served first come, first served.
+connection's rpm/60 and tpm/60 per second and holding at most a quarter of a second's
+worth. `grant(requests, tokens)` waits until both hold the amounts asked, takes them and
+returns them: grants are served first come, first served.
 
 `LeaseSource` is a node's share (an `engine.leases.CapacitySource`): it holds the leases it
 was granted and spends one request (and the call's tokens) per call, so a call normally
@@ -14,9 +14,11 @@ returned, so capacity cannot pile up on an idle node and be spent later in a bur
 
 Why the sum over the cluster stays within the limit: everything sent in a window of T
 seconds was granted in the T + TTL seconds before its end, and grants in any span S are
-at most the bucket's capacity (half a second) plus S x rate; with TTL = 0.5 s that is at
-most the rate over T + 1 s, what the server's own one-second bucket allows. A 1% margin is
-kept on the request rate against arrival-time jitter, as the local limiter does.
+at most the bucket's capacity (a quarter second) plus S x rate; with TTL = 0.25 s that is
+at most the rate over T + 0.5 s, half a second less than the server's own one-second
+bucket allows: the rest is room for requests that reach the server bunched together
+(a node that stalled, network jitter). A 1% margin is kept on the request rate too, as
+the local limiter does.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from dataclasses import dataclass
 
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 
-BURST_S = 0.5  # the bucket holds this many seconds' worth of the rate
+BURST_S = 0.25  # the bucket holds this many seconds' worth of the rate
 LEASE_S = 0.1  # a lease is this many seconds' worth of the whole cluster's rate
-LEASE_TTL_S = 0.5  # an unspent lease is dropped after this long
+LEASE_TTL_S = 0.25  # an unspent lease is dropped after this long
 
 # (requests, tokens) asked -> (requests, tokens) granted; the actor's `grant`, remotely.
 Fetch = Callable[[int, int], Awaitable[tuple[int, int]]]
@@ -130,6 +132,12 @@ class LeaseSource:
     ) -> None:
         self._fetch = fetch
         self._lease_requests, self._lease_tokens, self._max_tokens = lease
+        # The calls this node sent in the last second: a lease is sized to what the node
+        # spends in half a TTL, so it is used up before it expires on a node with a small
+        # share of the cluster's rate (and at most `lease`, a tenth of the cluster's rate).
+        self._recent: deque[float] = deque()
+        self._started: float | None = None
+        self._want = (self._lease_requests, self._lease_tokens)
         self._ttl = ttl
         self._held: deque[_Lease] = deque()
         self._refill: asyncio.Task[None] | None = None
@@ -137,8 +145,9 @@ class LeaseSource:
         self.fetches = 0
 
     def _drop_expired(self, now: float) -> None:
-        while self._held and (self._held[0].expires <= now or self._held[0].requests <= 0):
-            self._held.popleft()
+        held = self._held
+        while held and (held[0].expires <= now or (held[0].requests | held[0].tokens) == 0):
+            held.popleft()
 
     def _holding(self) -> tuple[int, int]:
         return sum(x.requests for x in self._held), sum(x.tokens for x in self._held)
@@ -152,8 +161,10 @@ class LeaseSource:
             requests_held, tokens_held = self._holding()
             if requests_held >= 1 and tokens_held >= tokens:
                 self._spend(tokens)
-                if 2 * (requests_held - 1) < self._lease_requests or (
-                    self._lease_tokens and 2 * (tokens_held - tokens) < self._lease_tokens
+                self._count(loop.time())
+                want_requests, want_tokens = self._want
+                if 2 * (requests_held - 1) < want_requests or (
+                    want_tokens and 2 * (tokens_held - tokens) < want_tokens
                 ):
                     self._start_refill(tokens)
                 return
@@ -162,9 +173,19 @@ class LeaseSource:
                 self.round_trips += 1
             await asyncio.shield(self._start_refill(tokens))
 
+    def _count(self, now: float) -> None:
+        if self._started is None:
+            self._started = now
+        self._recent.append(now)
+        while self._recent[0] <= now - 1.0:
+            self._recent.popleft()
+
     def _spend(self, tokens: int) -> None:
-        self._held[0].requests -= 1
-        for lease in self._held:  # tokens from the oldest leases first
+        for lease in self._held:  # from the oldest leases first: they expire first
+            if lease.requests > 0:
+                lease.requests -= 1
+                break
+        for lease in self._held:
             used = min(tokens, lease.tokens)
             lease.tokens -= used
             tokens -= used
@@ -185,8 +206,19 @@ class LeaseSource:
                 await refill
 
     async def _fetch_lease(self, tokens: int) -> None:
-        want_tokens = max(self._lease_tokens, tokens) if self._lease_tokens else 0
+        want_requests, want_tokens = self._lease_requests, 0
+        now = asyncio.get_running_loop().time()
+        if self._started is not None and now - self._started >= 1.0:  # a second's history
+            in_half_ttl = math.ceil(len(self._recent) * self._ttl / 2)
+            want_requests = max(1, min(want_requests, in_half_ttl))
+        if self._lease_tokens:
+            # Whole calls' worth, and no more requests than those calls: what one rate
+            # leaves unused of the other would only expire here, unused by other nodes.
+            per_call = max(1, tokens)
+            calls = min(want_requests, max(1, self._lease_tokens // per_call))
+            want_requests, want_tokens = calls, max(tokens, calls * per_call)
+        self._want = (want_requests, want_tokens)
         self.fetches += 1
-        requests, got_tokens = await self._fetch(self._lease_requests, want_tokens)
+        requests, got_tokens = await self._fetch(want_requests, want_tokens)
         loop = asyncio.get_running_loop()
         self._held.append(_Lease(loop.time() + self._ttl, requests, got_tokens))

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from opro.caches.disk import DiskCache
+from opro.cli.main import main
 from opro.cluster import RayOptions, ray_sweep
 from opro.engine.budget import Budget
 from opro.engine.engine import Engine
@@ -83,8 +84,11 @@ def cluster() -> Iterator[SimpleNamespace]:
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    worker = c.add_node(num_cpus=1)
+    # Connected before the second node exists, so the driver (and with it the bank and the
+    # limiters) is on the head: both raylets share 127.0.0.1.
     ray.init(address=c.address, log_to_driver=False)
+    worker = c.add_node(num_cpus=1)
+    assert ray.get_runtime_context().get_node_id() == c.head_node.node_id
     try:
         yield SimpleNamespace(cluster=c, worker=worker)
     finally:
@@ -166,6 +170,28 @@ async def test_two_nodes_share_one_rate_and_one_budget_and_resume_anywhere(
         once = json.loads((tmp_path / "whole" / name / "results.json").read_text())
         resumed = json.loads((tmp_path / "capped" / name / "results.json").read_text())
         assert resumed["best"] == once["best"] and resumed["final"] == once["final"]
+
+
+async def test_the_cli_evaluates_on_the_cluster_and_resumes_without_it(
+    cluster: SimpleNamespace, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`opro sweep --ray auto --evaluate-only` (the simulated scorer, in each actor), then
+    `--resume` with no cluster option: everything is already in the driver's directory."""
+    run_dir = tmp_path / "sweep"
+    args = ["sweep", "--evaluate-only", "--tasks", "bbh/navigate", "--tasks", "bbh/snarks"]
+    args += ["--instruction", "Think.", "--instruction", "Be brief.", "--split", "train"]
+    args += ["--scorer", "simulated/s", "--run-dir", str(run_dir), "--data-dir", str(data_dir)]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--ray", "auto", "--ray-cpus", "1"]
+    assert await asyncio.to_thread(main, args) == 0  # Ray is initialised: its cluster
+    for task, train in (("bbh__navigate", 50), ("bbh__snarks", 35)):
+        report = json.loads((run_dir / task / "report.json").read_text())
+        assert [s["n"] for s in report["instructions"]] == [train, train]
+    stored = json.loads((run_dir / "sweep.json").read_text())
+    assert "ray" not in stored["info"]["cli"]  # where it ran is not a setting of the sweep
+    resume = ["sweep", "--resume", "--run-dir", str(run_dir)]
+    assert await asyncio.to_thread(main, resume) == 0
+    again = json.loads((run_dir / "sweep.json").read_text())
+    assert again["totals"]["calls"] == stored["totals"]["calls"] > 0  # nothing run twice
 
 
 class GatedServer(FakeOpenAIServer):
