@@ -88,7 +88,8 @@ def cluster() -> Iterator[SimpleNamespace]:
     # limiters) is on the head: both raylets share 127.0.0.1.
     ray.init(address=c.address, log_to_driver=False)
     worker = c.add_node(num_cpus=1)
-    assert ray.get_runtime_context().get_node_id() == c.head_node.node_id
+    head = c.head_node
+    assert head is not None and ray.get_runtime_context().get_node_id() == head.node_id
     try:
         yield SimpleNamespace(cluster=c, worker=worker)
     finally:
