@@ -83,18 +83,17 @@ def cluster() -> Iterator[SimpleNamespace]:
     import ray
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    c: Any = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})  # partly typed
     # Connected before the second node exists, so the driver (and with it the bank and the
     # limiters) is on the head: both raylets share 127.0.0.1.
     ray.init(address=c.address, log_to_driver=False)
     worker = c.add_node(num_cpus=1)
-    head = c.head_node
-    assert head is not None and ray.get_runtime_context().get_node_id() == head.node_id
+    assert ray.get_runtime_context().get_node_id() == c.head_node.node_id
     try:
         yield SimpleNamespace(cluster=c, worker=worker)
     finally:
         ray.shutdown()
-        c.shutdown()  # type: ignore[no-untyped-call]
+        c.shutdown()
 
 
 async def run(
