@@ -52,7 +52,7 @@ def burn_setup(burn_ms: float) -> Any:
                 pass
             return result
 
-        cls.complete = complete
+        setattr(cls, "complete", complete)  # noqa: B010 - a method replaced on purpose
 
     return setup
 
@@ -94,7 +94,7 @@ def run_config(nodes: int, base_url: str, paths: list[str], args: argparse.Names
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster: Any = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         ray.init(
             address=cluster.address,

@@ -5,6 +5,6 @@ directory (`cluster.driver`). Ray is imported only when a sweep runs on it.
 
 from __future__ import annotations
 
-from opro.cluster.driver import ClusterError, RayOptions, ray_sweep
+from opro.cluster.driver import ClusterError, RayOptions, RaySweepResult, ray_sweep
 
-__all__ = ["ClusterError", "RayOptions", "ray_sweep"]
+__all__ = ["ClusterError", "RayOptions", "RaySweepResult", "ray_sweep"]

@@ -113,6 +113,7 @@ async def ray_sweep(
             ray.init(address=options.address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(f"cannot connect to Ray at {options.address}: {exc}") from None
+    _check_cpus(ray, options.num_cpus)  # before the sweep directory is touched
     result = await sweep(
         engine,
         settings,
@@ -376,6 +377,17 @@ class RaySweepRunner(SweepRunner):
             tokens_out=t.tokens_out,
             cost_usd=t.cost_usd,
             wall_s=t.wall_s,
+        )
+
+
+def _check_cpus(ray: Any, cpus: float) -> None:
+    """A worker no node can hold would wait for one forever: say so before starting."""
+    sizes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    largest = max(sizes, default=0.0)
+    if cpus > largest:
+        raise ClusterError(
+            f"each task's Ray actor asks for {cpus:g} CPUs but the largest node of the "
+            f"cluster has {largest:g}; give a smaller --ray-cpus"
         )
 
 

@@ -178,6 +178,11 @@ async def test_the_cli_evaluates_on_the_cluster_and_resumes_without_it(
     """`opro sweep --ray auto --evaluate-only` (the simulated scorer, in each actor), then
     `--resume` with no cluster option: everything is already in the driver's directory."""
     run_dir = tmp_path / "sweep"
+    too_big = ["sweep", "--tasks", "bbh/navigate", "--data-dir", str(data_dir)]
+    too_big += ["--scorer", "simulated/s", "--run-dir", str(run_dir), "--ray", "auto"]
+    assert await asyncio.to_thread(main, [*too_big, "--ray-cpus", "64"]) == 2
+    assert "largest node of the cluster has 2" in capsys.readouterr().err
+    assert not run_dir.exists()  # refused before anything was written
     args = ["sweep", "--evaluate-only", "--tasks", "bbh/navigate", "--tasks", "bbh/snarks"]
     args += ["--instruction", "Think.", "--instruction", "Be brief.", "--split", "train"]
     args += ["--scorer", "simulated/s", "--run-dir", str(run_dir), "--data-dir", str(data_dir)]
