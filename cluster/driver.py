@@ -223,7 +223,10 @@ class RaySweepRunner(SweepRunner):
         prior = (ledger.load() if resume else None) or Spend()
         budget = self.engine.budget
         budget.spent = prior
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        # On the driver's node, never elsewhere: a service on a worker node would die with it
+        # (with Ray Client the driver's node is the head, where the client server runs).
+        node = ray.get_runtime_context().get_node_id()
+        here = NodeAffinitySchedulingStrategy(node, soft=False)
         service = {"num_cpus": 0, "scheduling_strategy": here, "max_concurrency": 10_000}
         self.bank = (
             ray.remote(BankActor)
