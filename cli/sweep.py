@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from opro.checks import SECONDS, IntRange
+from opro.checks import SECONDS, FloatRange, IntRange
 from opro.cli.common import (
     DEFAULT_MODEL,
     EMBEDDED_SCORER_API,
@@ -107,21 +106,7 @@ SWEEP = OptionGroup(
 )
 
 
-def ray_address(text: str) -> str:
-    """`--ray`'s value: "auto" or ray://HOST:PORT."""
-    if text == "auto" or (text.startswith("ray://") and len(text) > len("ray://")):
-        return text
-    raise argparse.ArgumentTypeError(f"expected 'auto' or ray://HOST:PORT, got {text!r}")
-
-
-def ray_cpus(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (0 < value <= 1024):  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected a number of CPUs in (0, 1024], got {text!r}")
-    return value
+RAY_CPUS = FloatRange(0.0, 1024.0, low_open=True)
 
 
 RAY = OptionGroup(
@@ -132,13 +117,12 @@ RAY = OptionGroup(
             "run each task in a Ray actor on this cluster: 'auto' (the cluster this machine "
             "is part of) or ray://HEAD:10001; limits and budget are shared by the whole "
             "cluster, results come back to --run-dir (needs pip install 'opro-engine[ray]')",
-            type=ray_address,
             metavar="ADDRESS",
         ),
         Option(
             "--ray-cpus",
             "CPUs each task's Ray actor reserves",
-            type=ray_cpus,
+            type=RAY_CPUS,
             default=1.0,
             metavar="N",
         ),
@@ -422,6 +406,18 @@ async def _run(s: Settings, settings: SweepSettings, run_dir: Path) -> SweepResu
         display.close()
 
 
+def ray_options(s: Settings) -> Any:
+    """`--ray`'s `opro.cluster.RayOptions` (a bad address is a `SettingsError`)."""
+    from opro.cluster import RayOptions
+
+    return RayOptions(
+        address=s["ray"],
+        cache=s["cache_dir"],
+        use_cache=not s["no_cache"],
+        num_cpus=s["ray_cpus"],
+    )
+
+
 async def _on_ray(
     s: Settings,
     engine: Engine,
@@ -433,19 +429,13 @@ async def _on_ray(
 ) -> SweepResult:
     """The sweep with its tasks on a Ray cluster (`opro.cluster`); each node opens the
     cache --cache-dir names (a directory every node can reach, or a shared backend)."""
-    from opro.cluster import RayOptions, ray_sweep
+    from opro.cluster import ray_sweep
 
-    options = RayOptions(
-        address=s["ray"],
-        cache=s["cache_dir"],
-        use_cache=not s["no_cache"],
-        num_cpus=s["ray_cpus"],
-    )
     return await ray_sweep(
         engine,
         settings,
         run_dir=run_dir,
-        options=options,
+        options=ray_options(s),
         resume=s["resume"],
         on_event=on_event,
         progress_every=every,
@@ -457,6 +447,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """`opro sweep`: 0 all done, 1 a task failed, 2 user error, 3 stopped (resumable)."""
     s = _settings(args)
     settings = sweep_settings(s)
+    if s["ray"] is not None:
+        ray_options(s)  # a bad --ray value is refused before anything starts
     if s["run_dir"] is None:
         run_dir = Path("opro-sweeps") / time.strftime("%Y%m%d-%H%M%S")
     else:

@@ -71,9 +71,10 @@ class RayOptions:
     max_restarts: int = 3
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.address, str) and self.address):
+        if not isinstance(self.address, str):
             raise SettingsError("the Ray address is 'auto' or ray://HOST:PORT")
-        if self.address != "auto" and not self.address.startswith("ray://"):
+        remote = self.address.startswith("ray://") and len(self.address) > len("ray://")
+        if self.address != "auto" and not remote:
             raise SettingsError(
                 f"the Ray address is 'auto' or ray://HOST:PORT, got {self.address!r}"
             )

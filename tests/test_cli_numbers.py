@@ -40,7 +40,7 @@ OPTIMIZE = [
 NUMERIC: dict[tuple[str, ...], list[str]] = {
     ("evaluate",): ["--limit", *ENGINE],
     ("optimize",): [*OPTIMIZE, *ENGINE],
-    ("sweep",): [*OPTIMIZE, *ENGINE, "--max-parallel-tasks", "--progress-every"],
+    ("sweep",): [*OPTIMIZE, *ENGINE, "--max-parallel-tasks", "--progress-every", "--ray-cpus"],
     ("demo", "linreg"): ["--runs", "--points", *DEMO],
     ("demo", "tsp"): ["--n", "--instances", "--solver-time-limit", *DEMO],
 }
