@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from opro.caches.open import cache_label
-from opro.checks import SECONDS, IntRange
+from opro.checks import SECONDS, FloatRange, IntRange
 from opro.cli.batch import batch_settings, check_batch_scorer
 from opro.cli.common import (
     DEFAULT_MODEL,
@@ -41,6 +41,7 @@ from opro.cli.options import base_urls
 from opro.cli.protocol import apply_protocol, qa_framing
 from opro.cli.runplan import RunPlan, plan_vs_bill
 from opro.cli.settings import Option, OptionGroup, Settings, add_groups, resolve
+from opro.engine.engine import Engine
 from opro.engine.ledger import LedgerError
 from opro.engine.prices import parse_price
 from opro.engine.spend import Spend
@@ -64,7 +65,8 @@ from opro.sweep.plan import TaskPlan, plan_sweep, total_plan
 from opro.sweep.state import read_record
 
 # Not stored for resume: where the sweep is, whether it resumes, how it reports progress.
-_NOT_STORED = {"command", "config", "resume", "run_dir", "dry_run"}
+# Nor where it runs: a sweep resumes on any cluster, or on none.
+_NOT_STORED = {"command", "config", "resume", "run_dir", "dry_run", "ray", "ray_cpus"}
 _URLS = ("scorer_base_url", "optimizer_base_url", "cache")  # may hold a secret
 WITHHELD = "<withheld: it holds a secret; give it again on --resume>"
 PARALLEL = IntRange(1, 10_000)
@@ -109,7 +111,31 @@ SWEEP = OptionGroup(
     ),
     exclusive=(("--instruction", "--instructions-file"),),
 )
-GROUPS = (*OPTIMIZE_GROUPS, SWEEP)
+
+
+RAY_CPUS = FloatRange(0.0, 1024.0, low_open=True)
+
+
+RAY = OptionGroup(
+    "ray cluster",
+    (
+        Option(
+            "--ray",
+            "run each task in a Ray actor on this cluster: 'auto' (the cluster this machine "
+            "is part of) or ray://HEAD:10001; limits and budget are shared by the whole "
+            "cluster, results come back to --run-dir (needs pip install 'opro-engine[ray]')",
+            metavar="ADDRESS",
+        ),
+        Option(
+            "--ray-cpus",
+            "CPUs each task's Ray actor reserves",
+            type=RAY_CPUS,
+            default=1.0,
+            metavar="N",
+        ),
+    ),
+)
+GROUPS = (*OPTIMIZE_GROUPS, SWEEP, RAY)
 EXAMPLES = (
     "opro sweep --tasks 'bbh/*' --scorer openai/gpt-4o-mini --optimizer openai/gpt-4o \\\n"
     "    --steps 20 --budget-usd 30 --run-dir sweeps/bbh",
@@ -385,6 +411,8 @@ async def _run(
                 plans = []
             if plans:
                 print(plan_lines(plans)[-1], file=sys.stderr, flush=True)
+            if s["ray"] is not None:  # the nodes' models are not this engine's: no bill lines
+                return await _on_ray(s, engine, settings, run_dir, display, every, info), []
             result = await sweep(
                 engine,
                 settings,
@@ -446,11 +474,52 @@ def _bill(engine: Any, plans: list[TaskPlan]) -> list[str]:
     return plan_vs_bill(*rows)
 
 
+def ray_options(s: Settings) -> Any:
+    """`--ray`'s `opro.cluster.RayOptions` (a bad address is a `SettingsError`)."""
+    from opro.cluster import RayOptions
+
+    return RayOptions(
+        address=s["ray"],
+        cache=s["cache"] or s["cache_dir"],
+        use_cache=not s["no_cache"],
+        num_cpus=s["ray_cpus"],
+    )
+
+
+async def _on_ray(
+    s: Settings,
+    engine: Engine,
+    settings: SweepSettings,
+    run_dir: Path,
+    on_event: Any,
+    every: float,
+    info: dict[str, Any],
+) -> SweepResult:
+    """The sweep with its tasks on a Ray cluster (`opro.cluster`); each node opens the
+    cache --cache-dir names (a directory every node can reach, or a shared backend)."""
+    from opro.cluster import ray_sweep
+
+    return await ray_sweep(
+        engine,
+        settings,
+        run_dir=run_dir,
+        options=ray_options(s),
+        resume=s["resume"],
+        on_event=on_event,
+        progress_every=every,
+        info=info,
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """`opro sweep`: 0 all done, 1 a task failed, 2 user error, 3 stopped (resumable)."""
     s = _settings(args)
     check_batch_scorer(s)
     settings = sweep_settings(s)
+    if s["ray"] is not None:
+        if s["batch"]:
+            raise UsageError("--batch with --ray: a batch is sent from one place; drop one of them")
+        ray_options(s)  # a bad --ray value is refused before anything starts
     if s["run_dir"] is None:
         run_dir = Path("opro-sweeps") / time.strftime("%Y%m%d-%H%M%S")
     else:

@@ -23,6 +23,7 @@ from opro.caches.disk import DiskCache
 from opro.caches.open import open_cache
 from opro.engine.budget import Budget, BudgetExceeded
 from opro.engine.evaluate import ErrorPolicy, EvalReport, Grader, Progress, evaluate
+from opro.engine.leases import CapacityFactory
 from opro.engine.limits import ConnectionLimiter, LimitConfig
 from opro.engine.model import Decoding, Generation, Model, ModelCallError, Price
 from opro.engine.pool import Endpoint, EndpointPool, PoolPolicy, PoolProvider, pool_urls
@@ -118,7 +119,10 @@ class Engine:
         retry: RetryPolicy | None = None,
         seed: int | None = None,
         budget: Budget | None = None,
+        capacity: CapacityFactory | None = None,
     ) -> None:
+        """`capacity` (see `engine.leases`) shares each rate-limited connection's rate
+        beyond this process; None limits every connection here."""
         if isinstance(cache, str):  # a directory or redis://... (`caches.open`)
             self.cache: ResultCache | None = _opened(cache, cache_dir, use_cache)
         elif cache is not None:
@@ -134,6 +138,7 @@ class Engine:
         self._inflight: SingleFlight[str, Generation] = SingleFlight()
         self._models: list[Model] = []
         self._rng = random.Random(seed)
+        self._capacity = capacity
 
     def model(
         self,
@@ -180,8 +185,14 @@ class Engine:
         key = provider.connection_key()
         limiter = self._limiters.get(key)
         if limiter is None:
+            shared = None
+            if self._capacity is not None and (limits.rpm is not None or limits.tpm is not None):
+                shared = self._capacity(key, limits)
             limiter = self._limiters[key] = ConnectionLimiter(
-                limits, name=connection_label(provider), max_pause=self.retry.max_retry_after
+                limits,
+                name=connection_label(provider),
+                max_pause=self.retry.max_retry_after,
+                capacity=shared,
             )
         elif limiter.config != limits:
             raise ConfigurationError(
@@ -218,9 +229,13 @@ class Engine:
                     "give both the same limits"
                 )
             return provider, found
+        shared = None
+        if self._capacity is not None and (limits.rpm is not None or limits.tpm is not None):
+            shared = self._capacity(key, limits)
         limiter = EndpointPool(
             endpoints,
             limits,
+            capacity=shared,
             name=f"{provider.name} pool of {len(urls)} "
             f"({', '.join(connection_label(p).rpartition(' at ')[2] for p in providers)})",
             policy=policy,

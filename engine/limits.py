@@ -31,7 +31,7 @@ import math
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
@@ -42,6 +42,9 @@ from opro.engine.retry import DEFAULT_MAX_RETRY_AFTER_S
 from opro.errors import OproError
 from opro.providers.errors import ProviderError, RateLimitError
 from opro.providers.types import Completion, RateLimitInfo, Request
+
+if TYPE_CHECKING:
+    from opro.engine.leases import CapacitySource
 
 DEFAULT_MAX_CONCURRENCY = 32
 
@@ -195,6 +198,7 @@ class ConnectionLimiter:
         *,
         name: str = "the server",
         max_pause: float = DEFAULT_MAX_RETRY_AFTER_S,
+        capacity: CapacitySource | None = None,
     ) -> None:
         if not (math.isfinite(max_pause) and max_pause > 0):
             raise ValueError(f"max pause must be a number of seconds > 0, got {max_pause!r}")
@@ -208,6 +212,8 @@ class ConnectionLimiter:
         self._throttler: Throttler | None = None
         self._rate_gate = AdjustableSemaphore(1)  # a lock that honours priority
         self._sent: deque[float] = deque()
+        # A cluster-wide share of the rate (`engine.leases`): it replaces the local rates.
+        self.capacity = capacity
         if config.rpm is not None:
             count, period = throttle_window(config.rpm)
             self._period = period * (1 + self.RATE_MARGIN)
@@ -267,6 +273,13 @@ class ConnectionLimiter:
                     async with asyncio.timeout(wait):
                         await self._halted.wait()
             self._check_halted()
+            if self.capacity is not None:
+                await self._rate_gate.acquire(priority, flow)
+                try:
+                    await self.capacity.take(tokens if self._tokens is not None else 0)
+                finally:
+                    self._rate_gate.release()
+                return
             if self._throttler is not None:
                 await self._rate_gate.acquire(priority, flow)
                 try:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opro.checks import CONCURRENCY
+from opro.engine.leases import CapacitySource
 from opro.engine.limits import ConnectionLimiter, ConnectionRateLimited, LimitConfig, _Slot
 from opro.engine.retry import DEFAULT_MAX_RETRY_AFTER_S
 from opro.errors import SettingsError
@@ -213,6 +214,7 @@ class EndpointPool(ConnectionLimiter):
         name: str,
         policy: PoolPolicy | None = None,
         max_pause: float = DEFAULT_MAX_RETRY_AFTER_S,
+        capacity: CapacitySource | None = None,
     ) -> None:
         if len(endpoints) < 2:
             raise ValueError("a pool needs at least two endpoints")
@@ -221,6 +223,7 @@ class EndpointPool(ConnectionLimiter):
             LimitConfig(max_concurrency=total, rpm=limits.rpm, tpm=limits.tpm),
             name=name,
             max_pause=max_pause,
+            capacity=capacity,  # a cluster-wide rate (engine.leases) is the pool's too
         )
         self.limits = limits  # as the user gave them (per endpoint window, model-wide rates)
         self.window = None

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from opro.engine.engine import Engine
-from opro.engine.ledger import recording
 from opro.sweep.events import SweepEvent
 from opro.sweep.patterns import expand_tasks, task_dirs
 from opro.sweep.report import ReportError, write_reports
@@ -53,6 +52,7 @@ async def sweep(
     on_event: Callable[[SweepEvent], None] | None = None,
     progress_every: float = 5.0,
     info: Mapping[str, Any] | None = None,
+    runner: type[SweepRunner] | Callable[..., SweepRunner] = SweepRunner,
 ) -> SweepResult:
     """Run every task `settings.patterns` names under `engine`; see the module docstring.
 
@@ -60,6 +60,8 @@ async def sweep(
     `resume=True` the sweep in `run_dir` continues; empty `settings.patterns` means the
     stored ones, and a changed setting that would change results is refused before anything
     is sent. `info` is stored in sweep.json for reference only (never put keys in it).
+    `runner` builds the session (`SweepRunner`'s arguments); `opro.cluster` passes one
+    that runs each task on a Ray cluster.
     """
     if not (progress_every > 0):  # NaN fails too
         raise SweepError(f"progress_every must be > 0 seconds, got {progress_every!r}")
@@ -96,16 +98,16 @@ async def sweep(
         _check_fresh(directory)
         entries = [TaskEntry(n, d) for n, d in zip(names, task_dirs(names), strict=True)]
         record = SweepRecord(settings.mode, described, entries, info=dict(info or {}))
-    runner = SweepRunner(engine, settings, directory, record, on_event, progress_every)
-    runner.prepare()  # loads data and builds the models: user errors surface before any call
-    async with recording(budget, directory, resume=resume):
-        await runner.run()
-    result = runner.result()
+    session = runner(engine, settings, directory, record, on_event, progress_every)
+    session.prepare()  # loads data and builds the models: user errors surface before any call
+    async with session.recording(resume=resume):
+        await session.run()
+    result = session.result()
     try:  # tables, plots and report.html beside sweep.json (`opro report` rebuilds them)
         await asyncio.to_thread(write_reports, directory)
     except ReportError as exc:
         log.warning("no report for %s: %s (`opro report %s` retries)", directory, exc, directory)
-    runner.emit_progress(final=True)
+    session.emit_progress(final=True)
     return result
 
 

@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,7 @@ from opro.engine.batch_evaluate import pending_requests
 from opro.engine.budget import BudgetExceeded
 from opro.engine.engine import Engine
 from opro.engine.evaluate import EvalReport, EvaluationAborted, Progress
-from opro.engine.ledger import stop_message
+from opro.engine.ledger import recording, stop_message
 from opro.engine.limits import ConnectionRateLimited, LimitConfig
 from opro.engine.model import Decoding, Generation, Model, ModelCallError, Price
 from opro.errors import OproError
@@ -207,6 +208,10 @@ class SweepRunner:
         return model
 
     # -- running -----------------------------------------------------------------------------
+
+    def recording(self, *, resume: bool) -> AbstractAsyncContextManager[None]:
+        """The budget recorded in the sweep directory (spend.json) while the sweep runs."""
+        return recording(self.engine.budget, self.directory, resume=resume)
 
     async def run(self) -> None:
         self.started = time.perf_counter()

@@ -33,6 +33,7 @@ EXTRA_INSTALL = {
     "ortools": "pip install -e '.[demos]'",
     "matplotlib": "pip install -e '.[reports]'",
     "redis": "pip install -e '.[redis]'",
+    "ray": "pip install -e '.[ray]'",
     **dict.fromkeys(
         ("uvicorn", "fastapi", "sse_starlette", "starlette_context"),
         "pip install -e '.[local-server]'",

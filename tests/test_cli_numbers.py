@@ -41,7 +41,14 @@ BATCH = ["--batch-poll-max"]
 NUMERIC: dict[tuple[str, ...], list[str]] = {
     ("evaluate",): ["--limit", *ENGINE, *BATCH],
     ("optimize",): [*OPTIMIZE, *ENGINE, *BATCH],
-    ("sweep",): [*OPTIMIZE, *ENGINE, *BATCH, "--max-parallel-tasks", "--progress-every"],
+    ("sweep",): [
+        *OPTIMIZE,
+        *ENGINE,
+        *BATCH,
+        "--max-parallel-tasks",
+        "--progress-every",
+        "--ray-cpus",
+    ],
     ("ablate",): [
         *OPTIMIZE,
         *ENGINE,

@@ -29,7 +29,17 @@ ALLOWED: dict[str, set[str]] = {
     "optimize": {"providers", "tasks", "caches", "engine"},
     "problems": {"providers", "tasks", "caches", "engine", "optimize"},
     "sweep": {"providers", "tasks", "caches", "engine", "optimize", "problems"},
-    "cli": {"providers", "tasks", "caches", "engine", "optimize", "problems", "sweep"},
+    "cluster": {"providers", "tasks", "caches", "engine", "optimize", "problems", "sweep"},
+    "cli": {
+        "providers",
+        "tasks",
+        "caches",
+        "engine",
+        "optimize",
+        "problems",
+        "sweep",
+        "cluster",
+    },
     "testing": {"providers"},
 }
 
