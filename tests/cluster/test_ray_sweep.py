@@ -199,6 +199,26 @@ async def test_the_cli_evaluates_on_the_cluster_and_resumes_without_it(
     assert again["totals"]["calls"] == stored["totals"]["calls"] > 0  # nothing run twice
 
 
+@pytest.mark.requires_extra("redis")
+async def test_the_nodes_share_a_redis_cache_with_the_driver(
+    cluster: SimpleNamespace, tmp_path: Path, data_dir: Path, redis_server: Any
+) -> None:
+    """`--cache redis://...` on a Ray sweep: every actor writes what it paid for into the one
+    Redis, so the same evaluation afterwards, without Ray, is answered from it in full."""
+    url = redis_server.url
+    args = ["sweep", "--evaluate-only", "--tasks", "bbh/navigate", "--tasks", "bbh/snarks"]
+    args += ["--instruction", "Redis shared.", "--split", "train", "--scorer", "simulated/s"]
+    args += ["--data-dir", str(data_dir), "--cache", url]
+    on_ray = [*args, "--run-dir", str(tmp_path / "ray"), "--ray", "auto", "--ray-cpus", "1"]
+    assert await asyncio.to_thread(main, on_ray) == 0
+    paid = json.loads((tmp_path / "ray" / "sweep.json").read_text())["totals"]
+    assert paid["calls"] == 50 + 35 and paid["cache_hits"] == 0
+    local = [*args, "--run-dir", str(tmp_path / "local")]
+    assert await asyncio.to_thread(main, local) == 0
+    again = json.loads((tmp_path / "local" / "sweep.json").read_text())["totals"]
+    assert again["calls"] == 0 and again["cache_hits"] == 50 + 35
+
+
 class GatedServer(FakeOpenAIServer):
     """Holds every request at a gate while `holding` is set."""
 
