@@ -46,6 +46,7 @@ from opro.cli.options import (
     LIMITS,
     PROMPT,
     RUN_DIR,
+    STRATEGY,
     TASK,
     LimitSettings,
 )
@@ -233,6 +234,7 @@ GROUPS = (
     TASK.plus(*SPLITS),
     BOTH_MODELS,
     LOOP,
+    STRATEGY,
     META,
     PROMPT,
     LIMITS,
@@ -315,6 +317,8 @@ def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
         select_by=s["select_by"],
         grading=s["grading"],
         protocol=s["protocol"],
+        strategy=s["strategy"],
+        population=s["population"],
     )
     return cfg, meta
 
