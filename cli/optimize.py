@@ -58,6 +58,7 @@ from opro.cli.settings import Option, OptionGroup, Settings, UsageError, add_gro
 from opro.engine.budget import BudgetExceeded
 from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.model import ModelCallError
+from opro.optimize.evoplan import plan_evolution
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
 from opro.optimize.metaprompt import (
     BUCKETS,
@@ -71,6 +72,7 @@ from opro.optimize.metaprompt import (
 from opro.optimize.plan import plan_optimization
 from opro.optimize.problem import PromptProblem
 from opro.optimize.runlog import RunDirError, logged_spend, render_summary
+from opro.optimize.strategies import is_evolutionary
 from opro.tasks import load_task
 
 
@@ -325,6 +327,11 @@ def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
 
 def _check_combinations(s: Settings) -> None:
     """Settings that only fail together, named by where each came from."""
+    if s["population"] is not None and not is_evolutionary(s["strategy"]):
+        raise UsageError(
+            f"{s.where('population')} sizes an EvoPrompt population: add --strategy "
+            "evoprompt-ga or --strategy evoprompt-de"
+        )
     if s["validation_fraction"] == 0:
         if s["patience"] is not None:
             raise UsageError(
@@ -375,7 +382,8 @@ async def _run(s: Settings, run_dir: Path) -> OptimizationResult | None:
             errors=error_policy(s),
             on_progress=progress.on_progress,
         )
-        scorer_plan, optimizer_plan = plan_optimization(problem, optimizer, cfg)
+        plan_run = plan_evolution if is_evolutionary(cfg.strategy) else plan_optimization
+        scorer_plan, optimizer_plan = plan_run(problem, optimizer, cfg)
         plan = RunPlan(
             scorer_plan,
             upper_bound=True,

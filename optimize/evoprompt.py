@@ -7,8 +7,10 @@ like any instruction, and an instruction scored before is never paid for again),
 step records, validation, budget and resume.
 
 * Step 0 scores the starting instructions exactly as given; when there are fewer than the
-  population size N, the optimizer writes the rest from a few training examples (an
-  instruction-induction prompt). The population is the best N of what was scored.
+  population size N, the optimizer writes the rest, one ask per missing member, each from
+  its own draw of 5 training examples (an instruction-induction prompt; asked again, at
+  most `RESAMPLE_ROUNDS` times, for members that came back invalid or duplicated). The
+  population is the best N of what was scored.
 * A GA generation makes N children: two parents drawn by roulette wheel (probability
   proportional to the score; uniform when every score is 0), each crossed over and
   mutated by the optimizer; the next population is the best N of parents and children.
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 from opro.engine.spend import Spend
 from opro.errors import SettingsError
 from opro.optimize.evoprompt_prompts import de_prompt, final_prompt, ga_prompt, induction_prompt
-from opro.optimize.loop import RESAMPLE_ROUNDS, _Entry, _Fresh, resample_seed, step_seed
+from opro.optimize.loop import RESAMPLE_ROUNDS, _Entry, _Fresh, step_seed
 from opro.optimize.records import (
     Candidate,
     OtherCandidate,
@@ -244,23 +246,30 @@ async def initial_population(loop: _Loop) -> None:
                 "to write them from"
             )
         train = list(examples("train"))
-        ids = random.Random(seed).sample(range(len(train)), min(INDUCTION_EXAMPLES, len(train)))
-        prompt = induction_prompt([train[i] for i in ids])
+        rng = random.Random(seed)
         answers: list[str] = []
+        prompts: list[str] = []
         generations: list[Generation] = []
         loop._phase(0, "optimizer")
-        while len(fresh) < size and len(generations) <= RESAMPLE_ROUNDS:
-            sample = resample_seed(0, len(generations)) if generations else 0
-            [generation] = await _ask(
-                loop, [(prompt, sample)], loop.cfg.temperature, n=size - len(fresh)
-            )
-            generations.append(generation)
-            for text in generation.completion.texts:
+        for round_ in range(1 + RESAMPLE_ROUNDS):
+            # One ask per missing member, each with its own draw of examples, so that even a
+            # deterministic optimizer writes different members.
+            asks = [
+                induction_prompt(rng.sample(train, min(INDUCTION_EXAMPLES, len(train))))
+                for _ in range(size - len(fresh))
+            ]
+            samples = [round_ * _CHILD_SLOTS + j for j in range(len(asks))]
+            batch = await _ask(loop, list(zip(asks, samples, strict=True)), loop.cfg.temperature)
+            for generation in batch:
+                text = generation.completion.texts[0] if generation.completion.texts else ""
                 entries.append(_vet_child(loop, len(answers), text, 0, fresh))
                 answers.append(text)
+            prompts += asks
+            generations += batch
+            if len(fresh) >= size:
+                break
         asked = _cost(loop, generations)
-        record["seed"], record["exemplars"] = seed, [str(i) for i in ids]
-        record["meta_prompts"], record["answers"] = [prompt], answers
+        record["seed"], record["meta_prompts"], record["answers"] = seed, prompts, answers
         record["optimizer"] = optimizer_call(asked, time.perf_counter() - started)
         record["asks"] = len(generations)
     loop._phase(0, "scoring")

@@ -21,7 +21,7 @@ from opro.engine.evaluate import ErrorPolicy
 from opro.engine.limits import DEFAULT_MAX_CONCURRENCY, LimitConfig
 from opro.engine.model import Price
 from opro.errors import SettingsError
-from opro.optimize.loop import OptimizeConfig
+from opro.optimize.loop import OptimizeConfig, option_defaults
 from opro.optimize.protocol import PROTOCOLS
 from opro.optimize.runlog import config_differences
 from opro.providers.urls import redact_url
@@ -185,10 +185,15 @@ def _operational(key: str, stored: Mapping[str, Any]) -> bool:
 def resume_differences(
     stored: Mapping[str, Any], new: Mapping[str, Any]
 ) -> list[tuple[str, Any, Any]]:
-    """(setting, stored value, new value) for each result-changing setting that differs."""
+    """(setting, stored value, new value) for each result-changing setting that differs.
+
+    A sweep stored before an optimize option existed ran with its default (`--strategy`
+    opro, say), so a missing key matches exactly that value.
+    """
+    added = {f"optimize.{k.removeprefix('options.')}": v for k, v in option_defaults().items()}
     return [
         diff
-        for diff in config_differences(stored, _roundtrip(new))
+        for diff in config_differences(stored, _roundtrip(new), added=added)
         if not _operational(diff[0], stored)
     ]
 
