@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import typing
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from opro.optimize.evoprompt_prompts import final_prompt
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize, step_seed
 from opro.optimize.metaprompt import MetaPrompt, MetaPromptConfig, Scored
 from opro.optimize.problem import PromptProblem, SolutionScore, SplitName
+from opro.optimize.records import StepRecord, step_record_problem
 from opro.optimize.runlog import read_steps
 from opro.optimize.strategies import STRATEGIES
 from opro.providers.base import Provider
@@ -257,6 +259,12 @@ async def test_ga_keeps_the_best_n_of_parents_and_children(tmp_path: Path) -> No
     # Every instruction was scored once: members and repeated children reuse their score.
     assert len(problem.scored) == len(set(problem.scored))
     assert len(provider.requests) == 2 + 4 * 4
+    # The records are typed: every field is declared, and none is missing from a generation.
+    declared = set(typing.get_type_hints(StepRecord))
+    for record in records:
+        assert step_record_problem(record) is None and set(record) <= declared
+    missing = declared - set(records[1])
+    assert missing == {"spend", "exemplars", "meta_prompt"}
 
 
 async def test_de_never_replaces_a_member_with_a_worse_child(tmp_path: Path) -> None:
