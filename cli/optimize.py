@@ -295,6 +295,11 @@ def _safe_url(url: str | None) -> str | None:
 
 def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
     """The loop's and the meta-prompt's settings; a bad combination fails here."""
+    if s["population"] is not None and not is_evolutionary(s["strategy"]):
+        raise UsageError(
+            f"{s.where('population')} sizes an EvoPrompt population: add --strategy "
+            "evoprompt-ga or --strategy evoprompt-de"
+        )
     meta = MetaPromptConfig(
         style=s["meta_prompt"],
         max_shown=s["max_shown"],
@@ -327,11 +332,6 @@ def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
 
 def _check_combinations(s: Settings) -> None:
     """Settings that only fail together, named by where each came from."""
-    if s["population"] is not None and not is_evolutionary(s["strategy"]):
-        raise UsageError(
-            f"{s.where('population')} sizes an EvoPrompt population: add --strategy "
-            "evoprompt-ga or --strategy evoprompt-de"
-        )
     if s["validation_fraction"] == 0:
         if s["patience"] is not None:
             raise UsageError(

@@ -158,3 +158,14 @@ def test_population_without_an_evoprompt_strategy_is_one_line(
     assert main([*args, "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--population" in err and "--strategy" in err
+
+
+def test_population_without_an_evoprompt_strategy_is_one_line_in_a_sweep(
+    task: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", "--tasks", str(task), "--population", "4", "--steps", "1"]
+    args += ["--scorer", "simulated/s", "--optimizer", "simulated/o"]
+    assert main([*args, "--run-dir", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--population" in err and "--strategy" in err
+    assert not (tmp_path / "sweep").exists()
