@@ -77,6 +77,8 @@ class OptimizeConfig:
     our strict rules or the paper's reference rules; records and results carry both.
     `protocol` names the preset the settings came from (`protocol.protocol_preset`), so the
     run's records say whether its numbers follow the paper's protocol.
+    `strategy` picks how steps propose solutions (`strategies.STRATEGIES`: this loop's OPRO
+    steps, or EvoPrompt's GA / DE in `evoprompt.py` on a population of `population_size`).
     """
 
     steps: int = 200
