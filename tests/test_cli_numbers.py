@@ -35,7 +35,7 @@ OPTIMIZE = [
     "--optimizer-max-tokens", "--steps", "--candidates-per-step", "--temperature",
     "--temperature-end", "--seed", "--exemplars",
     "--train-fraction", "--validation-fraction", "--split-seed", "--eval-every",
-    "--patience", "--test-top", "--test-limit",
+    "--patience", "--test-top", "--test-limit", "--population",
 ]  # fmt: skip
 NUMERIC: dict[tuple[str, ...], list[str]] = {
     ("evaluate",): ["--limit", *ENGINE],
