@@ -50,6 +50,7 @@ from opro.cli.options import (
     PROMPT,
     RACING,
     RUN_DIR,
+    STRATEGY,
     TASK,
     LimitSettings,
 )
@@ -68,6 +69,7 @@ from opro.engine.budget import BudgetExceeded
 from opro.engine.calibrate import calibrate
 from opro.engine.ledger import LedgerError, recording, stop_message
 from opro.engine.model import ModelCallError
+from opro.optimize.evoplan import plan_evolution
 from opro.optimize.loop import OptimizationResult, OptimizeConfig, optimize
 from opro.optimize.metaprompt import (
     BUCKETS,
@@ -82,6 +84,7 @@ from opro.optimize.plan import plan_optimization
 from opro.optimize.problem import PromptProblem
 from opro.optimize.racing import racing_plan_line
 from opro.optimize.runlog import RunDirError, logged_spend, render_summary
+from opro.optimize.strategies import is_evolutionary
 from opro.tasks import load_task
 
 
@@ -245,6 +248,7 @@ GROUPS = (
     TASK.plus(*SPLITS),
     BOTH_MODELS,
     LOOP,
+    STRATEGY,
     META,
     RACING,
     PROMPT,
@@ -313,6 +317,11 @@ def _safe_url(url: str | None) -> str | None:
 
 def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
     """The loop's and the meta-prompt's settings; a bad combination fails here."""
+    if s["population"] is not None and not is_evolutionary(s["strategy"]):
+        raise UsageError(
+            f"{s.where('population')} sizes an EvoPrompt population: add --strategy "
+            "evoprompt-ga or --strategy evoprompt-de"
+        )
     meta = MetaPromptConfig(
         style=s["meta_prompt"],
         max_shown=s["max_shown"],
@@ -339,6 +348,8 @@ def configs(s: Settings) -> tuple[OptimizeConfig, MetaPromptConfig]:
         protocol=s["protocol"],
         racing=bool(s["racing"]),
         racing_delta=s["racing_delta"],
+        strategy=s["strategy"],
+        population=s["population"],
     )
     return cfg, meta
 
@@ -405,7 +416,8 @@ async def _run(s: Settings, run_dir: Path) -> tuple[OptimizationResult, list[str
                 problem.initial_solutions(), problem.data.train, scorer, s["calibrate"],
                 position=problem.position, qa_framing=problem.qa_framing,
             )  # fmt: skip
-        scorer_plan, optimizer_plan = plan_optimization(problem, optimizer, cfg)
+        plan_run = plan_evolution if is_evolutionary(cfg.strategy) else plan_optimization
+        scorer_plan, optimizer_plan = plan_run(problem, optimizer, cfg)
         if calibrated is not None:
             scorer_plan.calibration = calibrated.paid
         plan = RunPlan(

@@ -35,6 +35,7 @@ from opro.engine.prices import price_option
 from opro.engine.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from opro.optimize.protocol import PROTOCOLS
 from opro.optimize.racing import RACING_DELTA
+from opro.optimize.strategies import POPULATION, STRATEGIES
 from opro.tasks.grading import GRADINGS
 from opro.tasks.prompts import POSITIONS
 
@@ -464,3 +465,25 @@ class BatchOptionSettings:
     batch: bool = False
     batch_retry: str = "batch"
     batch_poll_max: float = 300.0
+
+
+STRATEGY = OptionGroup(
+    "search strategy",
+    (
+        Option(
+            "--strategy",
+            "opro: the meta-prompt loop; evoprompt-ga / evoprompt-de: EvoPrompt's genetic "
+            "algorithm / differential evolution on a population of prompts",
+            choices=STRATEGIES,
+            default="opro",
+        ),
+        Option(
+            "--population",
+            "EvoPrompt population size N: each step makes N children; the --start "
+            "instructions are members and the optimizer writes the rest from training examples",
+            type=POPULATION,
+            metavar="N",
+            default_text="--candidates-per-step, so a step scores as many prompts as OPRO's",
+        ),
+    ),
+)

@@ -69,6 +69,7 @@ from opro.optimize.records import (
     wrong_examples,
 )
 from opro.optimize.runlog import RunLog, flatten, render_summary
+from opro.optimize.strategies import POPULATION, check_strategy, is_evolutionary
 from opro.tasks.grading import GRADINGS, Grading
 
 # How many more times a step may ask the optimizer for the answers that were invalid.
@@ -88,6 +89,8 @@ class OptimizeConfig:
     `racing` scores a step's candidates in rounds and stops those that cannot enter the
     meta-prompt or the final table (`optimize/racing.py`); `racing_delta` bounds, per step,
     the probability that one that could is stopped.
+    `strategy` picks how steps propose solutions (`strategies.STRATEGIES`: this loop's OPRO
+    steps, or EvoPrompt's GA / DE in `evoprompt.py` on a population of `population_size`).
     """
 
     steps: int = 200
@@ -105,11 +108,21 @@ class OptimizeConfig:
     resample_invalid: bool = False
     racing: bool = False
     racing_delta: float = 0.05
+    strategy: str = "opro"
+    population: int | None = None
 
     def __post_init__(self) -> None:
         RACING_DELTA.check("racing_delta", self.racing_delta)
+        check_strategy(self.strategy)
+        if self.population is not None:
+            POPULATION.check("population", self.population)
         if self.racing:
             check_racing_meta(self.meta)
+            if self.strategy != "opro":
+                raise SettingsError(
+                    f"racing works with the opro strategy only, not {self.strategy}: an "
+                    "EvoPrompt population compares full scores; drop --racing"
+                )
         if self.protocol not in PROTOCOLS:
             raise SettingsError(f"unknown protocol {self.protocol!r}; use {', '.join(PROTOCOLS)}")
         STEPS.check("steps", self.steps)
@@ -128,6 +141,12 @@ class OptimizeConfig:
             raise SettingsError(
                 f"grading must be one of {', '.join(GRADINGS)}, got {self.grading!r}"
             )
+
+    @property
+    def population_size(self) -> int:
+        """N of the EvoPrompt strategies: `population`, else `candidates_per_step`, so a
+        generation scores as many new prompts as an OPRO step."""
+        return self.population if self.population is not None else self.candidates_per_step
 
     def temperature_at(self, step: int) -> float:
         if self.temperature_end is None or self.steps <= 1:
@@ -266,6 +285,7 @@ class _State:
         self.wrong: dict[str, tuple[int, ...]] = {}  # training examples each solution missed
         self.raced: dict[str, int] = {}  # proposals racing stopped, by the step that did
         self.answers = self.extraction_failures = 0
+        self.population: list[str] = []  # the EvoPrompt strategies' members, as last logged
 
     def final_score(self, solution: str) -> tuple[float, int] | None:
         """The score of a solution scored without errors, with the step that scored it."""
@@ -318,6 +338,8 @@ class _State:
                 if self.patience is not None and self.stale >= self.patience:
                     self.stopped_early = True
         self.totals += RunTotals.from_dict(record["totals"])
+        if "population" in record:
+            self.population = list(record["population"])
         self.last_step = record["step"]
         self.answers += len(record.get("answers", ()))
         self.extraction_failures += record.get("extraction_failures", 0)
@@ -354,6 +376,10 @@ class _Loop:
             self.on_phase(StepPhase(step, self.cfg.steps, phase))
 
     async def initial(self) -> None:
+        if is_evolutionary(self.cfg.strategy):
+            from opro.optimize.evoprompt import initial_population  # it builds on this module
+
+            return await initial_population(self)
         started = time.perf_counter()
         entries: list[_Entry] = []
         fresh: set[str] = set()
@@ -372,6 +398,10 @@ class _Loop:
         await self._finish(record, started, cost)
 
     async def step(self, step: int) -> None:
+        if is_evolutionary(self.cfg.strategy):
+            from opro.optimize.evoprompt import next_generation  # it builds on this module
+
+            return await next_generation(self, step)
         started = time.perf_counter()
         seed = step_seed(self.cfg.seed, step)
         rng = random.Random(seed)

@@ -159,6 +159,10 @@ class StepRecord(TypedDict):
     extraction_failures: NotRequired[Count]  # optimizer answers that held no candidate
     asks: NotRequired[Count]
     invalid: NotRequired[Count]
+    # EvoPrompt strategies (evoprompt.py): one ask per child, and the population after the step
+    meta_prompts: NotRequired[list[str]]
+    parents: NotRequired[list[list[str]]]
+    population: NotRequired[list[str]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ OPTIMIZE = [
     "--optimizer-max-tokens", "--steps", "--candidates-per-step", "--temperature",
     "--temperature-end", "--seed", "--exemplars",
     "--train-fraction", "--validation-fraction", "--split-seed", "--eval-every",
-    "--patience", "--test-top", "--test-limit", "--racing-delta",
+    "--patience", "--test-top", "--test-limit", "--racing-delta", "--population",
 ]  # fmt: skip
 BATCH = ["--batch-poll-max"]
 NUMERIC: dict[tuple[str, ...], list[str]] = {
