@@ -33,8 +33,6 @@ the seed; repeat 0 is exactly `opro optimize --seed seed`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +43,7 @@ from opro.checks import CANDIDATES, SEED, TEMPERATURE, IntRange
 from opro.errors import SettingsError
 from opro.optimize.loop import OptimizeConfig
 from opro.optimize.metaprompt import BUCKETS, EXEMPLARS, ORDERS
+from opro.optimize.strategies import STRATEGIES
 
 AXES: tuple[str, ...] = (
     "order",
@@ -151,26 +150,9 @@ def _one_shot(text: str) -> Value:
     return Value(text.lower(), text.lower() == "on")
 
 
-def strategies() -> tuple[str, ...] | None:
-    """The optimization strategies this build has (None: no `opro.optimize.strategies`)."""
-    try:
-        module = importlib.import_module("opro.optimize.strategies")
-    except ModuleNotFoundError:
-        return None
-    found = getattr(module, "STRATEGIES", None)
-    return tuple(found) if isinstance(found, tuple | list) else None
-
-
 def _strategy(text: str) -> Value:
-    known = strategies()
-    has_field = "strategy" in {f.name for f in dataclasses.fields(OptimizeConfig)}
-    if known is None or not has_field:
-        raise SettingsError(
-            "ablation axis strategy needs the EvoPrompt strategies (opro.optimize.strategies "
-            "and OptimizeConfig.strategy), which this build does not have"
-        )
-    if text not in known:
-        raise _bad("strategy", text, ", ".join(known))
+    if text not in STRATEGIES:
+        raise _bad("strategy", text, ", ".join(STRATEGIES))
     return Value(text, text)
 
 
@@ -274,7 +256,7 @@ def arm_config(axis: str, value: Any, base: OptimizeConfig, total: int) -> Optim
     if axis == "temperature":
         return replace(base, temperature=value)
     if axis == "strategy":
-        return replace(base, **{"strategy": value})
+        return replace(base, strategy=str(value))
     if axis == "one-shot":
         return _one_shot_config(base, value, total)
     return base  # start

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from opro.cli.main import main
-from opro.sweep.ablate import strategies
 from opro.testing.process import ServerProcess
 
 SERVER = Path(__file__).parent / "sweep" / "test_ablate_http.py"
@@ -57,14 +56,25 @@ def test_user_errors_are_one_line_and_nothing_is_created(
     assert not run_dir.exists() and not (tmp_path / "c").exists()
 
 
-def test_the_strategy_axis_is_refused_until_the_strategies_exist(
+def test_the_strategy_axis_runs_opro_ga_and_de_under_one_engine(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if strategies() is not None:
-        pytest.skip("this build has the EvoPrompt strategies")
-    argv = ["ablate", "strategy", "--values", "opro,evoprompt-ga", "--task", "bbh/navigate"]
-    code = main([*argv, *SIM, "--run-dir", str(tmp_path / "a")])
-    one_line_error(code, capsys.readouterr().err, "axis strategy needs the EvoPrompt strategies")
+    """OPRO vs EvoPrompt GA vs DE: each arm runs its own strategy (recorded in its run
+    directory), and the step-0 scores the arms share are paid for once."""
+    run_dir = tmp_path / "a"
+    argv = ["ablate", "strategy", "--values", "opro,evoprompt-ga,evoprompt-de"]
+    argv += ["--task", "bbh/navigate", *SIM, *SMALL, "--run-dir", str(run_dir)]
+    assert main([*argv, "--cache-dir", str(tmp_path / "c")]) == 0, capsys.readouterr().err
+    for value in ("opro", "evoprompt-ga", "evoprompt-de"):
+        config = json.loads(
+            (run_dir / "arms" / f"strategy={value}" / "rep0" / "config.json").read_text()
+        )
+        assert config["run"]["options"]["strategy"] == value
+    with open(run_dir / "table.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["value"] for r in table] == ["opro", "evoprompt-ga", "evoprompt-de"]
+    assert {r["status"] for r in table} == {"done"}
+    assert sum(int(r["saved_scorer"]) for r in table) > 0  # step 0 scored once for all
 
 
 def test_dry_run_lists_the_arms(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

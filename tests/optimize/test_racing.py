@@ -255,3 +255,15 @@ def test_no_stop_on_counts_a_round_did_not_report() -> None:
         race(problem, ["bad"], needed=0.7, delta=0.05, seed=seed, grading="strict")
     )
     assert stop is not None
+
+
+def test_racing_is_refused_with_an_evoprompt_strategy() -> None:
+    """GA keeps the best N by full score and DE compares a child with its parent: a raced
+    child has no full score to compare, so the combination is refused before anything runs."""
+    from opro.errors import SettingsError
+    from opro.optimize.loop import OptimizeConfig
+
+    for strategy in ("evoprompt-ga", "evoprompt-de"):
+        with pytest.raises(SettingsError, match="racing works with the opro strategy only"):
+            OptimizeConfig(racing=True, strategy=strategy)
+    assert OptimizeConfig(racing=True, strategy="opro").racing

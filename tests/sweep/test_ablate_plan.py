@@ -12,7 +12,7 @@ import pytest
 from opro.errors import SettingsError
 from opro.optimize.loop import OptimizeConfig
 from opro.optimize.metaprompt import MetaPromptConfig
-from opro.sweep.ablate import plan_arms, strategies
+from opro.sweep.ablate import plan_arms
 
 BASE = OptimizeConfig(steps=6, candidates_per_step=4, seed=7)
 
@@ -35,12 +35,10 @@ BASE = OptimizeConfig(steps=6, candidates_per_step=4, seed=7)
         ("temperature", "1,1.0", "axis temperature: value 1 is given twice"),
         ("one-shot", "off,maybe", "axis one-shot: bad value 'maybe'; allowed: off, on"),
         ("start", "missing.txt", "axis start: cannot read missing.txt"),
-        ("strategy", "opro", "axis strategy needs the EvoPrompt strategies"),
+        ("strategy", "opro,annealing", "axis strategy: bad value 'annealing'; allowed: opro,"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_axis(axis: str, values: str, message: str) -> None:
-    if axis == "strategy" and strategies() is not None:
-        pytest.skip("this build has the strategies: the integrator's test covers the axis")
     with pytest.raises(SettingsError) as info:
         plan_arms(axis, values, BASE)
     assert message in str(info.value) and "\n" not in str(info.value)
@@ -86,6 +84,18 @@ def test_meta_prompt_axes_set_the_meta_prompt_option(
     labels = values.split(",")
     assert [a.name for a in arms] == [f"{axis}={v}/rep0" for v in labels]
     assert [a.dir for a in arms] == [f"arms/{axis}={v}/rep0" for v in labels]
+
+
+def test_strategy_sets_the_search_strategy_and_nothing_else() -> None:
+    arms = plan_arms("strategy", "opro,evoprompt-ga,evoprompt-de", BASE, repeats=2)
+    assert [(a.config.strategy, a.repeat) for a in arms] == [
+        ("opro", 0), ("opro", 1), ("evoprompt-ga", 0), ("evoprompt-ga", 1),
+        ("evoprompt-de", 0), ("evoprompt-de", 1),
+    ]  # fmt: skip
+    assert all(
+        a.config == replace(BASE, strategy=a.config.strategy, seed=a.config.seed) for a in arms
+    )
+    assert [a.config.seed - BASE.seed for a in arms] == [0, 1] * 3
 
 
 def test_temperature_sets_the_optimizer_temperature() -> None:
