@@ -92,8 +92,11 @@ async def test_calls_are_shared_in_proportion_to_capacity(
     for served, capacity in zip(done, CAPACITY.values(), strict=True):
         share, expected = served / 600, capacity / total
         assert abs(share - expected) <= 0.1 * expected, (done, share, expected)
-    # Each endpoint's window learnt its own server's limit.
-    assert [e.limiter.concurrency for e in pool_of(scorer).endpoints] == [2, 6]
+    # Each endpoint's window learnt its own server's limit: AIMD probes one above it and a
+    # 429 halves the window, so when the run ends it is anywhere in [limit / 2, limit + 1].
+    windows = [e.limiter.concurrency for e in pool_of(scorer).endpoints]
+    for window, capacity in zip(windows, CAPACITY.values(), strict=True):
+        assert capacity / 2 <= window <= capacity + 1, windows
 
 
 TWO_SLOW = [["--latency", "0.01"], ["--latency", "0.01"]]
