@@ -316,6 +316,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """`opro evaluate`: 0 done, 1 every pair failed, 2 user error, 3 stopped by the budget."""
     s = settings_from_args(args)
     batch_run_dir(s)  # a --batch without --run-dir fails before anything is read
+    if s["batch"] and s["calibrate"]:
+        raise UsageError(
+            "--calibrate pays live calls before the plan; with --batch drop it (the batch's "
+            "worst case is reserved before it is sent)"
+        )
     out = Path(s["out"]) if s["out"] else None
     if out is not None:
         _writable(out)

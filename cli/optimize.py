@@ -15,6 +15,7 @@ import asyncio
 import re
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -410,57 +411,63 @@ async def _run(s: Settings, run_dir: Path) -> tuple[OptimizationResult, list[str
         )
         if s["batch"] and not dry_run:
             problem.batch = (batch_settings(s), run_dir)
-        calibrated = None
-        if s["calibrate"] and not dry_run:
-            calibrated = await calibrate(
-                problem.initial_solutions(), problem.data.train, scorer, s["calibrate"],
-                position=problem.position, qa_framing=problem.qa_framing,
-            )  # fmt: skip
-        plan_run = plan_evolution if is_evolutionary(cfg.strategy) else plan_optimization
-        scorer_plan, optimizer_plan = plan_run(problem, optimizer, cfg)
-        if calibrated is not None:
-            scorer_plan.calibration = calibrated.paid
-        plan = RunPlan(
-            scorer_plan,
-            upper_bound=True,
-            optimizer_calls=optimizer_plan.calls,
-            optimizer_cost_usd=optimizer_plan.est_cost_usd,
-            shorten="--train-fraction / --steps",
-            optimizer=optimizer_plan,
-        )
-        speed = speed_from_limits(scorer_plan, limits.rpm, limits.tpm)
-        if dry_run:
-            print(f"scorer (at most): {scorer_plan.describe()}")
-            print(f"optimizer (at most): {optimizer_plan.describe()}")
-            if cfg.racing:
-                print(
-                    racing_plan_line(
-                        scorer_plan.calls,
-                        cfg.steps,
-                        cfg.candidates_per_step,
-                        problem.training_size(),
+        # The budget is the run's: what earlier sessions spent counts against the cap, and the
+        # ledger records from the first paid call on (a --calibrate sample included).
+        async with AsyncExitStack() as ledger:
+            if not dry_run:
+                await ledger.enter_async_context(
+                    recording(
+                        engine.budget,
+                        run_dir,
+                        resume=s["resume"],
+                        earlier=lambda: logged_spend(run_dir),
                     )
                 )
-            if s["calibrate"]:
-                print(f"calibration: --calibrate {s['calibrate']} is paid only by a real run")
-            print(dry_run_time(plan, speed))
-            return None
-        engine.budget.expected_call = per_call_spend(scorer_plan, scorer)
-        # The budget is the run's: what earlier sessions spent counts against the cap.
-        async with (
-            recording(
-                engine.budget, run_dir, resume=s["resume"], earlier=lambda: logged_spend(run_dir)
-            ),
-            board.showing(),
-        ):
-            progress.announce(plan, speed)
-            try:
-                result = await optimize(
-                    problem, optimizer, cfg, run_dir=run_dir, resume=s["resume"],
-                    info=_run_info(s), on_step=progress.on_step, on_phase=progress.on_phase,
+            calibrated = None
+            if s["calibrate"] and not dry_run:
+                calibrated = await calibrate(
+                    problem.initial_solutions(), problem.data.train, scorer, s["calibrate"],
+                    position=problem.position, qa_framing=problem.qa_framing,
                 )  # fmt: skip
-            except BudgetExceeded as exc:
-                raise BudgetExceeded(stop_message(engine.budget, exc)) from None
+            plan_run = plan_evolution if is_evolutionary(cfg.strategy) else plan_optimization
+            scorer_plan, optimizer_plan = plan_run(problem, optimizer, cfg)
+            if calibrated is not None:
+                scorer_plan.calibration = calibrated.paid
+            plan = RunPlan(
+                scorer_plan,
+                upper_bound=True,
+                optimizer_calls=optimizer_plan.calls,
+                optimizer_cost_usd=optimizer_plan.est_cost_usd,
+                shorten="--train-fraction / --steps",
+                optimizer=optimizer_plan,
+            )
+            speed = speed_from_limits(scorer_plan, limits.rpm, limits.tpm)
+            if dry_run:
+                print(f"scorer (at most): {scorer_plan.describe()}")
+                print(f"optimizer (at most): {optimizer_plan.describe()}")
+                if cfg.racing:
+                    print(
+                        racing_plan_line(
+                            scorer_plan.calls,
+                            cfg.steps,
+                            cfg.candidates_per_step,
+                            problem.training_size(),
+                        )
+                    )
+                if s["calibrate"]:
+                    print(f"calibration: --calibrate {s['calibrate']} is paid only by a real run")
+                print(dry_run_time(plan, speed))
+                return None
+            engine.budget.expected_call = per_call_spend(scorer_plan, scorer)
+            async with board.showing():
+                progress.announce(plan, speed)
+                try:
+                    result = await optimize(
+                        problem, optimizer, cfg, run_dir=run_dir, resume=s["resume"],
+                        info=_run_info(s), on_step=progress.on_step, on_phase=progress.on_phase,
+                    )  # fmt: skip
+                except BudgetExceeded as exc:
+                    raise BudgetExceeded(stop_message(engine.budget, exc)) from None
         return result, plan_vs_bill(
             ("scorer plan vs bill", scorer_plan, scorer.stats.spend, scorer),
             ("optimizer plan vs bill", optimizer_plan, optimizer.stats.spend, optimizer),
