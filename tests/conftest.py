@@ -34,6 +34,7 @@ EXTRA_INSTALL = {
     "matplotlib": "pip install -e '.[reports]'",
     "redis": "pip install -e '.[redis]'",
     "ray": "pip install -e '.[ray]'",
+    "tiktoken": "pip install -e '.[tokenizers]'",
     **dict.fromkeys(
         ("uvicorn", "fastapi", "sse_starlette", "starlette_context"),
         "pip install -e '.[local-server]'",

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+if importlib.util.find_spec("tiktoken") is None and not os.environ.get("OPRO_REQUIRE_EXTRAS"):
+    pytest.skip(
+        "needs the optional tiktoken: pip install -e '.[tokenizers]'", allow_module_level=True
+    )
+
 import tiktoken
 import tiktoken.load
 import tiktoken.model
