@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -111,7 +112,19 @@ async def ray_sweep(
     ray = _ray()
     if not ray.is_initialized():
         try:
-            ray.init(address=options.address, log_to_driver=False)
+            # Ray's own notes on a failed connect (a client-builder INFO line, a timeout
+            # UserWarning) would surround our one-line error; the error says it all.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                quiet = [logging.getLogger(n) for n in ("ray", "ray.client_builder")]
+                levels = [q.level for q in quiet]
+                for q in quiet:
+                    q.setLevel(logging.WARNING)
+                try:
+                    ray.init(address=options.address, log_to_driver=False)
+                finally:
+                    for q, level in zip(quiet, levels, strict=True):
+                        q.setLevel(level)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(f"cannot connect to Ray at {options.address}: {exc}") from None
     _check_cpus(ray, options.num_cpus)  # before the sweep directory is touched
