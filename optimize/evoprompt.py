@@ -39,7 +39,6 @@ from opro.optimize.evoprompt_prompts import de_prompt, final_prompt, ga_prompt, 
 from opro.optimize.loop import RESAMPLE_ROUNDS, _Entry, _Fresh, step_seed
 from opro.optimize.records import (
     Candidate,
-    OtherCandidate,
     RunTotals,
     StepRecord,
     no_candidate,
@@ -155,28 +154,15 @@ def _population(loop: _Loop) -> list[Member]:
     return out
 
 
-def _vet_child(loop: _Loop, answer: int, text: str, step: int, fresh: set[str]) -> _Entry:
-    """One answer's candidate: the tagged prompt, cleaned and vetted as OPRO's are."""
+def _vet_child(
+    loop: _Loop, answer: int, text: str, step: int, fresh: set[str], children: int
+) -> _Entry:
+    """One answer's candidate: the tagged prompt, vetted by the loop's own rules; `children`
+    (the answers the step asked for) may all be fresh, whatever --candidates-per-step says."""
     raw = final_prompt(text)
     if raw is None:
         return no_candidate(answer)
-    canonical, reason = loop.problem.check(raw)
-    known = loop.state.final_score(canonical)
-    entry: OtherCandidate = {
-        "answer": answer, "text": raw, "canonical": canonical, "status": "rejected"
-    }  # fmt: skip
-    if reason is not None:
-        entry["reason"] = reason
-    elif canonical in fresh:
-        entry["status"] = "duplicate"
-        entry["duplicate_of_step"] = step
-    elif known is not None:
-        entry["status"] = "duplicate"
-        entry["duplicate_of_step"], entry["score"] = known[1], known[0]
-    else:
-        fresh.add(canonical)
-        return _Fresh("new", raw, canonical, answer)
-    return entry
+    return loop._vet(answer, raw, step, fresh, cap=children)
 
 
 def _cost(loop: _Loop, generations: Sequence[Generation]) -> RunTotals:
@@ -262,7 +248,7 @@ async def initial_population(loop: _Loop) -> None:
             batch = await _ask(loop, list(zip(asks, samples, strict=True)), loop.cfg.temperature)
             for generation in batch:
                 text = generation.completion.texts[0] if generation.completion.texts else ""
-                entries.append(_vet_child(loop, len(answers), text, 0, fresh))
+                entries.append(_vet_child(loop, len(answers), text, 0, fresh, size))
                 answers.append(text)
             prompts += asks
             generations += batch
@@ -306,7 +292,9 @@ async def next_generation(loop: _Loop, step: int) -> None:
     optimizer_s = time.perf_counter() - started
     answers = [g.completion.texts[0] if g.completion.texts else "" for g in generations]
     fresh: set[str] = set()
-    entries = [_vet_child(loop, i, text, step, fresh) for i, text in enumerate(answers)]
+    entries = [
+        _vet_child(loop, i, text, step, fresh, len(answers)) for i, text in enumerate(answers)
+    ]
     loop._phase(step, "scoring")
     candidates, scoring = await loop._score_new(entries, step)
     offspring: list[Member | None] = [None] * len(children)

@@ -465,7 +465,11 @@ class _Loop:
         entries += [no_candidate(first + i) for i, got in enumerate(per_answer) if not got]
         return entries
 
-    def _vet(self, answer: int, raw: str, step: int, fresh: set[str]) -> _Entry:
+    def _vet(
+        self, answer: int, raw: str, step: int, fresh: set[str], cap: int | None = None
+    ) -> _Entry:
+        """One proposal's entry: rejected, a duplicate, surplus beyond `cap` fresh ones in the
+        step (default: --candidates-per-step), or fresh."""
         canonical, reason = self.problem.check(raw)
         known = self.state.final_score(canonical)
         entry: OtherCandidate = {
@@ -483,7 +487,7 @@ class _Loop:
             entry["status"] = "duplicate"
             entry["duplicate_of_step"], entry["score"] = self.state.raced[canonical], None
             entry["reason"] = "raced"
-        elif len(fresh) >= self.cfg.candidates_per_step:
+        elif len(fresh) >= (self.cfg.candidates_per_step if cap is None else cap):
             entry["status"] = "surplus"
             entry["reason"] = "the step already has enough candidates"
         else:
